@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install benchmark clean
+
+# Re-installs only when the dependency pins change, so repeated calls are quick.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m helpers.pipeline $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+benchmark: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(PY) benchmarks/time_notebooks.py
+
+clean:
+	rm -rf data/processed models runs figures/*.html figures/*.png figures/plotly.min.js
