@@ -1,0 +1,180 @@
+"""Run the notebook chain end to end with papermill.
+
+    python -m helpers.pipeline                 # every notebook, default settings
+    python -m helpers.pipeline --quick         # small settings (what the tests run)
+    python -m helpers.pipeline --from 03 -p n_clusters 12
+    python -m helpers.pipeline --only 02 --only 03 --output-dir /tmp/run
+
+Each run writes its executed notebooks to a new folder `runs/<timestamp>/` (git-ignored) and
+stops at the first failing notebook, naming the notebook and the failing cell's error.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
+
+# Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
+QUICK_PARAMETERS: dict[str, object] = {
+    "vae_epochs": 5,
+}
+
+
+class ChainError(RuntimeError):
+    """A notebook of the chain failed, or the chain was asked for something it does not have."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """One executed notebook: where its copy is and how long it took."""
+
+    notebook: Path
+    executed_copy: Path
+    seconds: float
+
+
+def discover_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The chain's notebooks, `NN_name.ipynb`, in order."""
+    notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise ChainError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
+    return notebooks
+
+
+def select_notebooks(notebooks: list[Path], only: list[str] | None = None,
+                     start: str | None = None) -> list[Path]:
+    """Keep the notebooks numbered in `only`, or those from number `start` on."""
+    numbers = [nb.name[:2] for nb in notebooks]
+    for number in [*(only or []), *([start] if start else [])]:
+        if number.zfill(2) not in numbers:
+            raise ChainError(f"no notebook numbered {number!r}; the chain has {', '.join(numbers)}")
+    if only:
+        wanted = {number.zfill(2) for number in only}
+        return [nb for nb in notebooks if nb.name[:2] in wanted]
+    if start:
+        return [nb for nb in notebooks if nb.name[:2] >= start.zfill(2)]
+    return notebooks
+
+
+def parse_value(text: str) -> object:
+    """A command-line parameter value: a Python literal (3, 0.5, True, None, [1, 2]) or a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names in the notebook's cell tagged `parameters`."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def new_run_folder(paths: ProjectPaths) -> Path:
+    """A fresh folder for this run's executed notebooks."""
+    stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    folder, suffix = paths.runs / stamp, 1
+    while folder.exists():
+        folder, suffix = paths.runs / f"{stamp}-{suffix}", suffix + 1
+    folder.mkdir(parents=True)
+    return folder
+
+
+def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = False,
+              only: list[str] | None = None, start: str | None = None,
+              output_dir: str | Path | None = None, progress: bool = True) -> list[NotebookRun]:
+    """Execute the selected notebooks in order; raise ChainError at the first failure."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    paths = ProjectPaths.at(output_dir)
+    notebooks = select_notebooks(discover_notebooks(), only, start)
+    given = {**(QUICK_PARAMETERS if quick else {}), **(parameters or {})}
+    if output_dir:
+        given["output_dir"] = str(paths.root)
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    unknown = set(parameters or {}) - set().union(*declared.values())
+    if unknown:
+        raise ChainError(f"no selected notebook declares the parameter(s) {sorted(unknown)}")
+
+    run_folder = new_run_folder(paths)
+    runs: list[NotebookRun] = []
+    bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
+    for notebook in bar:
+        bar.set_postfix_str(notebook.stem)
+        executed_copy = run_folder / notebook.name
+        passed = {name: value for name, value in given.items() if name in declared[notebook]}
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
+                kernel_name="python3", progress_bar=False, log_output=False,
+            )
+        except PapermillExecutionError as error:
+            raise ChainError(
+                f"{notebook.name} failed in cell {error.cell_index}: {error.ename}: {error.evalue}\n"
+                f"The executed copy with the full traceback is {executed_copy}"
+            ) from None
+        runs.append(NotebookRun(notebook, executed_copy, time.perf_counter() - started))
+    return runs
+
+
+def summary(runs: list[NotebookRun], output_dir: str | Path | None = None) -> str:
+    """What the run produced and where, for the end of `make run`."""
+    paths = ProjectPaths.at(output_dir)
+    lines = ["", "Notebooks executed (copies with outputs):"]
+    lines += [f"  {run.notebook.name:<22} {run.seconds:6.1f} s  {run.executed_copy}" for run in runs]
+    lines.append(f"  total {sum(run.seconds for run in runs):.1f} s")
+    for title, folder in (("Data", paths.processed), ("Models", paths.models),
+                          ("Feedback log", paths.feedback)):
+        files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.exists() else []
+        if files:
+            lines.append(f"{title} in {folder}:")
+            lines += [f"  {p.name:<34} {p.stat().st_size / 1024:9.1f} KiB" for p in files]
+    if paths.figures.exists():
+        html = sorted(paths.figures.glob("*.html"))
+        png = sorted(paths.figures.glob("*.png"))
+        lines.append(f"Figures in {paths.figures}: {len(html)} interactive HTML, {len(png)} PNG")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small settings, for tests")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"),
+                        help="a parameter for every notebook that declares NAME (VALUE is a Python literal or a string)")
+    parser.add_argument("--only", action="append", metavar="NN", help="run only notebook NN (repeatable)")
+    parser.add_argument("--from", dest="start", metavar="NN", help="run notebooks NN and after")
+    parser.add_argument("--output-dir", help="write every output below this folder instead of the repository")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.only and args.start:
+        print("error: use --only or --from, not both", file=sys.stderr)
+        return 2
+    parameters = {name: parse_value(value) for name, value in args.parameter}
+    try:
+        runs = run_chain(parameters, quick=args.quick, only=args.only, start=args.start,
+                         output_dir=args.output_dir, progress=not args.no_progress)
+    except ChainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary(runs, args.output_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

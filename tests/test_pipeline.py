@@ -1,0 +1,102 @@
+"""The notebook chain: selection, parameters, the whole quick run, determinism, failures."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import pipeline
+from helpers.data import FEATURES
+from helpers.paths import ProjectPaths
+from helpers.plots import find_chrome
+
+NOTEBOOKS = pipeline.discover_notebooks()
+
+
+def test_select_only_and_from():
+    names = [nb.name[:2] for nb in NOTEBOOKS]
+    assert [nb.name[:2] for nb in pipeline.select_notebooks(NOTEBOOKS, only=["2", "03"])] == ["02", "03"]
+    assert [nb.name[:2] for nb in pipeline.select_notebooks(NOTEBOOKS, start="02")] == names[1:]
+    with pytest.raises(pipeline.ChainError, match="no notebook numbered '99'"):
+        pipeline.select_notebooks(NOTEBOOKS, only=["99"])
+
+
+@pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("True", True), ("None", None),
+                                         ("[1, 2]", [1, 2]), ("some/path.csv", "some/path.csv")])
+def test_parse_value(text, value):
+    assert pipeline.parse_value(text) == value
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_notebooks_are_committed_clean_and_parameterised(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    code = [cell for cell in cells if cell["cell_type"] == "code"]
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code)
+    assert cells[0]["cell_type"] == "markdown", "a notebook opens with a markdown cell that says what it does"
+    assert {"seed", "output_dir"} <= pipeline.declared_parameters(notebook)
+
+
+def test_unknown_parameter_is_an_error(tmp_path):
+    with pytest.raises(pipeline.ChainError, match="no_such_parameter"):
+        pipeline.run_chain({"no_such_parameter": 1}, output_dir=tmp_path, progress=False)
+
+
+def test_failing_notebook_is_named_with_its_error(tmp_path, capsys):
+    code = pipeline.main(["--only", "01", "-p", "catalogue_path", str(tmp_path / "missing.csv"),
+                          "--output-dir", str(tmp_path), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "01_filter.ipynb failed in cell" in error and "missing.csv" in error
+
+
+@pytest.fixture(scope="module")
+def quick_chain(tmp_path_factory):
+    """The whole chain in quick mode, in a private folder."""
+    root = tmp_path_factory.mktemp("chain")
+    runs = pipeline.run_chain(quick=True, output_dir=root, progress=False)
+    return root, runs
+
+
+def test_quick_chain_produces_every_artefact(quick_chain):
+    root, runs = quick_chain
+    paths = ProjectPaths.at(root)
+    assert [run.notebook.name for run in runs] == [nb.name for nb in NOTEBOOKS]
+    assert all(run.executed_copy.exists() and run.executed_copy.parent.parent == paths.runs for run in runs)
+    for name in ("tracks.parquet", "latents.parquet", "clusters.parquet", "listeners.parquet",
+                 "listener_model.json", "rewards.parquet"):
+        assert (paths.processed / name).stat().st_size > 0, name
+    assert any(paths.models.iterdir()), "the chain saves its models"
+    for notebook in NOTEBOOKS:
+        number = notebook.name[:2]
+        assert list(paths.figures.glob(f"{number}_*.html")), f"{notebook.name} saved no figure"
+        if find_chrome():
+            assert list(paths.figures.glob(f"{number}_*.png")), f"{notebook.name} saved no PNG"
+
+
+def test_rewards_table_has_the_documented_columns(quick_chain):
+    root, _ = quick_chain
+    rewards = pd.read_parquet(ProjectPaths.at(root).processed / "rewards.parquet")
+    latents = [c for c in rewards.columns if c.startswith("latent_")]
+    expected = ["id", "artist", *FEATURES, *latents, "cluster", "distance_to_centroid", "proximity_score",
+                "umap_x", "umap_y", "percentage_listened", "liked", "interaction_score", "reward"]
+    assert list(rewards.columns) == expected
+    assert latents == [f"latent_{i}" for i in range(len(latents))] and len(latents) == 5
+    assert rewards["id"].is_unique and len(rewards) == 1478
+    assert rewards[latents].min().min() >= 0 and rewards[latents].max().max() <= 1
+
+
+def test_same_seed_gives_identical_rewards(quick_chain, tmp_path):
+    root, _ = quick_chain
+    pipeline.run_chain(quick=True, only=["01", "02", "03", "04", "05"], output_dir=tmp_path, progress=False)
+    first = pd.read_parquet(ProjectPaths.at(root).processed / "rewards.parquet")
+    second = pd.read_parquet(ProjectPaths.at(tmp_path).processed / "rewards.parquet")
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_summary_names_what_was_produced(quick_chain):
+    root, runs = quick_chain
+    text = pipeline.summary(runs, root)
+    assert "rewards.parquet" in text and "Figures in" in text
+    assert all(run.notebook.name in text for run in runs)
+
