@@ -1,0 +1,392 @@
+"""The playlist MDP: a gymnasium environment and its batched twin.
+
+An episode builds a playlist of `playlist_length` tracks: a start track, then
+`playlist_length - 1` picks. At every step the agent sees the current track and picks one of
+its `n_candidates` nearest tracks in latent space (Euclidean distance over `latent_*`) among
+the tracks not yet in the playlist, so no track ever repeats. The reward is the picked
+track's `reward` from `rewards.parquet`.
+
+Nearest neighbours come from a prebuilt index, never from a scan of the catalogue: row `i`
+holds the `n_candidates + playlist_length - 2` nearest other tracks of track `i`. At pick `t`
+the playlist holds `t` tracks besides the current one, so at most `t` entries of that row are
+taken and the first `n_candidates` free entries of the row are the exact candidates.
+Ties in distance (identical latents) are broken by row order in the table.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+from tqdm.auto import tqdm
+
+LATENT_PREFIX = "latent_"
+OBSERVATIONS = ("latent", "candidates")
+
+
+def latent_columns(table: pd.DataFrame) -> list[str]:
+    """The `latent_0 ... latent_{d-1}` columns of `table`, in order of their number."""
+    names = [c for c in table.columns if c.startswith(LATENT_PREFIX) and c[len(LATENT_PREFIX):].isdigit()]
+    return sorted(names, key=lambda c: int(c[len(LATENT_PREFIX):]))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The tracks an agent can recommend, in the row order of the rewards table.
+
+    `ids` are the track ids, `latents` the (n_tracks, latent_dim) states in [0, 1] and
+    `rewards` the reward of playing each track. `table` keeps every column for display.
+    """
+
+    ids: np.ndarray
+    latents: np.ndarray
+    rewards: np.ndarray
+    table: pd.DataFrame
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, source: str = "the rewards table") -> "Catalogue":
+        """Validate `table` (columns `id`, `reward`, `latent_*`) and build the catalogue."""
+        missing = [c for c in ("id", "reward") if c not in table.columns]
+        columns = latent_columns(table)
+        if missing or not columns:
+            raise ValueError(
+                f"{source} lacks the column(s) {missing + ([] if columns else ['latent_0 ...'])}: "
+                "expected `id`, `reward` and `latent_0 ... latent_{d-1}` (run notebook 05_rewards)."
+            )
+        if len(table) < 2:
+            raise ValueError(f"{source} has {len(table)} track(s): a playlist needs at least 2.")
+        if table["id"].isna().any() or table["id"].duplicated().any():
+            duplicated = table.loc[table["id"].duplicated(), "id"].head(3).tolist()
+            raise ValueError(f"{source}: column `id` must be unique and non-empty (e.g. {duplicated}).")
+        latents = table[columns].to_numpy(np.float32)
+        rewards = table["reward"].to_numpy(np.float64)
+        for name, values in (("latent_*", latents), ("reward", rewards)):
+            if not np.isfinite(values).all():
+                raise ValueError(f"{source}: column(s) {name} hold NaN or infinite values.")
+        if latents.min() < 0 or latents.max() > 1:
+            raise ValueError(
+                f"{source}: the latent_* columns must lie in [0, 1], found "
+                f"[{latents.min():.3g}, {latents.max():.3g}]."
+            )
+        return cls(table["id"].astype(str).to_numpy(object), latents, rewards, table.reset_index(drop=True))
+
+    @classmethod
+    def from_parquet(cls, path: str | Path) -> "Catalogue":
+        """Read and validate a rewards table written by notebook 05."""
+        return cls.from_table(pd.read_parquet(path), source=str(path))
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self.ids)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.latents.shape[1]
+
+    @cached_property
+    def latent_fingerprint(self) -> str:
+        """Identifies the ids and latents: the neighbour index depends on nothing else."""
+        digest = hashlib.sha256("\n".join(self.ids).encode())
+        digest.update(np.ascontiguousarray(self.latents).tobytes())
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies ids, latents and rewards: what a trained policy was trained on."""
+        digest = hashlib.sha256(self.latent_fingerprint.encode())
+        digest.update(np.ascontiguousarray(self.rewards).tobytes())
+        return digest.hexdigest()[:16]
+
+    @cached_property
+    def _row_of(self) -> pd.Index:
+        return pd.Index(self.ids)
+
+    def rows_of(self, track_ids: Any) -> np.ndarray:
+        """Row numbers of `track_ids`; a KeyError names the ids that are not in the catalogue."""
+        rows = self._row_of.get_indexer(np.atleast_1d(np.asarray(track_ids, dtype=object)))
+        if (rows < 0).any():
+            unknown = np.atleast_1d(track_ids)[rows < 0][:5].tolist()
+            raise KeyError(f"track id(s) not in the catalogue: {unknown}")
+        return rows
+
+
+def neighbours_needed(playlist_length: int, n_candidates: int) -> int:
+    """Index width that makes the candidates exact for every pick of a playlist."""
+    if playlist_length < 2 or n_candidates < 1:
+        raise ValueError(
+            f"playlist_length must be >= 2 and n_candidates >= 1, got {playlist_length} and {n_candidates}."
+        )
+    return n_candidates + playlist_length - 2
+
+
+def build_neighbour_index(latents: np.ndarray, n_neighbours: int, batch_size: int = 65_536,
+                          show_progress: bool = True) -> np.ndarray:
+    """The `n_neighbours` nearest other tracks of every track, nearest first.
+
+    Returns an int32 array (n_tracks, n_neighbours); row `i` never contains `i`; ties in
+    distance are ordered by row number; entries are -1 when the catalogue is too small.
+    A KD-tree answers the queries in batches, so memory stays small at a million tracks.
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    n_tracks = len(latents)
+    tree = NearestNeighbors(algorithm="kd_tree").fit(latents)
+    width = min(n_neighbours, n_tracks - 1)
+    index = np.full((n_tracks, n_neighbours), -1, dtype=np.int32)
+    starts = range(0, n_tracks, batch_size)
+    for start in tqdm(starts, desc="neighbour index", disable=not show_progress or len(starts) < 2):
+        rows = np.arange(start, min(start + batch_size, n_tracks))
+        index[rows, :width] = _nearest_others(tree, latents, rows, width)
+    return index
+
+
+def _nearest_others(tree: NearestNeighbors, latents: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """Nearest `width` tracks of `rows` other than themselves, ordered by (distance, row).
+
+    One extra neighbour is fetched to detect a tie at the cut; the rare tied rows are
+    queried again with more neighbours until the cut is unambiguous.
+    """
+    n_tracks = len(latents)
+    result = np.empty((len(rows), width), dtype=np.int32)
+    pending = np.arange(len(rows))
+    fetch = min(width + 2, n_tracks)
+    while len(pending):
+        distances, neighbours = tree.kneighbors(latents[rows[pending]], n_neighbors=fetch)
+        order = np.lexsort((neighbours, distances), axis=-1)
+        distances = np.take_along_axis(distances, order, axis=1)
+        neighbours = np.take_along_axis(neighbours, order, axis=1)
+        is_self = neighbours == rows[pending, None]
+        # Drop the row itself; if it tied out of the fetched set, drop the last entry instead.
+        is_self[~is_self.any(axis=1), -1] = True
+        distances = distances[~is_self].reshape(len(pending), fetch - 1)
+        neighbours = neighbours[~is_self].reshape(len(pending), fetch - 1)
+        tied = (fetch < n_tracks) & (distances[:, width - 1] == distances[:, -1])
+        result[pending[~tied]] = neighbours[~tied, :width]
+        pending = pending[tied]
+        fetch = min(2 * fetch, n_tracks)
+    return result
+
+
+def load_neighbour_index(catalogue: Catalogue, n_neighbours: int, cache_path: str | Path | None = None,
+                         show_progress: bool = True) -> np.ndarray:
+    """The neighbour index of `catalogue`, read from `cache_path` when it fits, else built.
+
+    A cached index is reused when it was built from the same ids and latents and is at least
+    `n_neighbours` wide (the first columns of a wider index are a narrower one); a freshly
+    built index is written to `cache_path` so it is built once.
+    """
+    if cache_path is not None and Path(cache_path).exists():
+        with np.load(cache_path) as cached:
+            if str(cached["fingerprint"]) == catalogue.latent_fingerprint and cached["neighbours"].shape[1] >= n_neighbours:
+                return cached["neighbours"][:, :n_neighbours]
+    index = build_neighbour_index(catalogue.latents, n_neighbours, show_progress=show_progress)
+    if cache_path is not None:
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_path, neighbours=index, fingerprint=np.array(catalogue.latent_fingerprint))
+    return index
+
+
+def free_neighbours(neighbour_rows: np.ndarray, playlists: np.ndarray,
+                    n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n_candidates` tracks of each neighbour row that are not in its playlist.
+
+    `neighbour_rows` is (batch, width) and `playlists` is (batch, length), both with -1 for
+    empty entries. Returns the candidate rows (batch, n_candidates), -1 where fewer remain, and
+    the mask of real candidates.
+    """
+    taken = (neighbour_rows[:, :, None] == playlists[:, None, :]).any(axis=2) | (neighbour_rows < 0)
+    order = np.argsort(taken, axis=1, kind="stable")[:, :n_candidates]
+    mask = ~np.take_along_axis(taken, order, axis=1)
+    candidates = np.where(mask, np.take_along_axis(neighbour_rows, order, axis=1), -1)
+    return candidates, mask
+
+
+@dataclass(frozen=True)
+class PlaylistBatch:
+    """What the agent observes for a batch of playlists at one step.
+
+    `current` (batch, latent_dim) is the current track's latent; `candidates`
+    (batch, n_candidates, latent_dim) the candidates' latents (zeros where missing); `mask`
+    (batch, n_candidates) marks real candidates; `steps_left` (batch,) is the share of picks
+    still to make, 1 at the first pick. `current_rows` and `candidate_rows` are catalogue rows.
+    """
+
+    current: np.ndarray
+    candidates: np.ndarray
+    mask: np.ndarray
+    steps_left: np.ndarray
+    current_rows: np.ndarray
+    candidate_rows: np.ndarray
+
+
+class VectorPlaylistEnv:
+    """Many playlists built at once with numpy: the batched twin of `PlaylistEnv`.
+
+    Every episode has exactly `playlist_length - 1` picks, so the batch moves in lock step and
+    no Python loop runs over episodes. Rewards are returned in the table's units.
+    """
+
+    def __init__(self, catalogue: Catalogue, neighbours: np.ndarray, playlist_length: int = 10,
+                 n_candidates: int = 4):
+        width = neighbours_needed(playlist_length, n_candidates)
+        if catalogue.n_tracks < playlist_length:
+            raise ValueError(
+                f"the catalogue has {catalogue.n_tracks} tracks: a playlist of {playlist_length} "
+                "tracks without repeats needs at least that many."
+            )
+        if neighbours.shape[0] != catalogue.n_tracks or neighbours.shape[1] < width:
+            raise ValueError(
+                f"neighbour index of shape {neighbours.shape} does not fit: expected "
+                f"({catalogue.n_tracks}, >= {width}) for playlists of {playlist_length} and {n_candidates} candidates."
+            )
+        self.catalogue = catalogue
+        self.neighbours = np.ascontiguousarray(neighbours[:, :width])
+        self.playlist_length = playlist_length
+        self.n_candidates = n_candidates
+        self.n_picks = playlist_length - 1
+        self._padded_latents = np.vstack([catalogue.latents, np.zeros((1, catalogue.latent_dim), np.float32)])
+        self.playlists = np.empty((0, playlist_length), dtype=np.int64)
+        self.step_index = 0
+        self._observation: PlaylistBatch | None = None
+
+    def reset(self, start_rows: np.ndarray) -> PlaylistBatch:
+        """Start one playlist per entry of `start_rows` (catalogue rows)."""
+        start_rows = np.asarray(start_rows, dtype=np.int64)
+        if start_rows.ndim != 1 or (start_rows < 0).any() or (start_rows >= self.catalogue.n_tracks).any():
+            raise ValueError(f"start_rows must be a 1-D array of rows in [0, {self.catalogue.n_tracks}).")
+        self.playlists = np.full((len(start_rows), self.playlist_length), -1, dtype=np.int64)
+        self.playlists[:, 0] = start_rows
+        self.step_index = 0
+        self._observation = self._observe()
+        return self._observation
+
+    def step(self, actions: np.ndarray) -> tuple[PlaylistBatch | None, np.ndarray, bool]:
+        """Pick candidate `actions[b]` in playlist `b`; return (observation, rewards, done).
+
+        The observation is None once the playlists are complete (`done`).
+        """
+        observation = self._observation
+        if observation is None:
+            raise RuntimeError("call reset() before step(), and again after the playlists are done.")
+        actions = np.asarray(actions, dtype=np.int64)
+        batch = np.arange(len(self.playlists))
+        if (actions.shape != batch.shape or (actions < 0).any() or (actions >= self.n_candidates).any()
+                or not observation.mask[batch, actions].all()):
+            raise ValueError("every action must index a real candidate (see the observation's mask).")
+        picks = observation.candidate_rows[batch, actions]
+        self.step_index += 1
+        self.playlists[:, self.step_index] = picks
+        done = self.step_index == self.n_picks
+        self._observation = None if done else self._observe()
+        return self._observation, self.catalogue.rewards[picks], done
+
+    def _observe(self) -> PlaylistBatch:
+        current = self.playlists[:, self.step_index]
+        candidate_rows, mask = free_neighbours(self.neighbours[current], self.playlists, self.n_candidates)
+        steps_left = np.full(len(current), (self.n_picks - self.step_index) / self.n_picks, dtype=np.float32)
+        return PlaylistBatch(
+            current=self.catalogue.latents[current],
+            candidates=self._padded_latents[candidate_rows],
+            mask=mask,
+            steps_left=steps_left,
+            current_rows=current,
+            candidate_rows=candidate_rows,
+        )
+
+
+class PlaylistEnv(gym.Env):
+    """One playlist at a time, with the standard gymnasium API.
+
+    `observation="latent"` observes the current track's latent only (the original design);
+    `observation="candidates"` observes a dict with the current latent, the candidates'
+    latents, their mask and the share of picks left. Either way `info` carries the candidate
+    ids and latents. The action is the index of a candidate, nearest first. Rewards are
+    multiplied by `reward_scale` (`info["table_reward"]` keeps the table's units).
+    Starts are drawn from `start_rows` (default: every track) unless
+    `reset(options={"start_id": ...})` names one.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, catalogue: Catalogue, neighbours: np.ndarray | None = None, playlist_length: int = 10,
+                 n_candidates: int = 4, observation: str = "latent", reward_scale: float = 1.0,
+                 start_rows: np.ndarray | None = None):
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}.")
+        if neighbours is None:
+            neighbours = build_neighbour_index(
+                catalogue.latents, neighbours_needed(playlist_length, n_candidates), show_progress=False
+            )
+        self.batch_env = VectorPlaylistEnv(catalogue, neighbours, playlist_length, n_candidates)
+        self.catalogue = catalogue
+        self.observation = observation
+        self.reward_scale = float(reward_scale)
+        self.start_rows = np.arange(catalogue.n_tracks) if start_rows is None else np.asarray(start_rows)
+        latent = gym.spaces.Box(0.0, 1.0, shape=(catalogue.latent_dim,), dtype=np.float32)
+        if observation == "latent":
+            self.observation_space = latent
+        else:
+            self.observation_space = gym.spaces.Dict({
+                "current": latent,
+                "candidates": gym.spaces.Box(0.0, 1.0, shape=(n_candidates, catalogue.latent_dim), dtype=np.float32),
+                "mask": gym.spaces.MultiBinary(n_candidates),
+                "steps_left": gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
+            })
+        self.action_space = gym.spaces.Discrete(n_candidates)
+        self._batch: PlaylistBatch | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options and options.get("start_id") is not None:
+            start = self.catalogue.rows_of(options["start_id"])[0]
+        else:
+            start = self.np_random.choice(self.start_rows)
+        self._batch = self.batch_env.reset(np.array([start]))
+        return self._observe(self._batch), self._info(self._batch)
+
+    def step(self, action):
+        if self._batch is None:
+            raise RuntimeError("call reset() before step(), and again after the playlist is complete.")
+        if not (0 <= int(action) < self.action_space.n and self._batch.mask[0, int(action)]):
+            remaining = int(self._batch.mask[0].sum())
+            raise ValueError(f"action {action} is not a real candidate: {remaining} candidate(s) remain.")
+        batch, rewards, _ = self.batch_env.step(np.array([int(action)]))
+        self._batch = batch
+        table_reward = float(rewards[0])
+        info = {"table_reward": table_reward, "playlist": self.playlist_ids()}
+        if batch is not None:
+            info |= self._info(batch)
+        return self._observe(batch), table_reward * self.reward_scale, batch is None, False, info
+
+    def playlist_ids(self) -> list[str]:
+        """Ids of the tracks of the current playlist, start first."""
+        rows = self.batch_env.playlists[0]
+        return self.catalogue.ids[rows[rows >= 0]].tolist()
+
+    def _observe(self, batch: PlaylistBatch | None):
+        if batch is None:
+            # The playlist is complete: the last pick is the current track and nothing is left to choose.
+            n_candidates, latent_dim = self.action_space.n, self.catalogue.latent_dim
+            latent = self.catalogue.latents[self.batch_env.playlists[0, -1]]
+            candidates = np.zeros((n_candidates, latent_dim), dtype=np.float32)
+            mask, steps_left = np.zeros(n_candidates, dtype=np.int8), np.zeros(1, dtype=np.float32)
+        else:
+            latent, candidates = batch.current[0], batch.candidates[0]
+            mask, steps_left = batch.mask[0].astype(np.int8), batch.steps_left[:1]
+        if self.observation == "latent":
+            return latent.copy()
+        return {"current": latent.copy(), "candidates": candidates.copy(), "mask": mask, "steps_left": steps_left.copy()}
+
+    def _info(self, batch: PlaylistBatch) -> dict[str, Any]:
+        mask = batch.mask[0]
+        return {
+            "track_id": self.catalogue.ids[batch.current_rows[0]],
+            "candidate_ids": self.catalogue.ids[batch.candidate_rows[0][mask]].tolist(),
+            "candidate_latents": batch.candidates[0][mask],
+            "mask": mask.copy(),
+        }

@@ -1,0 +1,117 @@
+"""Inference: playlists from the trained policy, for the notebooks and the Spotify player.
+
+    recommender = Recommender.load()          # models/ppo_candidate.pt + data/processed/
+    for step in recommender.playlist(start_id="2cQ9D0cQjUJmLs8rWFkcRH"):
+        print(step["track_id"], step["candidates"], step["probs"], step["chosen"])
+
+Each step reads the prebuilt neighbour index and runs the policy once on the 4 candidates:
+nothing scans the catalogue, so a 10-song playlist takes milliseconds even at 1.2M tracks.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
+from helpers.paths import ProjectPaths
+from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
+
+DEFAULT_ARCHITECTURE = "candidate"
+NEIGHBOURS_FILE = "neighbours.npz"
+
+
+def checkpoint_path(models_dir: str | Path, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
+    """Where notebook 06 saves the trained policy of `architecture`."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}.")
+    return Path(models_dir) / f"ppo_{architecture}.pt"
+
+
+class PlaylistStep(TypedDict):
+    """One step of a playlist: the current track, its candidates with their probabilities, the pick."""
+
+    track_id: str
+    candidates: list[str]
+    probs: list[float]
+    chosen: str
+
+
+class Recommender:
+    """A trained policy over its catalogue. Build it with `Recommender.load()`."""
+
+    def __init__(self, run: TrainingRun, catalogue: Catalogue, neighbours_path: Path):
+        self.run = run
+        self.tracks = catalogue
+        self.neighbours_path = neighbours_path
+        self.model_version: str = run.model_version()
+        self.n_candidates: int = run.config.n_candidates
+        self._envs: dict[int, VectorPlaylistEnv] = {}
+        run.agent.eval()
+
+    @classmethod
+    def load(cls, models_dir: str | Path | None = None, data_dir: str | Path | None = None,
+             architecture: str = DEFAULT_ARCHITECTURE) -> "Recommender":
+        """The trained policy in `models_dir` (default: the repository's models/) over the
+        rewards table in `data_dir` (default: data/processed/). `architecture` is "candidate"
+        (the default policy) or "original"."""
+        paths = ProjectPaths.at(None)
+        models_dir = Path(models_dir) if models_dir else paths.models
+        data_dir = Path(data_dir) if data_dir else paths.processed
+        rewards = data_dir / "rewards.parquet"
+        if not rewards.exists():
+            raise FileNotFoundError(f"{rewards} does not exist: run the chain up to notebook 05_rewards first.")
+        catalogue = Catalogue.from_parquet(rewards)
+        run = TrainingRun.load(checkpoint_path(models_dir, architecture), catalogue)
+        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE)
+        recommender._env(run.config.playlist_length)
+        return recommender
+
+    @cached_property
+    def catalogue(self) -> pd.DataFrame:
+        """The rewards table indexed by track id (artist, name when known, cluster, latent_*, ...)."""
+        return self.tracks.table.set_index("id")
+
+    def latent(self, track_id: str) -> list[float]:
+        """The latent vector (the state) of `track_id`."""
+        return self.tracks.latents[self.tracks.rows_of(track_id)[0]].tolist()
+
+    def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
+                 seed: int | None = None) -> list[PlaylistStep]:
+        """A playlist of `length` tracks as `length - 1` steps.
+
+        Starts at `start_id` (default: a random track drawn with `seed`). `greedy` picks the
+        most probable candidate; otherwise candidates are sampled from the policy with `seed`.
+        """
+        env = self._env(length)
+        rng = np.random.default_rng(seed)
+        start = self.tracks.rows_of(start_id)[0] if start_id is not None else rng.integers(self.tracks.n_tracks)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**32))) if not greedy else None
+        ids = self.tracks.ids
+        batch = env.reset(np.array([start]))
+        steps: list[PlaylistStep] = []
+        with torch.no_grad():
+            while batch is not None:
+                probs = self.run.agent.policy(Observations.from_batch(batch)).probs[0]
+                action = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
+                real = batch.mask[0]
+                steps.append(PlaylistStep(
+                    track_id=ids[batch.current_rows[0]],
+                    candidates=ids[batch.candidate_rows[0][real]].tolist(),
+                    probs=probs[torch.from_numpy(real)].tolist(),
+                    chosen=ids[batch.candidate_rows[0][action]],
+                ))
+                batch, _, _ = env.step(np.array([action]))
+        return steps
+
+    def _env(self, length: int) -> VectorPlaylistEnv:
+        """A one-playlist environment for playlists of `length` (its neighbour index read once)."""
+        if length not in self._envs:
+            width = neighbours_needed(length, self.n_candidates)
+            neighbours = load_neighbour_index(self.tracks, width, self.neighbours_path)
+            self._envs[length] = VectorPlaylistEnv(self.tracks, neighbours, length, self.n_candidates)
+        return self._envs[length]

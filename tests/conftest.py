@@ -1,0 +1,101 @@
+"""Shared pytest fixtures."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def make_rewards_table(n_tracks: int = 240, latent_dim: int = 5, n_clusters: int = 6, n_duplicates: int = 6,
+                       seed: int = 0) -> pd.DataFrame:
+    """A small synthetic rewards table with the columns the RL step reads.
+
+    Rewards are per-cluster means plus per-track noise, like the simulated listeners'; the
+    last `n_duplicates` tracks copy the latents of earlier ones, so distances tie.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.2, 0.8, (n_clusters, latent_dim))
+    cluster = rng.integers(0, n_clusters, n_tracks)
+    latents = np.clip(centres[cluster] + rng.normal(0, 0.08, (n_tracks, latent_dim)), 0, 1)
+    latents[n_tracks - n_duplicates:] = latents[:n_duplicates]
+    reward = rng.uniform(20, 110, n_clusters)[cluster] + rng.normal(0, 15, n_tracks)
+    table = pd.DataFrame({
+        "id": [f"track{i:05d}" for i in range(n_tracks)],
+        "artist": rng.choice(["Adele", "Drake", "Sia"], n_tracks),
+        "name": [f"Song {i}" for i in range(n_tracks)],
+    })
+    for j in range(latent_dim):
+        table[f"latent_{j}"] = latents[:, j]
+    table["cluster"] = cluster
+    table["umap_x"], table["umap_y"] = latents[:, 0] * 10, latents[:, 1] * 10
+    table["reward"] = reward
+    return table
+
+
+@pytest.fixture(scope="session")
+def rewards_table() -> pd.DataFrame:
+    return make_rewards_table()
+
+
+@pytest.fixture(scope="session")
+def rewards_parquet(tmp_path_factory, rewards_table) -> Path:
+    path = tmp_path_factory.mktemp("processed") / "rewards.parquet"
+    rewards_table.to_parquet(path, index=False)
+    return path
+
+
+class FakeRecommender:
+    """The Recommender's interface (helpers.recommend) over a small table, for tests without a trained policy.
+
+    The candidates of a step are the 4 nearest unvisited tracks in latent space; their
+    probabilities are a softmax of -10 x their distance.
+    """
+
+    model_version = "fake-policy-1"
+
+    def __init__(self, catalogue: pd.DataFrame, n_candidates: int = 4) -> None:
+        self.catalogue = catalogue.set_index("id")
+        self.n_candidates = n_candidates
+        self._latent_columns = [column for column in self.catalogue.columns if column.startswith("latent_")]
+
+    def latent(self, track_id: str) -> list[float]:
+        return self.catalogue.loc[track_id, self._latent_columns].astype(float).tolist()
+
+    def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
+                 seed: int | None = None) -> list[dict]:
+        rng = np.random.default_rng(seed)
+        ids = self.catalogue.index.to_numpy()
+        latents = self.catalogue[self._latent_columns].to_numpy()
+        current = start_id if start_id is not None else str(ids[rng.integers(len(ids))])
+        visited = np.zeros(len(ids), dtype=bool)
+        steps = []
+        for _ in range(length - 1):
+            row = self.catalogue.index.get_loc(current)
+            visited[row] = True
+            distance = np.linalg.norm(latents - latents[row], axis=1)
+            distance[visited] = np.inf
+            nearest = np.argsort(distance, kind="stable")[:self.n_candidates]
+            logits = -10 * distance[nearest]
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            choice = nearest[np.argmax(probs)] if greedy else rng.choice(nearest, p=probs)
+            steps.append({"track_id": current, "candidates": [str(i) for i in ids[nearest]],
+                          "probs": probs.tolist(), "chosen": str(ids[choice])})
+            current = str(ids[choice])
+        return steps
+
+
+@pytest.fixture
+def fake_recommender() -> FakeRecommender:
+    return FakeRecommender(make_rewards_table(n_tracks=60))
+
+
+@pytest.fixture
+def offline_run(tmp_path) -> Path:
+    """A run folder with notebook 04's listener model for the fake catalogue's 6 clusters."""
+    from helpers.listeners import draw_listener_model
+    from helpers.paths import ProjectPaths
+
+    paths = ProjectPaths.at(tmp_path).ensure()
+    draw_listener_model(n_clusters=6, seed=0).to_json(paths.processed / "listener_model.json")
+    return tmp_path

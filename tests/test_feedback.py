@@ -1,0 +1,143 @@
+"""The interaction log: exact keys, validation on write, append-only, malformed lines reported and kept."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import feedback
+from helpers.feedback import (INTERACTION_KEYS, Interaction, MalformedLineWarning, append_interaction,
+                              read_interactions)
+
+DOCUMENTED_KEYS = ("timestamp", "session_id", "track_id", "position", "latent", "percentage_listened",
+                   "liked", "source", "model_version", "candidates", "probs")
+
+
+def record(**changes) -> dict:
+    """A valid record (the track chosen at step 3 of a playlist), with `changes` applied."""
+    values = dict(timestamp="2026-11-27T18:44:00.123+00:00", session_id="session-1", track_id="b",
+                  position=3, latent=[0.1, 0.5, 0.9, 0.2, 0.4], percentage_listened=0.75, liked=1,
+                  source="spotify", model_version="ppo-v1", candidates=["a", "b", "c", "d"],
+                  probs=[0.1, 0.6, 0.2, 0.1])
+    return {**values, **changes}
+
+
+def test_keys_are_exactly_the_documented_ones():
+    assert INTERACTION_KEYS == DOCUMENTED_KEYS
+    assert list(json.loads(Interaction(**record()).to_json_line())) == list(DOCUMENTED_KEYS)
+
+
+def test_written_records_read_back_as_a_tidy_frame(tmp_path):
+    log = tmp_path / "feedback" / "log.jsonl"
+    written = [Interaction(**record(position=0, track_id="s", candidates=[], probs=[], liked=0)),
+               Interaction(**record()),
+               Interaction(**record(source="simulated", percentage_listened=0.0))]
+    for interaction in written:
+        append_interaction(log, interaction)
+
+    frame = read_interactions(log)
+
+    assert list(frame.columns) == list(DOCUMENTED_KEYS)
+    assert str(frame["timestamp"].dtype) == "datetime64[us, UTC]"
+    assert frame["position"].tolist() == [0, 3, 3] and frame["liked"].tolist() == [0, 1, 1]
+    assert frame["percentage_listened"].dtype == np.float64
+    assert frame.loc[1, "candidates"] == ["a", "b", "c", "d"] and frame.loc[1, "probs"] == [0.1, 0.6, 0.2, 0.1]
+    assert frame.loc[0, "candidates"] == [] and frame.loc[0, "probs"] == []
+    assert frame["latent"].tolist() == [w.latent for w in written]
+
+
+def test_numpy_values_are_stored_as_plain_json(tmp_path):
+    interaction = Interaction(**record(position=np.int64(3), latent=np.array([0.25, 0.5], dtype=np.float32),
+                                       percentage_listened=np.float64(0.5), liked=np.int64(1),
+                                       probs=np.array([0.25, 0.25, 0.25, 0.25])))
+    append_interaction(tmp_path / "log.jsonl", interaction)
+    stored = json.loads((tmp_path / "log.jsonl").read_text())
+    assert stored["latent"] == [0.25, 0.5] and stored["liked"] == 1 and stored["position"] == 3
+
+
+@pytest.mark.parametrize("changes, complaint", [
+    (dict(percentage_listened=1.2), "percentage_listened"),
+    (dict(percentage_listened=float("nan")), "percentage_listened"),
+    (dict(liked=2), "liked"),
+    (dict(liked=0.5), "liked"),
+    (dict(source="radio"), "source"),
+    (dict(position=-1), "position"),
+    (dict(latent=[]), "latent"),
+    (dict(latent=[0.1, float("inf")]), "latent"),
+    (dict(track_id="z"), "candidates"),
+    (dict(probs=[0.5, 0.5, 0.5, 0.5]), "probs"),
+    (dict(probs=[0.5, 0.5]), "differ in length"),
+    (dict(timestamp="2026-11-27T18:44:00"), "time zone"),
+    (dict(timestamp="yesterday"), "ISO 8601"),
+    (dict(session_id=""), "session_id"),
+    (dict(candidates="abcd"), "candidates"),
+])
+def test_invalid_records_are_refused_with_the_key_named(changes, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        Interaction(**record(**changes))
+
+
+def test_appending_never_rewrites_what_is_there(tmp_path):
+    log = tmp_path / "log.jsonl"
+    before = b'{"not": "a record"}\n' + Interaction(**record()).to_json_line().encode() + b"\n"
+    log.write_bytes(before)
+    append_interaction(log, Interaction(**record(track_id="c")))
+    after = log.read_bytes()
+    assert after.startswith(before) and after.count(b"\n") == 3
+
+
+def test_each_record_is_synced_to_disk_as_it_is_written(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = feedback.os.fsync
+    monkeypatch.setattr(feedback.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    for position in range(3):
+        append_interaction(tmp_path / "log.jsonl", Interaction(**record(position=position)))
+    assert len(synced) == 3
+
+
+def test_malformed_lines_are_reported_skipped_and_left_in_the_file(tmp_path):
+    log = tmp_path / "log.jsonl"
+    good = Interaction(**record()).to_json_line()
+    missing_key = json.dumps({k: v for k, v in record().items() if k != "liked"})
+    lines = [good, "{this is not json", json.dumps(record(percentage_listened=1.5)), missing_key, "", good]
+    log.write_text("\n".join(lines) + "\n")
+    before = log.read_bytes()
+
+    with pytest.warns(MalformedLineWarning) as caught:
+        frame = read_interactions(log)
+
+    message = str(caught[0].message)
+    assert "line 2:" in message and "line 3: percentage_listened" in message and "line 4:" in message
+    assert "missing ['liked']" in message and "line 1:" not in message and "line 6:" not in message
+    assert len(frame) == 2
+    assert log.read_bytes() == before
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(Interaction(**record()).to_json_line() + "\n" + '{"timestamp": "2026-11-2')
+    append_interaction(log, Interaction(**record(track_id="c")))
+    with pytest.warns(MalformedLineWarning, match="line 2:"):
+        frame = read_interactions(log)
+    assert frame["track_id"].tolist() == ["b", "c"]
+
+
+def test_sources_filter(tmp_path):
+    log = tmp_path / "log.jsonl"
+    for source in ("spotify", "simulated", "spotify"):
+        append_interaction(log, Interaction(**record(source=source)))
+    assert len(read_interactions(log, sources="spotify")) == 2
+    assert read_interactions(log, sources=["simulated"])["source"].tolist() == ["simulated"]
+    with pytest.raises(ValueError, match="sources must be among"):
+        read_interactions(log, sources=["radio"])
+
+
+def test_missing_and_empty_logs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl: play a playlist first"):
+        read_interactions(tmp_path / "nowhere.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    empty = read_interactions(tmp_path / "empty.jsonl")
+    assert empty.empty and list(empty.columns) == list(DOCUMENTED_KEYS)
+    assert isinstance(empty["timestamp"].dtype, pd.DatetimeTZDtype)

@@ -1,0 +1,238 @@
+"""Playing a playlist: planning it, the simulated listener, the session log, and `python -m helpers.play`.
+
+The recommender is the small fake from conftest.py (no trained policy needed); the online
+command runs against the fake Spotify server through the environment variables a user sets.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fake_spotify import FakeSpotify, FakeTrack
+from helpers import play
+from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS
+from helpers.listeners import ListenerModel
+from helpers.paths import ProjectPaths
+from helpers.play import SimulatedListener, missing_names, plan_playlist, play_session, playlist_table
+from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings, SpotifyUnavailable
+
+SPOTIFY_VARIABLES = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SPOTIPY_REDIRECT_URI",
+                     "SPOTIFY_ACCESS_TOKEN", "SPOTIFY_API_BASE")
+
+
+@pytest.fixture(autouse=True)
+def no_spotify_credentials(monkeypatch):
+    for name in SPOTIFY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
+    entries = plan_playlist(fake_recommender, "track00007", length=10, seed=1)
+    steps = fake_recommender.playlist("track00007", length=10, greedy=False, seed=1)
+    assert [e.track_id for e in entries] == ["track00007"] + [s["chosen"] for s in steps]
+    assert entries[0].candidates == [] and entries[0].probs == [] and np.isnan(entries[0].probability)
+    assert [(e.candidates, e.probs) for e in entries[1:]] == [(s["candidates"], s["probs"]) for s in steps]
+    assert all(e.probability == e.probs[e.candidates.index(e.track_id)] for e in entries[1:])
+    assert [e.position for e in entries] == list(range(10))
+
+
+def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender, monkeypatch):
+    with pytest.raises(ValueError, match="'nope' is not in the recommender's catalogue"):
+        plan_playlist(fake_recommender, "nope")
+    with pytest.raises(ValueError, match="at least 2 tracks"):
+        plan_playlist(fake_recommender, length=1)
+    steps = fake_recommender.playlist(length=4, seed=0)
+    steps[2] = {**steps[2], "chosen": "elsewhere"}
+    monkeypatch.setattr(fake_recommender, "playlist", lambda **kwargs: steps)
+    with pytest.raises(ValueError, match="step 3 chose elsewhere outside its 4 candidates"):
+        plan_playlist(fake_recommender, length=4)
+
+
+def test_playlist_table_takes_names_from_the_catalogue_or_the_lookup(fake_recommender):
+    entries = plan_playlist(fake_recommender, "track00003", length=5, seed=0)
+    table = playlist_table(entries, fake_recommender.catalogue)
+    assert list(table.columns) == ["position", "track_id", "artist", "name", "cluster", "probability"]
+    assert table["name"].tolist() == [f"Song {int(e.track_id[5:])}" for e in entries]
+
+    nameless = fake_recommender.catalogue.drop(columns="name").reset_index()
+    assert missing_names(entries, nameless) == [e.track_id for e in entries]
+    assert "name" not in playlist_table(entries, nameless).columns, "no name known: no column"
+    looked_up = {entries[0].track_id: "Found on Spotify"}
+    assert playlist_table(entries, nameless, looked_up)["name"].tolist() == ["Found on Spotify"] + [""] * 4
+
+
+# -- the simulated listener and the session log ----------------------------------------------
+
+def test_simulated_listener_draws_from_each_track_cluster(fake_recommender):
+    clusters = fake_recommender.catalogue["cluster"]
+    means = np.linspace(0.3, 0.9, clusters.max() + 1)
+    exact = ListenerModel(means, np.zeros_like(means), like_threshold=0.6, seed=0)
+    track_ids = list(clusters.index[:10])
+    heard = []
+    assert SimulatedListener(exact, clusters, seed=0).listen(track_ids, lambda *h: heard.append(h)) == "finished"
+    expected = means[clusters.loc[track_ids].to_numpy()]
+    assert [h[0] for h in heard] == list(range(10))
+    assert np.allclose([h[1] for h in heard], expected)
+    assert [h[2] for h in heard] == (expected > 0.6).astype(int).tolist()
+
+
+def test_simulated_listener_is_reproducible_with_its_seed(fake_recommender):
+    clusters = fake_recommender.catalogue["cluster"]
+    noisy = ListenerModel(np.full(6, 0.6), np.full(6, 0.2), like_threshold=0.6, seed=0)
+    track_ids = list(clusters.index[:10])
+
+    def run(seed):
+        heard = []
+        SimulatedListener(noisy, clusters, seed=seed).listen(track_ids, lambda *h: heard.append(h))
+        return heard
+
+    assert run(5) == run(5) and run(5) != run(6)
+
+
+def test_a_session_appends_one_complete_record_per_track(fake_recommender, offline_run):
+    paths = ProjectPaths.at(offline_run)
+    log = paths.feedback / DEFAULT_LOG_NAME
+    log.write_text("earlier line kept as is\n")
+    entries = plan_playlist(fake_recommender, length=10, seed=2)
+    listener = play.simulated_listener(fake_recommender, paths, seed=2)
+
+    result = play_session(fake_recommender, listener, entries, log, progress=False)
+
+    lines = log.read_text().splitlines()
+    assert lines[0] == "earlier line kept as is" and len(lines) == 11
+    logged = [json.loads(line) for line in lines[1:]]
+    assert all(list(r) == list(INTERACTION_KEYS) for r in logged)
+    assert [r["track_id"] for r in logged] == [e.track_id for e in entries]
+    assert [r["position"] for r in logged] == list(range(10))
+    assert [(r["candidates"], r["probs"]) for r in logged] == [(e.candidates, e.probs) for e in entries]
+    assert all(r["latent"] == fake_recommender.latent(r["track_id"]) for r in logged)
+    assert {(r["source"], r["model_version"], r["session_id"]) for r in logged} == {
+        ("simulated", "fake-policy-1", result.session_id)}
+    assert result.stop_reason == "finished" and len(result.interactions) == 10
+
+
+def test_a_spotify_failure_mid_playlist_says_what_is_already_logged(fake_recommender, tmp_path):
+    entries = plan_playlist(fake_recommender, length=10, seed=0)
+    tracks = {e.track_id: FakeTrack(f"Song {e.position}", 100_000, listened=0.5) for e in entries}
+    with FakeSpotify(tracks, step_ms=25_000) as fake:
+        fake.fail("GET", "/me/player", 503, after=9)
+        settings = SpotifySettings(access_token=fake.token, api_base=fake.api_base, max_retries=0)
+        listener = SpotifyListener(SpotifyPlayer.connect(settings), poll_interval=0)
+        with pytest.raises(SpotifyUnavailable, match=r"503 .* The 3 track\(s\) finished before are logged in"):
+            play_session(fake_recommender, listener, entries, tmp_path / "log.jsonl", progress=False)
+    assert [r["position"] for r in records(tmp_path / "log.jsonl")] == [0, 1, 2]
+
+
+# -- the command ------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(monkeypatch, fake_recommender, offline_run, capsys):
+    """Run `python -m helpers.play` in-process on the fake recommender; returns (exit code, out, err)."""
+    monkeypatch.setattr(play, "load_recommender", lambda paths: fake_recommender)
+
+    def run(*arguments):
+        code = play.main(["--output-dir", str(offline_run), "--no-progress", "--seed", "4", *arguments])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    run.log = ProjectPaths.at(offline_run).feedback / DEFAULT_LOG_NAME
+    return run
+
+
+def test_command_plays_offline_by_default_without_credentials(cli, tmp_path):
+    code, out, err = cli("--log", str(tmp_path / "elsewhere.jsonl"))
+    assert code == 0, err
+    assert "No Spotify credentials are set: playing offline" in out
+    assert "step 9: from" in out and "probability" in out and "played to the end; logged 10 of 10" in out
+    assert [r["source"] for r in records(tmp_path / "elsewhere.jsonl")] == ["simulated"] * 10
+    assert not cli.log.exists()
+
+
+def test_command_without_listener_model_says_which_notebook_to_run(cli, offline_run):
+    (ProjectPaths.at(offline_run).processed / "listener_model.json").unlink()
+    code, _, err = cli("--offline")
+    assert code == 1 and "run notebook 04_listeners first" in err and "Traceback" not in err
+
+
+def test_command_refuses_an_unknown_start_track(cli):
+    code, _, err = cli("--offline", "--start", "no-such-track")
+    assert code == 1 and err.strip() == "error: start track 'no-such-track' is not in the recommender's catalogue"
+
+
+@pytest.fixture
+def spotify(monkeypatch, fake_recommender):
+    """The fake Spotify with every catalogue track, reached through the user's environment variables."""
+    rng = np.random.default_rng(0)
+    tracks = {track_id: FakeTrack(name, 100_000, listened=rng.integers(0, 21) / 20)
+              for track_id, name in fake_recommender.catalogue["name"].items()}
+    liked = set(list(tracks)[::3])
+
+    def start(**options):
+        fake = FakeSpotify(tracks, liked=liked, **options).__enter__()
+        monkeypatch.setenv("SPOTIFY_API_BASE", fake.api_base)
+        monkeypatch.setenv("SPOTIFY_ACCESS_TOKEN", fake.token)
+        started.append(fake)
+        return fake
+
+    started: list[FakeSpotify] = []
+    yield start
+    for fake in started:
+        fake.__exit__(None, None, None)
+
+
+def test_command_plays_on_spotify_and_logs_real_feedback(cli, spotify):
+    fake = spotify()
+    code, out, err = cli("--poll-interval", "0")
+    assert code == 0, err
+    logged = records(cli.log)
+    assert fake.plays == [[r["track_id"] for r in logged]] and len(logged) == 10
+    shares = [fake.percentage(r["track_id"]) for r in logged]
+    assert [r["percentage_listened"] for r in logged] == pytest.approx(shares)
+    assert [r["liked"] for r in logged] == [int(r["track_id"] in fake.liked) for r in logged]
+    assert {r["source"] for r in logged} == {"spotify"}
+    assert "Song " in out, "the table shows the tracks' names"
+    for text in (out, err, cli.log.read_text()):
+        assert fake.token not in text
+
+
+@pytest.mark.parametrize("options, failure, says", [
+    (dict(premium=False), None, "PREMIUM_REQUIRED"),
+    (dict(registered=False), None, "User Management"),
+    (dict(devices=[]), None, "open Spotify on your phone or computer"),
+    ({}, ("GET", "/me/player/devices", 429, 3600), "rate limit"),
+])
+def test_command_errors_are_one_clear_line(cli, spotify, options, failure, says):
+    fake = spotify(**options)
+    if failure:
+        method, path, status, retry_after = failure
+        fake.fail(method, path, status, retry_after=retry_after)
+    code, _, err = cli("--poll-interval", "0")
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err and "Traceback" not in err
+    assert fake.plays == [] and not cli.log.exists()
+
+
+def test_command_interrupted_mid_playlist_logs_what_was_played(cli, spotify):
+    fake = spotify(interrupt_at_poll=20)
+    code, _, err = cli("--poll-interval", "0")
+    seen = fake.reported[18]  # the last state the command read: the 19th poll's
+    current = fake.queue.index(seen["item"]["id"])
+    logged = records(cli.log)
+    assert code == 130 and f"interrupted; logged {current + 1} of 10 tracks" in err
+    assert [r["position"] for r in logged] == list(range(current + 1)) and 0 < current < 9
+    assert logged[-1]["percentage_listened"] == pytest.approx(seen["progress_ms"] / 100_000)
+
+
+def test_command_stops_after_a_long_pause_and_keeps_what_was_played(cli, spotify):
+    spotify(pause_at=(2, 20_000))
+    code, _, err = cli("--poll-interval", "0", "--pause-timeout", "0.05")
+    assert code == 3 and "stopped: nothing of the playlist played" in err and "logged 3 of 10" in err
+    assert [r["position"] for r in records(cli.log)] == [0, 1, 2]

@@ -1,0 +1,180 @@
+"""PPO: the original networks, the candidate-aware actor, GAE, learning, determinism, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
+from helpers.evaluation import random_policy, rollout, split_start_tracks
+from helpers.ppo import (
+    CandidateActorCritic,
+    Observations,
+    OriginalActorCritic,
+    PPOConfig,
+    TrainingRun,
+    compute_gae,
+    greedy_policy,
+    train,
+)
+
+SMALL = dict(hidden_size=32, n_fourier_features=8, playlist_length=6, num_envs=64, minibatch_size=160,
+             total_timesteps=64 * 5 * 4)
+
+
+@pytest.fixture(scope="module")
+def catalogue(rewards_table):
+    return Catalogue.from_table(rewards_table)
+
+
+@pytest.fixture(scope="module")
+def env(catalogue):
+    return VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(6, 4)), 6, 4)
+
+
+@pytest.fixture(scope="module")
+def split(catalogue):
+    return split_start_tracks(catalogue.n_tracks, 0.2, seed=0)
+
+
+def random_observations(batch: int, n_candidates: int, seed: int = 0) -> Observations:
+    generator = torch.Generator().manual_seed(seed)
+    return Observations(
+        current=torch.rand(batch, 5, generator=generator),
+        candidates=torch.rand(batch, n_candidates, 5, generator=generator),
+        mask=torch.ones(batch, n_candidates, dtype=torch.bool),
+        steps_left=torch.rand(batch, generator=generator),
+    )
+
+
+def test_original_architecture_has_the_original_parameter_counts():
+    agent = OriginalActorCritic(latent_dim=5, n_candidates=4, hidden_size=128)
+    assert sum(p.numel() for p in agent.policy_net.parameters()) == 17_796
+    assert sum(p.numel() for p in agent.value_net.parameters()) == 17_921
+    layers = [type(m).__name__ for m in agent.value_net]
+    assert layers == ["Linear", "LeakyReLU", "LayerNorm", "Linear", "LeakyReLU", "LayerNorm", "Linear"]
+
+
+@pytest.mark.parametrize("n_candidates", [2, 4, 7])
+def test_candidate_actor_serves_any_k_and_scores_each_candidate_with_shared_weights(n_candidates):
+    agent = CandidateActorCritic(latent_dim=5, hidden_size=16, n_fourier_features=4)
+    obs = random_observations(3, n_candidates)
+    logits, values = agent(obs)
+    assert logits.shape == (3, n_candidates) and values.shape == (3,)
+    permutation = torch.randperm(n_candidates)
+    shuffled = Observations(obs.current, obs.candidates[:, permutation], obs.mask[:, permutation], obs.steps_left)
+    permuted_logits, permuted_values = agent(shuffled)
+    torch.testing.assert_close(permuted_logits, logits[:, permutation])
+    torch.testing.assert_close(permuted_values, values)
+
+
+@pytest.mark.parametrize("agent", [OriginalActorCritic(), CandidateActorCritic(hidden_size=16, n_fourier_features=4)])
+def test_masked_candidates_get_zero_probability_and_are_never_sampled(agent):
+    obs = random_observations(500, 4)
+    mask = torch.ones(500, 4, dtype=torch.bool)
+    mask[:, 2:] = False
+    mask[:100, 1] = False
+    obs = Observations(obs.current, obs.candidates, mask, obs.steps_left)
+    probs = agent.policy(obs).probs
+    assert (probs[~mask] == 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(500))
+    actions, logprobs, _ = agent.act(obs, torch.Generator().manual_seed(0))
+    assert mask[torch.arange(500), actions].all()
+    assert (actions[:100] == 0).all() and torch.isfinite(logprobs).all()
+    assert torch.isfinite(agent.evaluate(obs, actions)[1]).all()
+
+
+def test_gae_matches_a_hand_computed_example():
+    # gamma 0.9, lambda 0.8, one episode of three steps ending at the last one:
+    # delta_2 = 3 - 1.5 = 1.5                  A_2 = 1.5
+    # delta_1 = 2 + 0.9 * 1.5 - 1.0 = 2.35     A_1 = 2.35 + 0.72 * 1.5 = 3.43
+    # delta_0 = 1 + 0.9 * 1.0 - 0.5 = 1.4      A_0 = 1.4 + 0.72 * 3.43 = 3.8696
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [1.5]])
+    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    advantages, returns = compute_gae(rewards, values, dones, torch.tensor([10.0]), gamma=0.9, gae_lambda=0.8)
+    torch.testing.assert_close(advantages, torch.tensor([[3.8696], [3.43], [1.5]]))
+    torch.testing.assert_close(returns, advantages + values)
+
+
+def test_gae_bootstraps_from_last_value_and_stops_at_episode_ends():
+    # An episode ends after step 0; a new one is cut by the rollout after step 1 (V = 2 there).
+    rewards, values = torch.tensor([[1.0], [1.0]]), torch.tensor([[0.0], [0.0]])
+    dones = torch.tensor([[1.0], [0.0]])
+    advantages, _ = compute_gae(rewards, values, dones, torch.tensor([2.0]), gamma=0.5, gae_lambda=1.0)
+    torch.testing.assert_close(advantages, torch.tensor([[1.0], [2.0]]))
+
+
+def test_short_seeded_training_beats_random_on_held_out_starts(catalogue, env, split):
+    train_rows, heldout_rows = split
+    run = train(TrainingRun.start(PPOConfig(**(SMALL | dict(total_timesteps=64 * 5 * 40))), catalogue),
+                env, train_rows, progress=False)
+    trained = rollout(env, heldout_rows, greedy_policy(run.agent))[1].sum(axis=1).mean()
+    random = np.mean([rollout(env, heldout_rows, random_policy(seed))[1].sum(axis=1).mean() for seed in range(5)])
+    assert trained > 1.1 * random
+    history = run.history_frame()
+    assert len(history) == 40 and history["global_step"].iloc[-1] == 64 * 5 * 40
+    assert history["mean_return"].iloc[-5:].mean() > history["mean_return"].iloc[:5].mean()
+    columns = ["mean_return", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "steps_per_second"]
+    assert np.isfinite(history[columns].to_numpy()).all()
+
+
+@pytest.mark.parametrize("make_config", [PPOConfig, PPOConfig.original])
+def test_same_seed_same_weights_other_seed_other_weights(catalogue, env, split, make_config):
+    def weights(seed):
+        run = train(TrainingRun.start(make_config(**SMALL, seed=seed), catalogue), env, split[0], progress=False)
+        return run.agent.state_dict(), run.history_frame()
+
+    (first, first_history), (again, again_history), (other, _) = weights(1), weights(1), weights(2)
+    for name in first:
+        torch.testing.assert_close(first[name], again[name], rtol=0, atol=0)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
+    drop = ["elapsed_seconds", "steps_per_second"]
+    assert first_history.drop(columns=drop).equals(again_history.drop(columns=drop))
+
+
+def test_checkpoint_round_trip_and_resume_equal_an_uninterrupted_run(catalogue, env, split, tmp_path):
+    config = PPOConfig(**SMALL, seed=3)
+    straight = train(TrainingRun.start(config, catalogue), env, split[0], progress=False)
+
+    first_half = train(TrainingRun.start(config, catalogue, heldout_ids=list(catalogue.ids[split[1]])),
+                       env, split[0], max_updates=2, progress=False)
+    path = first_half.save(tmp_path / "ppo_candidate.pt")
+    reloaded = TrainingRun.load(path, catalogue)
+    assert reloaded.config == config and reloaded.updates == 2
+    assert reloaded.heldout_ids == list(catalogue.ids[split[1]])
+    assert reloaded.model_version() == first_half.model_version()
+    resumed = train(reloaded, env, split[0], progress=False)
+
+    assert resumed.updates == straight.updates == 4
+    for name, tensor in straight.agent.state_dict().items():
+        torch.testing.assert_close(resumed.agent.state_dict()[name], tensor, rtol=0, atol=0)
+    assert resumed.model_version() == straight.model_version()
+
+
+def test_checkpoint_refuses_another_catalogue_and_missing_files(catalogue, tmp_path, rewards_table):
+    path = TrainingRun.start(PPOConfig(**SMALL), catalogue).save(tmp_path / "run.pt")
+    other = Catalogue.from_table(rewards_table.assign(reward=rewards_table["reward"] + 1))
+    with pytest.raises(ValueError, match="another rewards table"):
+        TrainingRun.load(path, other)
+    with pytest.raises(FileNotFoundError, match="06_ppo"):
+        TrainingRun.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(architecture="transformer"), "architecture"),
+        (dict(total_timesteps=None, train_seconds=None), "budget"),
+        (dict(num_envs=8, minibatch_size=1024), "minibatch_size"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(learning_rate=0.0), "learning_rate"),
+    ],
+)
+def test_config_rejects_bad_values(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**overrides)
+
+
+def test_original_config_keeps_the_original_network_and_clip():
+    config = PPOConfig.original(learning_rate=1e-4)
+    assert (config.architecture, config.hidden_size, config.clip_epsilon, config.learning_rate) == (
+        "original", 128, 0.1, 1e-4)

@@ -1,0 +1,84 @@
+"""The Recommender contract that the notebooks and the Spotify player rely on."""
+import numpy as np
+import pytest
+
+from helpers.env import Catalogue
+from helpers.ppo import PPOConfig, TrainingRun
+from helpers.recommend import Recommender, checkpoint_path
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, rewards_table):
+    """A data folder with a rewards table and a models folder with both (barely trained) policies."""
+    root = tmp_path_factory.mktemp("run")
+    data_dir, models_dir = root / "data" / "processed", root / "models"
+    data_dir.mkdir(parents=True)
+    rewards_table.to_parquet(data_dir / "rewards.parquet", index=False)
+    catalogue = Catalogue.from_table(rewards_table)
+    for make_config in (PPOConfig, PPOConfig.original):
+        config = make_config(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
+        TrainingRun.start(config, catalogue).save(checkpoint_path(models_dir, config.architecture))
+    return models_dir, data_dir
+
+
+@pytest.fixture(scope="module")
+def recommender(run_dirs):
+    return Recommender.load(*run_dirs)
+
+
+@pytest.mark.parametrize("length", [2, 10, 14])
+def test_playlist_has_length_minus_one_steps_that_chain(recommender, length):
+    steps = recommender.playlist(start_id="track00003", length=length)
+    assert len(steps) == length - 1
+    assert steps[0]["track_id"] == "track00003"
+    for step, following in zip(steps, steps[1:]):
+        assert following["track_id"] == step["chosen"]
+    tracks = [steps[0]["track_id"]] + [step["chosen"] for step in steps]
+    assert len(set(tracks)) == length
+
+
+def test_every_step_has_candidates_probabilities_and_a_chosen_candidate(recommender):
+    for seed in range(5):
+        for step in recommender.playlist(greedy=False, seed=seed):
+            assert set(step) == {"track_id", "candidates", "probs", "chosen"}
+            assert len(step["candidates"]) == len(step["probs"]) == 4
+            assert all(isinstance(p, float) for p in step["probs"])
+            assert sum(step["probs"]) == pytest.approx(1.0, abs=1e-6)
+            assert step["chosen"] in step["candidates"]
+            assert step["track_id"] not in step["candidates"]
+
+
+def test_greedy_picks_the_most_probable_candidate(recommender):
+    for step in recommender.playlist(start_id="track00010"):
+        assert step["chosen"] == step["candidates"][int(np.argmax(step["probs"]))]
+
+
+def test_same_seed_same_playlist(recommender):
+    assert recommender.playlist(greedy=False, seed=7) == recommender.playlist(greedy=False, seed=7)
+    assert recommender.playlist(seed=3)[0]["track_id"] == recommender.playlist(seed=3)[0]["track_id"]
+    starts = {recommender.playlist(seed=seed)[0]["track_id"] for seed in range(10)}
+    assert len(starts) > 1
+
+
+def test_catalogue_latent_and_model_version(recommender, rewards_table):
+    assert recommender.catalogue.loc["track00005", "artist"] == rewards_table.loc[5, "artist"]
+    assert {"name", "cluster", "latent_0"} <= set(recommender.catalogue.columns)
+    assert recommender.latent("track00005") == pytest.approx(rewards_table.filter(like="latent_").iloc[5].tolist())
+    assert recommender.model_version.startswith("candidate-")
+    with pytest.raises(KeyError, match="nope"):
+        recommender.latent("nope")
+
+
+def test_loads_the_original_architecture_by_name(run_dirs):
+    original = Recommender.load(*run_dirs, architecture="original")
+    assert original.model_version.startswith("original-")
+    assert len(original.playlist(start_id="track00001")) == 9
+
+
+def test_missing_files_name_the_notebook_to_run(tmp_path, run_dirs):
+    models_dir, data_dir = run_dirs
+    with pytest.raises(FileNotFoundError, match="05_rewards"):
+        Recommender.load(models_dir, tmp_path)
+    with pytest.raises(FileNotFoundError, match="06_ppo"):
+        Recommender.load(tmp_path, data_dir)
+

@@ -1,0 +1,393 @@
+"""The Spotify side: settings, sign-in, errors, retries, devices and following playback.
+
+Everything that talks HTTP goes through the real spotipy client to the fake server in
+tests/fake_spotify.py, pointed at it by `api_base` and given a ready access token.
+"""
+from __future__ import annotations
+
+import logging
+import stat
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fake_spotify import FakeSpotify, FakeTrack, error_answer
+from helpers.paths import REPO_ROOT
+from helpers.spotify import (DEFAULT_API_BASE, DEFAULT_TOKEN_CACHE, NoDevice, PlaybackFollower, PremiumRequired,
+                             PrivateTokenCache, RateLimited, SignInError, SpotifyListener, SpotifyPlayer,
+                             SpotifySettings, SpotifyUnavailable, UserNotRegistered)
+
+PLAYLIST = [f"track{i:03d}" for i in range(10)]
+LISTENED = [1.0, 0.5, 0.3, 0.0, 0.75, 1.0, 0.05, 0.9, 0.2, 1.0]
+LIKED = {"track001", "track004", "track009"}
+
+
+def catalogue() -> dict[str, FakeTrack]:
+    tracks = {track_id: FakeTrack(f"Song {i}", 100_000, listened) for i, (track_id, listened)
+              in enumerate(zip(PLAYLIST, LISTENED))}
+    tracks["other00"] = FakeTrack("Not in the playlist", 100_000)
+    return tracks
+
+
+class Recorder:
+    """Stands in for time.sleep: remembers the waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def session(fake: FakeSpotify, sleep: Recorder | None = None, **listener_options):
+    """A connected player and a listener that polls without waiting."""
+    sleep = sleep or Recorder()
+    settings = SpotifySettings(access_token=fake.token, api_base=fake.api_base, max_retries=2)
+    player = SpotifyPlayer.connect(settings, sleep=sleep)
+    options = dict(poll_interval=0.0, pause_timeout=60.0, sleep=sleep) | listener_options
+    return player, SpotifyListener(player, **options)
+
+
+def listen(listener: SpotifyListener, track_ids=PLAYLIST):
+    heard = []
+    reason = listener.listen(track_ids, lambda *finished: heard.append(finished))
+    return reason, heard
+
+
+# -- settings and sign-in --------------------------------------------------------------------
+
+def test_settings_never_show_the_secret_or_the_token():
+    settings = SpotifySettings(client_id="my-client-id", client_secret="s3cr3t-value", access_token="tok3n-value")
+    for text in (repr(settings), str(settings), f"{settings}", repr([settings])):
+        assert "s3cr3t-value" not in text and "tok3n-value" not in text
+        assert "my-client-id" in text and "client_secret='***'" in text
+
+
+def test_settings_take_explicit_values_then_the_environment_then_defaults():
+    environ = {"SPOTIPY_CLIENT_ID": "env-id", "SPOTIPY_CLIENT_SECRET": "env-secret",
+               "SPOTIFY_API_BASE": "http://127.0.0.1:9/v1"}
+    settings = SpotifySettings.from_environment(environ, client_id="given-id", redirect_uri=None)
+    assert settings.client_id == "given-id" and settings.client_secret == "env-secret"
+    assert settings.api_base == "http://127.0.0.1:9/v1/"
+    assert settings.redirect_uri == "http://127.0.0.1:8888/callback" and not settings.pkce
+    empty = SpotifySettings.from_environment({})
+    assert not empty.has_credentials and empty.api_base == DEFAULT_API_BASE
+    assert SpotifySettings(client_id="id").pkce, "no secret: PKCE"
+    assert SpotifySettings(access_token="t").has_credentials
+
+
+@pytest.mark.parametrize("options, complaint", [
+    (dict(redirect_uri="http://localhost:8888/callback"), "localhost"),
+    (dict(redirect_uri="http://example.com/callback"), "https, or http on 127.0.0.1"),
+    (dict(api_base="api.spotify.com"), "api_base"),
+    (dict(requests_timeout=0), "requests_timeout"),
+])
+def test_bad_settings_are_refused(options, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        SpotifySettings(**options)
+
+
+def test_no_credentials_is_a_sign_in_error():
+    with pytest.raises(SignInError, match="SPOTIPY_CLIENT_ID"):
+        SpotifyPlayer.connect(SpotifySettings())
+
+
+def test_sign_in_that_needs_input_without_a_terminal_says_what_to_do(tmp_path, monkeypatch):
+    def no_terminal(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    settings = SpotifySettings(client_id="abc123", cache_path=tmp_path / ".spotify_cache",
+                               api_base="http://127.0.0.1:9/v1/")
+    with pytest.raises(SignInError, match="cannot read input"):
+        SpotifyPlayer.connect(settings)
+
+
+def test_sign_in_on_a_taken_port_suggests_pasting_the_url(tmp_path, monkeypatch):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    monkeypatch.setattr("webbrowser.open", lambda url: True)
+    port = holder.getsockname()[1]
+    settings = SpotifySettings(client_id="abc123", cache_path=tmp_path / ".spotify_cache", open_browser=True,
+                               redirect_uri=f"http://127.0.0.1:{port}/callback", api_base="http://127.0.0.1:9/v1/")
+    with holder, pytest.raises(SignInError, match="another program holds the port"):
+        SpotifyPlayer.connect(settings)
+
+
+def test_token_cache_is_private_and_git_ignored(tmp_path):
+    cache = PrivateTokenCache(cache_path=str(tmp_path / ".spotify_cache"))
+    cache.save_token_to_cache({"access_token": "abc", "expires_at": 1})
+    assert stat.S_IMODE((tmp_path / ".spotify_cache").stat().st_mode) == 0o600
+    assert cache.get_cached_token()["access_token"] == "abc"
+    assert [p.name for p in tmp_path.iterdir()] == [".spotify_cache"], "no temporary file left behind"
+    (tmp_path / ".spotify_cache").chmod(0o644)
+    cache.get_cached_token()
+    assert stat.S_IMODE((tmp_path / ".spotify_cache").stat().st_mode) == 0o600
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_TOKEN_CACHE)], cwd=REPO_ROOT)
+    assert ignored.returncode == 0, f"{DEFAULT_TOKEN_CACHE} must be git-ignored"
+
+
+def test_the_token_never_reaches_the_logs(caplog):
+    caplog.set_level(logging.DEBUG)
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        listen(listener)
+    assert "Bearer ***" in caplog.text, "spotipy's debug lines were captured, redacted"
+    assert fake.token not in caplog.text
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("answer", [
+    error_answer(403, "User not registered in the Developer Dashboard"),
+    error_answer(403, "User not registered in the Developer Dashboard", text=True),
+    error_answer(403, "Check settings on developer.spotify.com/dashboard, the user may not be registered."),
+])
+def test_unregistered_user_gets_one_clear_message(answer):
+    with FakeSpotify(catalogue(), registered=False) as fake:
+        fake.unregistered_answer = answer
+        with pytest.raises(UserNotRegistered, match="User Management"):
+            session(fake)
+
+
+def test_rejected_token_asks_to_sign_in_again():
+    with FakeSpotify(catalogue()) as fake:
+        settings = SpotifySettings(access_token="expired", api_base=fake.api_base)
+        with pytest.raises(SignInError, match="401"):
+            SpotifyPlayer.connect(settings)
+
+
+def test_free_account_gets_the_premium_message_and_nothing_plays():
+    with FakeSpotify(catalogue(), premium=False) as fake:
+        _, listener = session(fake)
+        with pytest.raises(PremiumRequired, match="Premium account"):
+            listen(listener)
+        assert fake.plays == []
+
+
+def test_no_device_at_all_says_to_open_spotify():
+    with FakeSpotify(catalogue(), devices=[]) as fake:
+        _, listener = session(fake)
+        with pytest.raises(NoDevice, match="open Spotify on your phone or computer"):
+            listen(listener)
+
+
+@pytest.mark.parametrize("device_name, chosen", [("laptop", "laptop-1"), (None, "speaker-1")])
+def test_without_an_active_device_playback_moves_to_the_named_or_first_one(device_name, chosen):
+    devices = [{"id": "speaker-1", "name": "Speaker", "is_active": False, "is_restricted": False},
+               {"id": "tv-1", "name": "TV", "is_active": False, "is_restricted": True},
+               {"id": "laptop-1", "name": "Laptop", "is_active": False, "is_restricted": False}]
+    with FakeSpotify(catalogue(), devices=devices) as fake:
+        _, listener = session(fake, device_name=device_name)
+        reason, heard = listen(listener)
+        transfers = [r for r in fake.requests if r.method == "PUT" and r.path == "/me/player"]
+        plays = [r for r in fake.requests if r.path == "/me/player/play"]
+    assert transfers[0].body == {"device_ids": [chosen], "play": False}
+    assert plays[0].query["device_id"] == [chosen]
+    assert reason == "finished" and len(heard) == 10
+
+
+def test_an_unknown_device_name_lists_the_available_ones():
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake, device_name="Kitchen")
+        with pytest.raises(NoDevice, match="No Spotify device named 'Kitchen'; available: 'Test Phone'"):
+            listen(listener)
+
+
+def test_rate_limit_waits_retry_after_then_carries_on():
+    sleep = Recorder()
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake, sleep=sleep)
+        fake.fail("GET", "/me/player", 429, times=2, retry_after=7)
+        fake.fail("PUT", "/me/player/play", 429, retry_after=3)
+        reason, heard = listen(listener)
+    assert reason == "finished" and len(heard) == 10
+    assert sorted(w for w in sleep.waits if w > 0) == [3, 7, 7]
+    assert fake.count("PUT", "/me/player/play") == 2 and len(fake.plays) == 1
+
+
+def test_rate_limit_beyond_the_cap_stops_with_a_clear_message_instead_of_freezing():
+    sleep = Recorder()
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake, sleep=sleep)
+        fake.fail("GET", "/me/player/devices", 429, retry_after=3600)
+        with pytest.raises(RateLimited, match="wait 3600 s more, beyond the 30 s"):
+            listen(listener)
+    assert sleep.waits == []
+
+
+def test_server_errors_and_dropped_connections_are_retried_for_safe_calls():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("GET", "/me/player", 503, times=2)
+        fake.fail("GET", "/me/library/contains", 0, drop=True)
+        reason, heard = listen(listener)
+    assert reason == "finished" and [h[2] for h in heard] == [int(t in LIKED) for t in PLAYLIST]
+
+
+def test_server_errors_that_outlast_the_retries_stop_with_a_clear_message():
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake)
+        fake.fail("GET", "/me/player/devices", 502, times=3)
+        with pytest.raises(SpotifyUnavailable, match="502 to GET /me/player/devices \\(3 attempt"):
+            listen(listener)
+
+
+def test_play_is_never_re_sent_after_a_server_error():
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake)
+        fake.fail("PUT", "/me/player/play", 500)
+        with pytest.raises(SpotifyUnavailable, match="not re-sent"):
+            listen(listener)
+        assert fake.count("PUT", "/me/player/play") == 1 and fake.plays == []
+
+
+def test_a_play_that_worked_despite_a_server_error_is_followed_not_repeated():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("PUT", "/me/player/play", 502, apply=True)
+        reason, heard = listen(listener)
+        assert fake.count("PUT", "/me/player/play") == 1 and len(fake.plays) == 1
+    assert reason == "finished" and len(heard) == 10
+
+
+def test_a_refused_shuffle_setting_warns_and_playback_goes_on():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("PUT", "/me/player/shuffle", 403, message="Player command failed: Restriction violated")
+        with pytest.warns(UserWarning, match="Restriction violated. If shuffle or repeat stays on"):
+            reason, heard = listen(listener)
+    assert reason == "finished" and len(heard) == 10
+
+
+# -- following playback ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("end", ["stopped", "nothing", "autoplay"])
+def test_happy_path_logs_every_track_with_its_share_and_like(end):
+    with FakeSpotify(catalogue(), liked=LIKED, end=end) as fake:
+        player, listener = session(fake)
+        reason, heard = listen(listener)
+        assert fake.plays == [PLAYLIST], "one play request with every track, in order"
+        assert fake.count("PUT", "/me/player/play") == 1
+        assert fake.count("POST", "/me/player/queue") == 0
+        assert (fake.shuffle_state, fake.repeat_state) == (False, "off"), "set before the play request"
+        paths = [r.path for r in fake.requests]
+        assert paths.index("/me/player/shuffle") < paths.index("/me/player/play")
+        expected = [(position, pytest.approx(fake.percentage(track_id)), int(track_id in LIKED))
+                    for position, track_id in enumerate(PLAYLIST)]
+    assert reason == "finished"
+    assert heard == expected
+
+
+def test_track_names_come_one_by_one_from_the_tracks_endpoint():
+    with FakeSpotify(catalogue()) as fake:
+        player, _ = session(fake)
+        names = player.track_names(PLAYLIST[:3])
+        assert fake.count("GET", "/tracks/") == 3 and fake.count("GET", "/tracks") == 0
+    assert names == {"track000": "Song 0", "track001": "Song 1", "track002": "Song 2"}
+
+
+def test_library_check_asks_at_most_40_tracks_at_a_time():
+    tracks = {f"id{i:03d}": FakeTrack(f"Song {i}") for i in range(45)}
+    with FakeSpotify(tracks, liked={"id000", "id044"}) as fake:
+        player, _ = session(fake)
+        likes = player.liked(list(tracks))
+        assert fake.count("GET", "/me/library/contains") == 2
+    assert likes == [1] + [0] * 43 + [1]
+
+
+def test_pause_past_the_timeout_logs_what_was_played_including_the_current_track():
+    with FakeSpotify(catalogue(), liked=LIKED, pause_at=(4, 40_000)) as fake:
+        _, listener = session(fake, pause_timeout=0.05)
+        reason, heard = listen(listener)
+        paused = fake.reported[-1]
+    assert reason == "paused" and not paused["is_playing"]
+    assert [h[0] for h in heard] == [0, 1, 2, 3, 4]
+    assert heard[-1][1] == pytest.approx(paused["progress_ms"] / paused["item"]["duration_ms"]) == 0.4
+
+
+def test_interrupt_mid_playlist_logs_everything_played_so_far():
+    class InterruptAt(Recorder):
+        def __call__(self, seconds):
+            super().__call__(seconds)
+            if len(self.waits) == 25:
+                raise KeyboardInterrupt
+
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake, sleep=InterruptAt())
+        reason, heard = listen(listener)
+        last_state = fake.reported[-1]
+    current = PLAYLIST.index(last_state["item"]["id"])
+    assert reason == "interrupted" and 0 < current < 9
+    assert [h[0] for h in heard] == list(range(current + 1))
+    assert heard[-1][1] == pytest.approx(last_state["progress_ms"] / last_state["item"]["duration_ms"])
+    assert [h[2] for h in heard] == [int(t in LIKED) for t in PLAYLIST[:current + 1]]
+
+
+def state(track_id: str | None, progress_ms: int = 0, is_playing: bool = True, duration_ms: int = 100_000):
+    if track_id is None:
+        return None
+    return {"is_playing": is_playing, "progress_ms": progress_ms,
+            "item": {"id": track_id, "duration_ms": duration_ms}}
+
+
+def test_follower_reports_each_track_once_in_order():
+    follower = PlaybackFollower(["a", "b", "c", "d"])
+    assert follower.observe(state("other", 5_000)) == [], "not started yet"
+    assert follower.observe(state("a", 40_000)) == []
+    assert follower.observe(None) == [], "a 204 blip mid-playlist is not an end"
+    assert follower.observe(state("a", 60_000)) == []
+    assert follower.observe(state("c", 10_000)) == [(0, 0.6), (1, 0.0)], "b began and ended between two polls"
+    assert follower.observe(state("a", 20_000)) == [], "going back logs nothing again"
+    assert follower.observe(state("c", 120_000)) == []
+    assert follower.finish() == [(2, 1.0)], "clipped to 1"
+    assert follower.observe(state("d")) == [] and follower.finish() == []
+
+
+@pytest.mark.parametrize("final, share", [
+    (state("b", 0, is_playing=False), 0.98),            # stopped on the last track, rewound
+    (state("b", 99_000, is_playing=False), 0.99),       # stopped at the end of the last track
+    (state("a", 0, is_playing=False), 0.98),            # stopped, back on the first track
+    (None, 0.98),                                       # nothing plays after the last track
+    (state("radio-song", 3_000), 0.98),                 # autoplay after the last track
+])
+def test_follower_knows_when_the_playlist_ended(final, share):
+    follower = PlaybackFollower(["a", "b"])
+    follower.observe(state("a", 50_000))
+    assert follower.observe(state("b", 98_000)) == [(0, 0.5)]
+    assert follower.observe(final) == [(1, share)]
+    assert follower.over and not follower.left_playlist
+
+
+def test_follower_sees_the_listener_leave_the_playlist():
+    follower = PlaybackFollower(["a", "b", "c"])
+    assert follower.observe(state("b", 30_000)) == [(0, 0.0)]
+    assert follower.observe(state("some-other-song", 1_000)) == [(1, 0.3)]
+    assert follower.over and follower.left_playlist
+
+
+@settings(max_examples=60, deadline=None)
+@given(stops=st.lists(st.integers(0, 20), min_size=1, max_size=10), step=st.integers(1, 8))
+def test_follower_recovers_every_share_listened(stops, step):
+    """Tracks of 20 s, each heard for stops[i] s, polled every `step` s of progress."""
+    track_ids = [f"t{i}" for i in range(len(stops))]
+    follower, heard = PlaybackFollower(track_ids), []
+    for track_id, stop in zip(track_ids, stops):
+        for progress in [*range(0, stop, step), stop]:
+            heard += follower.observe(state(track_id, progress * 1000, duration_ms=20_000))
+    heard += follower.observe(state(track_ids[-1], 0, is_playing=False))
+    # Stopped at 0 s of a last track that was skipped at 0 s looks like a pause: the caller's
+    # pause timeout ends that session.
+    assert follower.over is (stops[-1] > 0) and not follower.left_playlist
+    heard += follower.finish()
+    assert heard == [(position, pytest.approx(stop / 20)) for position, stop in enumerate(stops)]
+
+
+def test_follower_refuses_a_playlist_with_repeats():
+    with pytest.raises(ValueError, match="no track twice"):
+        PlaybackFollower(["a", "b", "a"])
