@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m helpers.pipeline $(ARGS)
+	$(PY) -m helpers.pipeline -p offline True $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -28,14 +28,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.env import Catalogue, PlaylistEnv, PlaylistBatch, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
-from helpers.evaluation import baseline_policies, compare_policies, split_start_tracks
+from helpers.env import (
+    Catalogue,
+    PlaylistBatch,
+    PlaylistEnv,
+    VectorPlaylistEnv,
+    load_neighbour_index,
+    neighbours_needed,
+)
+from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
 from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, train
 from helpers.recommend import NEIGHBOURS_FILE, Recommender
 
 
-def sb3_policy(model) -> callable:
+def sb3_policy(model) -> Policy:
     """A batch policy from a Stable-Baselines3 model trained on PlaylistEnv(observation="candidates")."""
     def choose(batch: PlaylistBatch) -> np.ndarray:
         observation = {"current": batch.current, "candidates": batch.candidates,
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         model, sb3_steps_per_second = train_sb3(catalogue, neighbours, train_rows, args.sb3_timesteps,
                                                 default_run.reward_scale, args.training_seeds[0])
         rows.append({"kind": "sb3", "policy": f"SB3 PPO {args.sb3_timesteps // 1000}k steps",
-                     "training_seed": args.training_seeds[0], "train_seconds": args.sb3_timesteps / sb3_steps_per_second,
+                     "training_seed": args.training_seeds[0],
+                     "train_seconds": args.sb3_timesteps / sb3_steps_per_second,
                      "env_steps": args.sb3_timesteps, "steps_per_second": sb3_steps_per_second})
         policies[rows[-1]["policy"]] = lambda eval_seed, model=model: sb3_policy(model)
         print(f"SB3: {sb3_steps_per_second:,.0f} steps/s", flush=True)
@@ -149,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     table["steps_per_second"] = table["steps_per_second"].round().astype("Int64")
     table.to_csv(results_dir / "ppo_benchmark.csv", index=False)
 
-    latency = {"embedded catalogue": playlist_latency(Recommender(default_run, catalogue, paths.processed / NEIGHBOURS_FILE))}
+    recommender = Recommender(default_run, catalogue, paths.processed / NEIGHBOURS_FILE)
+    latency = {"embedded catalogue": playlist_latency(recommender)}
     if args.latency_tracks:
         large = synthetic_recommender(default_run, args.latency_tracks, results_dir, args.seed)
         large.playlist(seed=0)  # builds (and caches) the neighbour index
@@ -164,7 +173,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     def cell(value) -> str:
         if value is pd.NA or (isinstance(value, float) and np.isnan(value)):
             return ""
-        return f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
+        if isinstance(value, float):
+            return f"{value:,.3f}"
+        return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]

@@ -182,7 +182,8 @@ def load_neighbour_index(catalogue: Catalogue, n_neighbours: int, cache_path: st
     """
     if cache_path is not None and Path(cache_path).exists():
         with np.load(cache_path) as cached:
-            if str(cached["fingerprint"]) == catalogue.latent_fingerprint and cached["neighbours"].shape[1] >= n_neighbours:
+            fits = cached["neighbours"].shape[1] >= n_neighbours
+            if fits and str(cached["fingerprint"]) == catalogue.latent_fingerprint:
                 return cached["neighbours"][:, :n_neighbours]
     index = build_neighbour_index(catalogue.latents, n_neighbours, show_progress=show_progress)
     if cache_path is not None:
@@ -380,7 +381,8 @@ class PlaylistEnv(gym.Env):
             mask, steps_left = batch.mask[0].astype(np.int8), batch.steps_left[:1]
         if self.observation == "latent":
             return latent.copy()
-        return {"current": latent.copy(), "candidates": candidates.copy(), "mask": mask, "steps_left": steps_left.copy()}
+        return {"current": latent.copy(), "candidates": candidates.copy(), "mask": mask,
+                "steps_left": steps_left.copy()}
 
     def _info(self, batch: PlaylistBatch) -> dict[str, Any]:
         mask = batch.mask[0]

@@ -77,7 +77,8 @@ def reward_to_go_bounds(neighbours: np.ndarray, rewards: np.ndarray, playlist_le
     return bounds
 
 
-def exact_optimum(env: VectorPlaylistEnv, start_rows: np.ndarray, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def exact_optimum(env: VectorPlaylistEnv, start_rows: np.ndarray,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The best playlist from every start, by depth-first branch-and-bound with the true rewards.
 
     Children are explored best bound first and a branch is cut as soon as its reward so far plus

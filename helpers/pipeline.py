@@ -24,7 +24,13 @@ from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
 
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
 QUICK_PARAMETERS: dict[str, object] = {
-    "vae_epochs": 5,
+    "vae_epochs": 20,
+    "kmeans_n_init": 2,
+    "total_timesteps_candidate": 50_000,
+    "total_timesteps_original": 50_000,
+    "n_eval_starts": 30,
+    "eval_seeds": [0],
+    "offline": True,
 }
 
 
@@ -97,14 +103,15 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     from papermill.exceptions import PapermillExecutionError
 
     paths = ProjectPaths.at(output_dir)
-    notebooks = select_notebooks(discover_notebooks(), only, start)
+    chain = discover_notebooks()
+    notebooks = select_notebooks(chain, only, start)
     given = {**(QUICK_PARAMETERS if quick else {}), **(parameters or {})}
     if output_dir:
         given["output_dir"] = str(paths.root)
-    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    declared = {nb: declared_parameters(nb) for nb in chain}
     unknown = set(parameters or {}) - set().union(*declared.values())
     if unknown:
-        raise ChainError(f"no selected notebook declares the parameter(s) {sorted(unknown)}")
+        raise ChainError(f"no notebook declares the parameter(s) {sorted(unknown)}: check the spelling")
 
     run_folder = new_run_folder(paths)
     runs: list[NotebookRun] = []

@@ -532,7 +532,8 @@ def train(run: TrainingRun, env: VectorPlaylistEnv, start_rows: np.ndarray, *, m
             run.history.append(metrics)
             updates_this_call += 1
             bar.update(budget_spent() - spent_before)
-            bar.set_postfix(mean_return=f"{metrics['mean_return']:.1f}", steps_per_s=f"{metrics['steps_per_second']:.0f}")
+            bar.set_postfix(mean_return=f"{metrics['mean_return']:.1f}",
+                            steps_per_s=f"{metrics['steps_per_second']:.0f}")
             if on_update is not None:
                 on_update(metrics)
     bar.close()

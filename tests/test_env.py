@@ -118,7 +118,8 @@ def test_observation_info_and_reward_scale(catalogue):
     observation, info = env.reset(options={"start_id": "track00007"})
     np.testing.assert_array_equal(observation, catalogue.latents[7])
     assert info["track_id"] == "track00007"
-    np.testing.assert_array_equal(info["candidate_latents"], catalogue.latents[catalogue.rows_of(info["candidate_ids"])])
+    candidate_rows = catalogue.rows_of(info["candidate_ids"])
+    np.testing.assert_array_equal(info["candidate_latents"], catalogue.latents[candidate_rows])
     _, reward, _, _, step_info = env.step(2)
     picked = catalogue.rows_of(info["candidate_ids"][2])[0]
     assert step_info["table_reward"] == catalogue.rewards[picked]
