@@ -80,8 +80,12 @@ def parse_value(text: str) -> object:
 
 def declared_parameters(notebook: Path) -> set[str]:
     """Names in the notebook's cell tagged `parameters`."""
+    import nbformat
     import papermill
 
+    if "kernelspec" not in nbformat.read(notebook, as_version=4).metadata:
+        raise ChainError(f"{notebook} has no kernelspec in its metadata: open it in Jupyter, "
+                         "choose the Python 3 kernel and save it")
     return set(papermill.inspect_notebook(str(notebook)))
 
 

@@ -33,6 +33,7 @@ def test_notebooks_are_committed_clean_and_parameterised(notebook):
     cells = json.loads(notebook.read_text())["cells"]
     code = [cell for cell in cells if cell["cell_type"] == "code"]
     assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code)
+    assert json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"] == "python3"
     assert cells[0]["cell_type"] == "markdown", "a notebook opens with a markdown cell that says what it does"
     assert {"seed", "output_dir"} <= pipeline.declared_parameters(notebook)
 
