@@ -489,3 +489,37 @@ def trajectories_figure(tracks: pd.DataFrame, trajectories: dict[str, list[dict]
         "square: start; arrows: the chosen next song and its probability; numbers: rewards; "
         "songs that nearly coincide are nudged apart", note, shown_note))
     return fig
+
+
+def finetune_returns_figure(returns: pd.DataFrame) -> go.Figure:
+    """Box plot of held-out playlist returns per policy (columns: policy, return)."""
+    fig = px.box(returns, x="policy", y="return", points="all",
+                 title="Held-out returns under the updated rewards, before and after fine-tuning")
+    return fig.update_layout(xaxis_title="", yaxis_title="playlist return (sum of 9 rewards)")
+
+
+def cluster_shift_figure(shares: pd.DataFrame) -> go.Figure:
+    """Bars of each cluster's change in share of picks (columns: cluster, before, after)."""
+    change = shares.assign(change=shares["after"] - shares["before"])
+    fig = px.bar(change, x="cluster", y="change", color=np.where(change["change"] >= 0, "gained", "lost"),
+                 title="Share of the greedy policy's picks per cluster: after minus before fine-tuning")
+    return fig.update_layout(xaxis=dict(type="category"), yaxis_title="change in share of picks",
+                             legend_title="")
+
+
+def drift_rounds_figure(rounds: pd.DataFrame) -> go.Figure:
+    """Per round: fine-tuned, un-tuned and optimal mean held-out return under the drifted listener."""
+    long = rounds.melt(id_vars="round", value_vars=["fine_tuned", "untuned", "optimum"],
+                       var_name="policy", value_name="mean return")
+    fig = px.line(long, x="round", y="mean return", color="policy", markers=True,
+                  title="Adapting to a drifted listener: held-out return under its true rewards")
+    return fig.update_layout(xaxis=dict(dtick=1), xaxis_title="round of feedback (0: none yet)")
+
+
+def off_policy_figure(rounds: pd.DataFrame) -> go.Figure:
+    """Per round: IPS and SNIPS estimates of the new policy's value beside its simulated value."""
+    long = rounds.dropna(subset=["ips"]).melt(id_vars="round", value_vars=["ips", "snips", "simulated", "logged"],
+                                              var_name="estimate", value_name="playlist value")
+    fig = px.bar(long, x="round", y="playlist value", color="estimate", barmode="group",
+                 title="Off-policy estimates of the fine-tuned policy's value on each round's log")
+    return fig.update_layout(xaxis=dict(dtick=1))

@@ -32,6 +32,30 @@ def checkpoint_path(models_dir: str | Path, architecture: str = DEFAULT_ARCHITEC
     return Path(models_dir) / f"ppo_{architecture}.pt"
 
 
+def version_path(models_dir: str | Path, version: int, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
+    """Checkpoint of fine-tuned `version` (>= 1); version 0 is notebook 06's `checkpoint_path`."""
+    if version < 0:
+        raise ValueError(f"version must be >= 0, got {version}")
+    base = checkpoint_path(models_dir, architecture)
+    return base if version == 0 else base.with_name(f"{base.stem}_v{version}.pt")
+
+
+def versions(models_dir: str | Path, architecture: str = DEFAULT_ARCHITECTURE) -> list[int]:
+    """The saved versions of `architecture`'s policy in `models_dir`, oldest first (0: notebook 06's)."""
+    base = checkpoint_path(models_dir, architecture)
+    found = [0] if base.exists() else []
+    for path in base.parent.glob(f"{base.stem}_v*.pt"):
+        suffix = path.stem.removeprefix(f"{base.stem}_v")
+        if suffix.isdigit():
+            found.append(int(suffix))
+    return sorted(found)
+
+
+def version_rewards_path(models_dir: str | Path, version: int, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
+    """The rewards table fine-tuned `version` was trained on (saved next to its checkpoint)."""
+    return version_path(models_dir, version, architecture).with_suffix(".rewards.parquet")
+
+
 class PlaylistStep(TypedDict):
     """One step of a playlist: the current track, its candidates with their probabilities, the pick."""
 
@@ -55,18 +79,27 @@ class Recommender:
 
     @classmethod
     def load(cls, models_dir: str | Path | None = None, data_dir: str | Path | None = None,
-             architecture: str = DEFAULT_ARCHITECTURE) -> "Recommender":
+             architecture: str = DEFAULT_ARCHITECTURE, version: int | None = None) -> "Recommender":
         """The trained policy in `models_dir` (default: the repository's models/) over the
         rewards table in `data_dir` (default: data/processed/). `architecture` is "candidate"
-        (the default policy) or "original"."""
+        (the default policy) or "original". `version` picks a saved version (0: notebook 06's;
+        1, 2, ...: fine-tuned by notebook 08, over the rewards table saved with it); the default
+        is the newest."""
         paths = ProjectPaths.at(None)
         models_dir = Path(models_dir) if models_dir else paths.models
         data_dir = Path(data_dir) if data_dir else paths.processed
         rewards = data_dir / "rewards.parquet"
         if not rewards.exists():
             raise FileNotFoundError(f"{rewards} does not exist: run the chain up to notebook 05_rewards first.")
+        saved = versions(models_dir, architecture)
+        version = (saved[-1] if saved else 0) if version is None else version
+        if version > 0:
+            if version not in saved:
+                raise FileNotFoundError(f"no version {version} of the {architecture} policy in {models_dir}; "
+                                        f"saved versions: {saved}")
+            rewards = version_rewards_path(models_dir, version, architecture)
         catalogue = Catalogue.from_parquet(rewards)
-        run = TrainingRun.load(checkpoint_path(models_dir, architecture), catalogue)
+        run = TrainingRun.load(version_path(models_dir, version, architecture), catalogue)
         recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE)
         recommender._env(run.config.playlist_length)
         return recommender

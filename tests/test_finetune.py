@@ -1,0 +1,164 @@
+"""Fine-tuning from logged feedback: the reward update, versioned checkpoints, the drift demo."""
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
+from helpers.feedback import Interaction, MalformedLineWarning, append_interaction, read_interactions
+from helpers.finetune import (DriftSettings, aggregate_feedback, drifted_listener, drifted_rewards, fine_tune,
+                              log_provenance, run_drift_demo, save_version, update_rewards)
+from helpers.listeners import ListenerModel
+from helpers.ppo import PPOConfig, TrainingRun, train
+from helpers.recommend import Recommender, checkpoint_path, version_path, versions
+from tests.conftest import make_rewards_table
+
+# Φ(0.25), Φ(-1), Φ(-2): standard normal CDF values from a table.
+PHI_025, PHI_M1, PHI_M2 = 0.5987063257, 0.1586552539, 0.0227501319
+
+
+def record(session: str, track: str, position: int, listened: float, liked: int) -> Interaction:
+    return Interaction(timestamp="2026-01-01T00:00:00+00:00", session_id=session, track_id=track,
+                       position=position, latent=[0.5], percentage_listened=listened, liked=liked,
+                       source="simulated", model_version="v0", candidates=[], probs=[])
+
+
+@pytest.fixture
+def small_log(tmp_path):
+    """a: played twice (listened 100 % and liked, then 50 %); c: once (20 %); b and d: never. One bad line."""
+    path = tmp_path / "log.jsonl"
+    append_interaction(path, record("s1", "a", 0, 1.0, 1))
+    append_interaction(path, record("s1", "c", 1, 0.2, 0))
+    with open(path, "a") as log:
+        log.write('{"track_id": "a", "oops": true}\n')
+    append_interaction(path, record("s2", "a", 0, 0.5, 0))
+    return path
+
+
+def small_table() -> pd.DataFrame:
+    return pd.DataFrame({"id": ["a", "b", "c", "d"], "cluster": [0, 0, 1, 1],
+                         "proximity_score": [1.0, 1.0, 0.5, 0.5], "reward": [40.0, 30.0, 60.0, 20.0]})
+
+
+def test_malformed_line_is_reported_and_skipped(small_log):
+    with pytest.warns(MalformedLineWarning, match="line 3"):
+        log = read_interactions(small_log)
+    assert log["track_id"].tolist() == ["a", "c", "a"]
+
+
+def test_feedback_is_aggregated_per_track(small_log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        feedback = aggregate_feedback(read_interactions(small_log)).set_index("track_id")
+    assert feedback.loc["a", "plays"] == 2 and feedback.loc["c", "plays"] == 1
+    assert feedback.loc["a", "interaction_score"] == pytest.approx((150 + 50) / 2)
+    assert feedback.loc["c", "interaction_score"] == pytest.approx(20)
+
+
+def test_update_rule_on_a_hand_made_log(small_log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        log = read_interactions(small_log)
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    updated, new_model = update_rewards(small_table(), log, model, confidence_plays=2, prior_plays=2)
+    # cluster means: (2 * 0.5 + 1.0 + 0.5) / 4 = 0.625 and (2 * 0.5 + 0.2) / 3 = 0.4
+    np.testing.assert_allclose(new_model.cluster_mean, [0.625, 0.4])
+    reward = updated.set_index("id")["reward"]
+    # a: observed 0.8 * 100 + 0.2 * 1 = 80.2, weight 2 / (2 + 2); c: observed 0.8 * 20 + 0.2 * 0.5, weight 1 / 3
+    assert reward["a"] == pytest.approx(0.5 * 80.2 + 0.5 * 40)
+    assert reward["c"] == pytest.approx(16.1 / 3 + 60 * 2 / 3)
+    # b and d move with their cluster's expected interaction score
+    assert reward["b"] == pytest.approx(30 + 0.8 * (100 * 0.125 + 50 * (PHI_025 - PHI_M1)))
+    assert reward["d"] == pytest.approx(20 + 0.8 * (100 * -0.1 + 50 * (PHI_M2 - PHI_M1)))
+    assert updated["plays"].tolist() == [2, 0, 1, 0]
+
+
+def test_unknown_track_in_the_log_is_an_error(small_log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        log = read_interactions(small_log)
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    with pytest.raises(ValueError, match="not in the rewards table"):
+        update_rewards(small_table().iloc[1:], log, model)
+
+
+def tiny_config(**overrides) -> PPOConfig:
+    return PPOConfig(**{"hidden_size": 16, "n_fourier_features": 4, "num_envs": 64, "minibatch_size": 192,
+                        "total_timesteps": 2_000, **overrides})
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """A rewards table with proximity scores, its data folder, neighbours and held-out starts."""
+    table = make_rewards_table().assign(proximity_score=lambda t: np.linspace(0, 1, len(t)))
+    catalogue = Catalogue.from_table(table)
+    data_dir, models_dir = tmp_path / "data", tmp_path / "models"
+    data_dir.mkdir()
+    table.to_parquet(data_dir / "rewards.parquet", index=False)
+    neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), data_dir / "neighbours.npz")
+    heldout = catalogue.ids[::8].tolist()
+    return table, catalogue, neighbours, data_dir, models_dir, heldout
+
+
+def test_versions_are_kept_and_the_newest_is_loaded(chain, small_log):
+    table, catalogue, neighbours, data_dir, models_dir, heldout = chain
+    TrainingRun.start(tiny_config(), catalogue, heldout).save(checkpoint_path(models_dir))
+    base_bytes = checkpoint_path(models_dir).read_bytes()
+    log = pd.DataFrame({"session_id": ["s"], "track_id": [catalogue.ids[0]], "position": [0],
+                        "percentage_listened": [1.0], "liked": [1],
+                        "timestamp": pd.to_datetime(["2026-01-01"], utc=True)})
+    tuned_versions = []
+    for boost in (10.0, 20.0):
+        updated = table.assign(reward=table["reward"] + boost)
+        run = fine_tune(models_dir, Catalogue.from_table(updated), neighbours, timesteps=1_000)
+        tuned_versions.append((save_version(run, models_dir, updated, log_provenance(log)), run.model_version()))
+    assert versions(models_dir) == [0, 1, 2] and [v for v, _ in tuned_versions] == [1, 2]
+    assert checkpoint_path(models_dir).read_bytes() == base_bytes
+    provenance = json.loads(version_path(models_dir, 2).with_suffix(".json").read_text())
+    assert provenance["n_records"] == 1 and provenance["sessions"] == ["s"] and len(provenance["sha256"]) == 64
+    assert Recommender.load(models_dir, data_dir).model_version == tuned_versions[1][1]
+    assert Recommender.load(models_dir, data_dir, version=1).model_version == tuned_versions[0][1]
+    assert Recommender.load(models_dir, data_dir, version=0).run.global_step == 0
+    with pytest.raises(FileNotFoundError, match="no version 7"):
+        Recommender.load(models_dir, data_dir, version=7)
+
+
+def test_drift_demo_improves_the_return(tmp_path):
+    """Clusters scattered over the latent space, so every step can choose a loved cluster or not."""
+    table = make_rewards_table().assign(
+        proximity_score=lambda t: np.linspace(0, 1, len(t)),
+        cluster=lambda t: np.random.default_rng(0).permutation(t["cluster"].to_numpy()))
+    model = ListenerModel(np.array([0.55, 0.5, 0.3, 0.3, 0.5, 0.55]), np.full(6, 0.1), like_threshold=0.6, seed=0)
+    table["reward"] = 0.8 * 100 * model.cluster_mean[table["cluster"]] + 0.2 * table["proximity_score"]
+    catalogue = Catalogue.from_table(table)
+    neighbours_path = tmp_path / "neighbours.npz"
+    neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), neighbours_path)
+    heldout = catalogue.ids[::8].tolist()
+    starts = np.setdiff1d(np.arange(catalogue.n_tracks), catalogue.rows_of(heldout))
+    run = TrainingRun.start(tiny_config(num_envs=128, minibatch_size=384, total_timesteps=30_000, seed=0),
+                            catalogue, heldout)
+    train(run, VectorPlaylistEnv(catalogue, neighbours), starts, progress=False)
+    run.save(checkpoint_path(tmp_path / "models"))
+    drifted, loved = drifted_listener(model)
+    assert loved.tolist() == [2, 3]
+    results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, drifted, neighbours,
+                             neighbours_path, DriftSettings(n_rounds=3, playlists_per_round=10,
+                                                            finetune_timesteps=15_000, learning_rate=2e-3, seed=0),
+                             progress=False)
+    assert results["round"].tolist() == [0, 1, 2, 3]
+    assert results["gap_closed"].iloc[-1] > 0.3
+    assert versions(tmp_path / "demo" / "models") == [0, 1, 2, 3]
+    assert np.isfinite(results[["ips", "snips", "simulated"]].iloc[1:].to_numpy()).all()
+
+
+def test_drifted_rewards_change_only_the_loved_clusters():
+    table = small_table()
+    prior = ListenerModel(np.array([0.7, 0.2]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    drifted, loved = drifted_listener(prior, n_loved=1, loved_mean=0.9)
+    assert loved.tolist() == [1]
+    rewards = drifted_rewards(table, prior, drifted)
+    assert rewards[:2].tolist() == [40.0, 30.0]
+    # 0.8 * (100 * 0.9 + 50 * Φ(3)) + 0.2 * 0.5, with Φ(3) = 0.9986501020
+    np.testing.assert_allclose(rewards[2:], 0.8 * (90 + 50 * 0.9986501020) + 0.1)
