@@ -111,9 +111,8 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
 
 def log_provenance(log: pd.DataFrame) -> dict:
     """Which records a version used: their count, sessions, time span and a digest of their content."""
-    digest = hashlib.sha256()
-    for row in log[["session_id", "track_id", "position", "percentage_listened", "liked"]].itertuples(index=False):
-        digest.update(repr(tuple(row)).encode())
+    content = log[["session_id", "track_id", "position", "percentage_listened", "liked"]].to_csv(index=False)
+    digest = hashlib.sha256(content.encode())
     return {"n_records": int(len(log)), "sessions": sorted(log["session_id"].unique().tolist()),
             "first": str(log["timestamp"].min()) if len(log) else None,
             "last": str(log["timestamp"].max()) if len(log) else None,

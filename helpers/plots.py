@@ -354,7 +354,7 @@ def session_feedback_figure(interactions: pd.DataFrame) -> go.Figure:
         heard = interactions[interactions["liked"] == liked]
         fig.add_trace(go.Bar(
             x=heard["position"], y=heard["percentage_listened"], name=label, marker_color=colour,
-            text=["♥" if liked else "" for _ in range(len(heard))], textposition="outside",
+            text="♥" if liked else "", textposition="outside",
             customdata=heard[["track_id"]].to_numpy(),
             hovertemplate="position %{x}: %{customdata[0]}<br>listened %{y:.0%}<extra>" + label + "</extra>"))
     sources = ", ".join(sorted(interactions["source"].unique()))
