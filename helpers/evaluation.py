@@ -149,6 +149,16 @@ def baseline_policies(catalogue: Catalogue) -> dict[str, PolicyFactory]:
     }
 
 
+def evaluation_starts(heldout_rows: np.ndarray, n_starts: int, seed: int) -> np.ndarray:
+    """`n_starts` of the held-out start rows, drawn without replacement with `seed` (all when fewer).
+
+    Evaluation cost then does not grow with the catalogue: 10% of 1.2M tracks are held out.
+    """
+    if n_starts < 1:
+        raise ValueError(f"n_starts must be >= 1, got {n_starts}")
+    return np.random.default_rng(seed).choice(heldout_rows, min(n_starts, len(heldout_rows)), replace=False)
+
+
 def compare_policies(env: VectorPlaylistEnv, policies: dict[str, PolicyFactory], heldout_rows: np.ndarray,
                      n_eval_starts: int = 150, eval_seeds: tuple[int, ...] = (0, 1, 2),
                      progress: bool = True) -> pd.DataFrame:
@@ -163,8 +173,7 @@ def compare_policies(env: VectorPlaylistEnv, policies: dict[str, PolicyFactory],
         raise ValueError("compare_policies needs held-out start rows and at least one seed.")
     runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"exact optimum": []} | {name: [] for name in policies}
     for seed in tqdm(eval_seeds, desc="evaluating policies", disable=not progress):
-        rng = np.random.default_rng(seed)
-        starts = rng.choice(heldout_rows, min(n_eval_starts, len(heldout_rows)), replace=False)
+        starts = evaluation_starts(heldout_rows, n_eval_starts, seed)
         runs["exact optimum"].append(exact_optimum(env, starts, progress=False))
         for name, factory in policies.items():
             runs[name].append(rollout(env, starts, factory(seed)))

@@ -36,9 +36,9 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from helpers.env import Catalogue, VectorPlaylistEnv
-from helpers.evaluation import exact_optimum, rollout
+from helpers.evaluation import evaluation_starts, exact_optimum, rollout
 from helpers.feedback import read_interactions
-from helpers.listeners import ListenerModel
+from helpers.listeners import ListenerModel, expected_listening
 from helpers.play import SimulatedListener, plan_playlist, play_session
 from helpers.ppo import Observations, TrainingRun, greedy_policy, sampling_policy, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, Recommender, version_path, version_rewards_path, versions
@@ -77,7 +77,7 @@ def expected_interaction(model: ListenerModel, weights: RewardWeights = RewardWe
 
 
 def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel, *, confidence_plays: float = 3.0,
-                   prior_plays: float = 5.0,
+                   prior_plays: float = 1.0,
                    weights: RewardWeights = RewardWeights()) -> tuple[pd.DataFrame, ListenerModel]:
     """The rewards table with `reward` updated from `log` (see the module docstring), and the updated model.
 
@@ -120,16 +120,19 @@ def log_provenance(log: pd.DataFrame) -> dict:
 
 
 def fine_tune(models_dir: str | Path, catalogue: Catalogue, neighbours: np.ndarray, timesteps: int,
-              learning_rate: float = 5e-4, architecture: str = DEFAULT_ARCHITECTURE,
-              progress: bool = False) -> TrainingRun:
+              learning_rate: float = 2e-3, policy_temperature: float = 1.0,
+              architecture: str = DEFAULT_ARCHITECTURE, progress: bool = False) -> TrainingRun:
     """Continue PPO from the newest version in `models_dir` for `timesteps` steps on `catalogue`'s rewards.
 
     The learning rate is constant (no annealing); held-out starts stay out of the training starts.
+    A `policy_temperature` above 1 first softens the policy (`ActorCritic.soften_policy`).
     """
     saved = versions(models_dir, architecture)
     if not saved:
         raise FileNotFoundError(f"no {architecture} policy in {models_dir}: run notebook 06_ppo first")
     run = TrainingRun.load(version_path(models_dir, saved[-1], architecture))
+    if policy_temperature != 1.0:
+        run.agent.soften_policy(policy_temperature)
     run.config = dataclasses.replace(run.config, total_timesteps=run.global_step + timesteps, train_seconds=None,
                                      learning_rate=learning_rate, anneal_lr=False)
     run.optimizer.param_groups[0]["lr"] = learning_rate
@@ -172,63 +175,94 @@ def logged_steps(log: pd.DataFrame, playlist_length: int) -> pd.DataFrame:
 
 
 def target_probabilities(run: TrainingRun, steps: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
-    """π_new(logged action | logged state) for each logged step (the state rebuilt from the catalogue)."""
-    rows = np.full((len(steps), run.config.n_candidates), -1)
-    for b, candidates in enumerate(steps["candidates"]):
-        rows[b, : len(candidates)] = catalogue.rows_of(candidates)
+    """π_new(· | logged state) over each logged step's candidates, shape (n_steps, n_candidates).
+
+    The state is rebuilt from the catalogue; a step with fewer candidates is padded with zeros.
+    """
+    rows = candidate_rows(steps, catalogue, run.config.n_candidates)
     padded = np.vstack([catalogue.latents, np.zeros((1, catalogue.latent_dim), np.float32)])
     obs = Observations(current=torch.from_numpy(catalogue.latents[catalogue.rows_of(steps["current_id"])]),
                        candidates=torch.from_numpy(padded[rows]), mask=torch.from_numpy(rows >= 0),
                        steps_left=torch.tensor(steps["steps_left"].to_numpy(np.float32)))
     with torch.no_grad():
-        probs = run.agent.policy(obs).probs.numpy()
-    return probs[np.arange(len(steps)), steps["action"].to_numpy()]
+        return run.agent.policy(obs).probs.numpy()
+
+
+def candidate_rows(steps: pd.DataFrame, catalogue: Catalogue, n_candidates: int) -> np.ndarray:
+    """Catalogue rows of each logged step's candidates, shape (n_steps, n_candidates), padded with -1."""
+    counts = steps["candidates"].str.len().to_numpy()
+    rows = np.full((len(steps), n_candidates), -1)
+    slots = np.arange(n_candidates) < counts[:, None]  # row-major, like the flattened lists
+    rows[slots] = catalogue.rows_of(np.concatenate([*steps["candidates"], []]))
+    return rows
 
 
 def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalogue,
                          weights: RewardWeights = RewardWeights()) -> dict[str, float]:
-    """Per-decision IPS and self-normalised IPS of `run`'s playlist value (sum of the 9 picks' rewards).
+    """Per-decision IPS, self-normalised IPS and doubly-robust estimates of `run`'s playlist value
+    (the sum of the picks' rewards) on the logged sessions.
 
-    With ρ_{1:t} = Π_{s<=t} π_new(a_s|x_s) / π_log(a_s|x_s) over a session's steps and r_t the
-    observed reward (notebook 05's formula on the logged interaction):
-    IPS = (1/N) Σ_sessions Σ_t ρ_{1:t} r_t, SNIPS = Σ_t [Σ ρ_{1:t} r_t / Σ ρ_{1:t}].
+    With ρ_{1:t} = Π_{s<=t} π_new(a_s|x_s) / π_log(a_s|x_s) over a session's steps, r_t the
+    observed reward (notebook 05's formula on the logged interaction) and r̂(x, a) the reward
+    model (`catalogue`'s rewards, which should be the ones the new policy was trained on):
+
+        IPS   = (1/N) Σ_sessions Σ_t ρ_{1:t} r_t
+        SNIPS = Σ_t [Σ_sessions ρ_{1:t} r_t / Σ_sessions ρ_{1:t}]
+        DR    = (1/N) Σ_sessions Σ_t [ρ_{1:t} (r_t - r̂(x_t, a_t)) + ρ_{1:t-1} Σ_a π_new(a|x_t) r̂(x_t, a)]
+
+    DR is unbiased whatever r̂ (given correct logged probabilities); a good r̂ cuts its variance.
     """
     steps = logged_steps(log, run.config.playlist_length)
-    ratio = target_probabilities(run, steps, catalogue) / steps["logged_prob"].to_numpy()
-    steps["cumulative_ratio"] = pd.Series(ratio).groupby(steps["session_id"]).cumprod().to_numpy()
+    probs = target_probabilities(run, steps, catalogue)
+    actions = steps["action"].to_numpy()
+    ratio = probs[np.arange(len(steps)), actions] / steps["logged_prob"].to_numpy()
+    sessions = steps["session_id"]
+    cumulative = pd.Series(ratio).groupby(sessions.to_numpy()).cumprod()
+    cumulative_ratio = cumulative.to_numpy()
+    previous_ratio = cumulative.groupby(sessions.to_numpy()).shift(fill_value=1.0).to_numpy()  # ρ_{1:t-1}
     proximity = catalogue.table.set_index("id").loc[steps["track_id"], "proximity_score"].to_numpy()
-    steps["reward"] = (weights.interaction_weight * interaction_score(steps["percentage_listened"], steps["liked"], weights)
-                       + weights.proximity_weight * proximity)
-    weighted = steps["cumulative_ratio"] * steps["reward"]
-    n_sessions = steps["session_id"].nunique()
-    by_position = steps.assign(weighted=weighted).groupby("position")
-    snips = (by_position["weighted"].sum() / by_position["cumulative_ratio"].sum()).sum()
-    return {"ips": float(weighted.sum() / n_sessions), "snips": float(snips),
-            "logged": float(steps["reward"].sum() / n_sessions), "n_sessions": int(n_sessions)}
+    reward = np.asarray(weights.interaction_weight
+                        * interaction_score(steps["percentage_listened"], steps["liked"], weights)
+                        + weights.proximity_weight * proximity, dtype=np.float64)
+    rows = candidate_rows(steps, catalogue, run.config.n_candidates)
+    predicted = np.where(rows >= 0, catalogue.rewards[rows], 0.0)  # the reward model r̂(x, a)
+    direct = (probs * predicted).sum(axis=1)
+    n_sessions = sessions.nunique()
+    weighted = cumulative_ratio * reward
+    by_position = pd.DataFrame({"weighted": weighted, "ratio": cumulative_ratio}).groupby(steps["position"].to_numpy())
+    doubly_robust = cumulative_ratio * (reward - predicted[np.arange(len(steps)), actions]) + previous_ratio * direct
+    return {"ips": float(weighted.sum() / n_sessions),
+            "snips": float((by_position["weighted"].sum() / by_position["ratio"].sum()).sum()),
+            "dr": float(doubly_robust.sum() / n_sessions),
+            "logged": float(reward.sum() / n_sessions), "n_sessions": int(n_sessions)}
 
 
-def drifted_listener(model: ListenerModel, n_loved: int = 2, loved_mean: float = 0.95) -> tuple[ListenerModel, np.ndarray]:
-    """A listener who loves the `n_loved` clusters `model` rated lowest (their mean set to `loved_mean`)."""
+def drifted_taste(table: pd.DataFrame, model: ListenerModel, n_loved: int = 2, loved_mean: float = 0.95,
+                  seed: int = 42) -> tuple[pd.Series, np.ndarray]:
+    """The taste of a listener who now loves the `n_loved` clusters `model` rated lowest.
+
+    Its taste for a track (the share it listens to on average) is notebook 04's
+    `percentage_listened` outside those clusters, and a fresh draw clip(N(loved_mean, sigma_c), 0, 1)
+    inside them. Returns the taste indexed by track id, and the loved clusters.
+    """
     if not 1 <= n_loved <= model.n_clusters:
         raise ValueError(f"n_loved must lie in [1, {model.n_clusters}], got {n_loved}")
     loved = np.sort(np.argsort(model.cluster_mean, kind="stable")[:n_loved])
-    mean = model.cluster_mean.copy()
-    mean[loved] = loved_mean
-    return ListenerModel(mean, model.cluster_std, model.like_threshold, model.seed), loved
+    clusters = table["cluster"].to_numpy(np.int64)
+    taste = table["percentage_listened"].to_numpy(np.float64).copy()
+    in_loved = np.isin(clusters, loved)
+    rng = np.random.default_rng(seed)
+    taste[in_loved] = np.clip(rng.normal(loved_mean, model.cluster_std[clusters[in_loved]]), 0.0, 1.0)
+    return pd.Series(taste, index=table["id"].to_numpy(), name="taste"), loved
 
 
-def expected_rewards(table: pd.DataFrame, model: ListenerModel, weights: RewardWeights = RewardWeights()) -> np.ndarray:
-    """Each track's expected reward under `model`: interaction_weight * E[interaction | cluster] + proximity term."""
-    interaction = expected_interaction(model, weights)[table["cluster"].to_numpy(np.int64)]
-    return weights.interaction_weight * interaction + weights.proximity_weight * table["proximity_score"].to_numpy()
-
-
-def drifted_rewards(table: pd.DataFrame, prior_model: ListenerModel, drifted_model: ListenerModel,
-                    weights: RewardWeights = RewardWeights()) -> np.ndarray:
-    """The drifted listener's true rewards: notebook 05's where the taste is unchanged, the expected
-    reward under `drifted_model` in the clusters whose mean drifted."""
-    drifted = (prior_model.cluster_mean != drifted_model.cluster_mean)[table["cluster"].to_numpy(np.int64)]
-    return np.where(drifted, expected_rewards(table, drifted_model, weights), table["reward"].to_numpy(np.float64))
+def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_threshold: float,
+                 weights: RewardWeights = RewardWeights()) -> np.ndarray:
+    """Each track's expected reward when a listener with `taste` hears it (notebook 05's formula on
+    the expected listening and like probability of `SimulatedListener(taste=..., play_noise=...)`)."""
+    listened, like_probability = expected_listening(taste.loc[table["id"]].to_numpy(), play_noise, like_threshold)
+    return (weights.interaction_weight * (weights.listened_weight * listened + weights.liked_weight * like_probability)
+            + weights.proximity_weight * table["proximity_score"].to_numpy(np.float64))
 
 
 @dataclass(frozen=True)
@@ -237,16 +271,21 @@ class DriftSettings:
 
     n_rounds: int = 5
     playlists_per_round: int = 10
-    finetune_timesteps: int = 60_000
-    learning_rate: float = 5e-4
+    finetune_timesteps: int = 200_000
+    learning_rate: float = 2e-3
     confidence_plays: float = 3.0
-    prior_plays: float = 5.0
+    prior_plays: float = 1.0
+    policy_temperature: float = 5.0
+    play_noise: float = 0.05
+    n_eval_starts: int = 500
     seed: int = 42
 
     def __post_init__(self) -> None:
-        for name in ("n_rounds", "playlists_per_round", "finetune_timesteps"):
+        for name in ("n_rounds", "playlists_per_round", "finetune_timesteps", "n_eval_starts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.play_noise < 0:
+            raise ValueError(f"play_noise must be >= 0, got {self.play_noise}")
 
 
 def play_round(run: TrainingRun, catalogue: Catalogue, neighbours_path: Path, listener: SimulatedListener,
@@ -259,16 +298,17 @@ def play_round(run: TrainingRun, catalogue: Catalogue, neighbours_path: Path, li
 
 
 def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, prior_model: ListenerModel,
-                   drifted_model: ListenerModel, neighbours: np.ndarray, neighbours_path: Path,
+                   taste: pd.Series, neighbours: np.ndarray, neighbours_path: Path,
                    settings: DriftSettings = DriftSettings(), weights: RewardWeights = RewardWeights(),
                    progress: bool = True) -> pd.DataFrame:
-    """Play rounds with the drifted listener, fine-tune after each, and measure on the held-out starts.
+    """Play rounds with a listener of `taste` (see `drifted_taste`), fine-tune after each, and
+    measure on the held-out starts.
 
     The policy of `base_models_dir` (notebook 06's) is copied to `demo_dir`/models as version 0.
     One row per round (0: before any feedback): the held-out mean greedy return of the fine-tuned
-    and the un-tuned policy and the exact optimum under the drifted listener's true rewards (`drifted_rewards`),
-    the share of the gap closed, and IPS / SNIPS estimates of the new policy on that round's log
-    next to its simulated value (mean return of its sampled playlists from the same starts).
+    and the un-tuned policy and the exact optimum under the listener's true rewards (`true_rewards`),
+    the share of the gap closed, and IPS / SNIPS / DR estimates of the new policy on that round's
+    log next to its simulated value (mean return of its sampled playlists from the same starts).
     """
     models_dir, log_path = demo_dir / "models", demo_dir / "interactions.jsonl"
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -278,15 +318,18 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
     shutil.copy(version_path(base_models_dir, 0), version_path(models_dir, 0))
     base_run = TrainingRun.load(version_path(models_dir, 0))
     prior_catalogue = Catalogue.from_table(table)
-    true_catalogue = Catalogue.from_table(table.assign(reward=drifted_rewards(table, prior_model, drifted_model, weights)))
-    heldout_rows = prior_catalogue.rows_of(base_run.heldout_ids)
-    if len(heldout_rows) == 0:
+    true_catalogue = Catalogue.from_table(table.assign(
+        reward=true_rewards(table, taste, settings.play_noise, prior_model.like_threshold, weights)))
+    if not base_run.heldout_ids:
         raise ValueError("the base checkpoint records no held-out start tracks to evaluate on")
+    heldout_rows = evaluation_starts(prior_catalogue.rows_of(base_run.heldout_ids), settings.n_eval_starts,
+                                     settings.seed)
     train_ids = np.setdiff1d(prior_catalogue.ids.astype(str), np.asarray(base_run.heldout_ids, dtype=str))
     true_env = VectorPlaylistEnv(true_catalogue, neighbours, base_run.config.playlist_length, base_run.config.n_candidates)
     optimum = float(exact_optimum(true_env, heldout_rows, progress=False)[1].sum(axis=1).mean())
     untuned = float(greedy_returns(base_run, true_catalogue, neighbours, heldout_rows).mean())
-    listener = SimulatedListener(drifted_model, table.set_index("id")["cluster"], seed=settings.seed)
+    listener = SimulatedListener(prior_model, table.set_index("id")["cluster"], seed=settings.seed, taste=taste,
+                                 play_noise=settings.play_noise)
     rng = np.random.default_rng(settings.seed)
 
     def row(round_number: int, run: TrainingRun, estimates: dict[str, float]) -> dict:
@@ -305,10 +348,11 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
         updated, _ = update_rewards(table, log, prior_model, confidence_plays=settings.confidence_plays,
                                     prior_plays=settings.prior_plays, weights=weights)
         catalogue = Catalogue.from_table(updated)
-        run = fine_tune(models_dir, catalogue, neighbours, settings.finetune_timesteps, settings.learning_rate)
+        run = fine_tune(models_dir, catalogue, neighbours, settings.finetune_timesteps, settings.learning_rate,
+                        settings.policy_temperature)
         save_version(run, models_dir, updated, log_provenance(log))
         round_log = log.iloc[before:]
-        estimates = off_policy_estimates(run, round_log, prior_catalogue, weights)
+        estimates = off_policy_estimates(run, round_log, catalogue, weights)
         env = VectorPlaylistEnv(true_catalogue, neighbours, run.config.playlist_length, run.config.n_candidates)
         simulated = rollout(env, true_catalogue.rows_of(start_ids), sampling_policy(run.agent, settings.seed))[1]
         rows.append(row(round_number, run, {**estimates, "simulated": float(simulated.sum(axis=1).mean())}))

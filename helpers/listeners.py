@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,3 +125,25 @@ def simulate_listening(clusters: np.ndarray, model: ListenerModel, seed: int) ->
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     percentage_listened, liked = model.sample(clusters, rng)
     return pd.DataFrame({"percentage_listened": percentage_listened, "liked": liked})
+
+
+def expected_listening(mean: np.ndarray, std: np.ndarray | float,
+                       like_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """E[percentage_listened] and P(liked) when percentage_listened = clip(Y, 0, 1), Y ~ N(mean, std).
+
+    With clip(Y, 0, 1) = max(Y, 0) - max(Y - 1, 0) and E[max(Y - a, 0)] = (m - a) Φ((m - a)/s) + s φ((m - a)/s);
+    P(liked) = P(Y > like_threshold) = Φ((m - like_threshold) / s). A zero `std` gives the clipped mean.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64), mean.shape)
+    if (std < 0).any():
+        raise ValueError("std must be non-negative")
+    safe = np.where(std > 0, std, 1.0)
+
+    def above(shift: float) -> np.ndarray:
+        z = (mean - shift) / safe
+        return np.where(std > 0, (mean - shift) * norm.cdf(z) + safe * norm.pdf(z), np.maximum(mean - shift, 0.0))
+
+    listened = above(0.0) - above(1.0)
+    like_probability = np.where(std > 0, norm.cdf((mean - like_threshold) / safe), (mean > like_threshold) * 1.0)
+    return listened, like_probability

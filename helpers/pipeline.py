@@ -25,11 +25,15 @@ from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
 QUICK_PARAMETERS: dict[str, object] = {
     "vae_epochs": 20,
+    "vae_max_updates": 1_000,
     "kmeans_n_init": 2,
+    "umap_sample_size": 5_000,
     "total_timesteps_candidate": 50_000,
     "total_timesteps_original": 50_000,
     "n_eval_starts": 30,
     "eval_seeds": [0],
+    "finetune_timesteps": 20_000,
+    "drift_finetune_timesteps": 20_000,
     "offline": True,
 }
 
@@ -128,7 +132,8 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
-                kernel_name="python3", progress_bar=False, log_output=False,
+                kernel_name="python3", log_output=False,
+                progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
             )
         except PapermillExecutionError as error:
             raise ChainError(

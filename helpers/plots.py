@@ -80,7 +80,13 @@ def _titled(title: str, *notes: str) -> dict:
 
 
 def _map_points(points: pd.DataFrame, max_points: int | None, seed: int) -> tuple[pd.DataFrame, str]:
-    """At most `max_points` seeded random rows of `points`, and a note when some were left out."""
+    """At most `max_points` seeded random rows of `points`, and a note when some were left out.
+
+    When `points` has a `umap_sample` column (from clusters.parquet), only the tracks UMAP was
+    fitted on are drawn: the positions of the others are interpolated.
+    """
+    if "umap_sample" in points.columns:
+        points = points[points["umap_sample"].to_numpy(bool)]
     if max_points is None or len(points) <= max_points:
         return points, ""
     shown = points.sample(n=max_points, random_state=seed)
@@ -517,8 +523,8 @@ def drift_rounds_figure(rounds: pd.DataFrame) -> go.Figure:
 
 
 def off_policy_figure(rounds: pd.DataFrame) -> go.Figure:
-    """Per round: IPS and SNIPS estimates of the new policy's value beside its simulated value."""
-    long = rounds.dropna(subset=["ips"]).melt(id_vars="round", value_vars=["ips", "snips", "simulated", "logged"],
+    """Per round: IPS, SNIPS and DR estimates of the new policy's value beside its simulated value."""
+    long = rounds.dropna(subset=["ips"]).melt(id_vars="round", value_vars=["ips", "snips", "dr", "simulated", "logged"],
                                               var_name="estimate", value_name="playlist value")
     fig = px.bar(long, x="round", y="playlist value", color="estimate", barmode="group",
                  title="Off-policy estimates of the fine-tuned policy's value on each round's log")

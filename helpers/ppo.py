@@ -162,6 +162,23 @@ class ActorCritic(nn.Module):
         """π(· | s) for a batch of observations."""
         return masked_policy(self(obs)[0], obs.mask)
 
+    def logits_layer(self) -> nn.Linear:
+        """The actor's output layer, whose outputs are the candidates' logits."""
+        raise NotImplementedError
+
+    def soften_policy(self, temperature: float) -> None:
+        """Divide every logit by `temperature` from now on (> 1 flattens π, keeping its ranking).
+
+        A converged policy gives some candidates almost no probability, so PPO never samples them
+        and cannot learn that they have become good; fine-tuning from a softer policy can.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        layer = self.logits_layer()
+        with torch.no_grad():
+            layer.weight.div_(temperature)
+            layer.bias.div_(temperature)
+
     def act(self, obs: Observations, generator: torch.Generator | None = None,
             greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Actions (sampled, or the most probable if `greedy`), their log-probabilities and V(s)."""
@@ -205,6 +222,9 @@ class OriginalActorCritic(ActorCritic):
         self.register_buffer("latent_mean", mean)
         self.register_buffer("latent_std", std.clamp(min=1e-6))
 
+    def logits_layer(self) -> nn.Linear:
+        return self.policy_net[-1]
+
     def forward(self, obs: Observations) -> tuple[torch.Tensor, torch.Tensor]:
         state = (obs.current - self.latent_mean) / self.latent_std
         return self.policy_net(state), self.value_net(state).squeeze(-1)
@@ -235,6 +255,9 @@ class CandidateActorCritic(ActorCritic):
             layer_init(nn.Linear(2 * hidden_size, hidden_size)), nn.ReLU(),
             layer_init(nn.Linear(hidden_size, 1), std=1.0),
         )
+
+    def logits_layer(self) -> nn.Linear:
+        return self.actor[-1]
 
     def candidate_features(self, obs: Observations) -> torch.Tensor:
         """(batch, n_candidates, n_features): what the networks know about each candidate."""

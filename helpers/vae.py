@@ -187,27 +187,29 @@ def negative_elbo(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar
 
 
 def train_vae(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
-              learning_rate: float, beta: float, seed: int,
+              learning_rate: float, beta: float, seed: int, max_updates: int | None = None,
               time_budget_seconds: float | None = None, progress: bool = True) -> pd.DataFrame:
     """Train `model` on the scaled features `x` with Adam; return the loss history per epoch.
 
     Each epoch visits the rows in a fresh permutation drawn from a generator seeded with
     `seed` (which also draws the reparameterisation noise), so the same seed and model
-    initialisation give bit-identical weights. With `time_budget_seconds`, training stops
-    after the first minibatch that ends past the budget; the last epoch may then be partial,
-    and the result depends on the machine's speed.
+    initialisation give bit-identical weights. Training stops early after `max_updates`
+    minibatch updates (the budget that keeps a million-track catalogue affordable and the
+    result reproducible), or after the first minibatch that ends past `time_budget_seconds`
+    (whose result depends on the machine's speed); the last epoch may then be partial.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     n_tracks = len(x)
     started = time.perf_counter()
+    updates = 0
     history = []
     model.train()
     for epoch in (bar := tqdm(range(1, epochs + 1), desc="VAE epochs", disable=not progress)):
         permutation = torch.randperm(n_tracks, generator=generator)
         sums = torch.zeros(3, dtype=torch.float64)
         seen = 0
-        out_of_time = False
+        out_of_budget = False
         for start in range(0, n_tracks, batch_size):
             batch = x[permutation[start:start + batch_size]]
             x_hat, mu, logvar = model(batch, generator)
@@ -217,15 +219,17 @@ def train_vae(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
             optimizer.step()
             sums += torch.stack([total, reconstruction, kl]).detach().double() * len(batch)
             seen += len(batch)
-            out_of_time = (time_budget_seconds is not None
-                           and time.perf_counter() - started > time_budget_seconds)
-            if out_of_time:
+            updates += 1
+            out_of_budget = ((max_updates is not None and updates >= max_updates)
+                             or (time_budget_seconds is not None
+                                 and time.perf_counter() - started > time_budget_seconds))
+            if out_of_budget:
                 break
         total, reconstruction, kl = (sums / seen).tolist()
         history.append({"epoch": epoch, "total": total, "reconstruction": reconstruction, "kl": kl,
                         "tracks_seen": seen, "seconds": time.perf_counter() - started})
         bar.set_postfix(loss=f"{total:.4f}", kl=f"{kl:.3f}", refresh=False)
-        if out_of_time:
+        if out_of_budget:
             break
     model.eval()
     return pd.DataFrame(history)
@@ -339,8 +343,8 @@ class TrainedVAE:
 
 def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_dim: int = 5,
             hidden_dim: int = 64, beta: float = 0.005, epochs: int = 200, batch_size: int = 128,
-            learning_rate: float = 3e-3, time_budget_seconds: float | None = None,
-            seed: int = 42, progress: bool = True, source: str = "tracks"
+            learning_rate: float = 3e-3, max_updates: int | None = None,
+            time_budget_seconds: float | None = None, seed: int = 42, progress: bool = True, source: str = "tracks"
             ) -> tuple[TrainedVAE, pd.DataFrame]:
     """Scale the features, train a VAE on them and fit the latent rescaling on the catalogue.
 
@@ -355,6 +359,8 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
         raise ValueError(f"beta must be >= 0, got {beta!r}.")
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
+    if max_updates is not None and (int(max_updates) != max_updates or max_updates < 1):
+        raise ValueError(f"max_updates must be a positive integer or None, got {max_updates!r}.")
     if time_budget_seconds is not None and time_budget_seconds <= 0:
         raise ValueError(f"time_budget_seconds must be > 0 or None, got {time_budget_seconds!r}.")
     track_ids(tracks, source)
@@ -366,12 +372,12 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
     torch.manual_seed(seed)  # the weights' initialisation
     model = VAE(len(features), latent_dim, hidden_dim)
     history = train_vae(model, x, epochs=epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, beta=beta, seed=seed,
+                        learning_rate=learning_rate, beta=beta, seed=seed, max_updates=max_updates,
                         time_budget_seconds=time_budget_seconds, progress=progress)
 
     hyperparameters = {"latent_dim": latent_dim, "hidden_dim": hidden_dim, "beta": beta,
                        "epochs": epochs, "batch_size": batch_size,
-                       "learning_rate": learning_rate, "seed": seed,
+                       "learning_rate": learning_rate, "max_updates": max_updates, "seed": seed,
                        "epochs_trained": int(len(history))}
     mu = posterior_parameters(model, x.numpy())[0].double().numpy()
     latent_scaling = MinMaxScaling.fit(mu, latent_columns(latent_dim))

@@ -1,9 +1,23 @@
 """Shared pytest fixtures."""
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+
+
+def synthetic_catalogue_module() -> ModuleType:
+    """benchmarks/synthetic_catalogue.py, imported from its path (benchmarks/ is a folder of scripts)."""
+    from helpers.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("synthetic_catalogue", REPO_ROOT / "benchmarks" / "synthetic_catalogue.py")
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
 
 
 def make_rewards_table(n_tracks: int = 240, latent_dim: int = 5, n_clusters: int = 6, n_duplicates: int = 6,

@@ -10,8 +10,9 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
-from helpers.clustering import (compare_kmeans_inertia, fit_kmeans, gridworld_edges, latent_matrix,
-                                nearest_neighbours, resolve_algorithm, sample_indices, umap_map)
+from helpers.clustering import (LatentMap, cluster_table, compare_kmeans_inertia, fit_kmeans, gridworld_edges,
+                                latent_matrix, nearest_neighbours, place_by_neighbours, resolve_algorithm,
+                                sample_indices, umap_map)
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +108,38 @@ class FakeUMAP:
     def fit_transform(self, latents):
         return latents[:, :2] * 10
 
-    def transform(self, latents):
-        return latents[:, :2] * 10
-
 
 @pytest.mark.parametrize("sample_size", [None, 1_000, 120])
-def test_umap_map_puts_every_track_on_its_own_row(monkeypatch, latents, sample_size):
+def test_umap_map_fits_the_sample_and_places_every_other_track_near_its_neighbours(monkeypatch, latents,
+                                                                                   sample_size):
     monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
     latent_map = umap_map(latents, n_neighbors=10, sample_size=sample_size, seed=2)
-    np.testing.assert_array_equal(latent_map.xy, latents[:, :2] * 10)
     fitted = len(latents) if sample_size in (None, 1_000) else sample_size
-    assert latent_map.n_fitted == fitted
-    assert ("seeded sample of 120 of 400" in latent_map.describe()) == (fitted == 120)
+    assert latent_map.n_fitted == fitted and latent_map.fitted.dtype == bool
+    np.testing.assert_array_equal(latent_map.xy[latent_map.fitted], latents[latent_map.fitted, :2] * 10)
+    if fitted < len(latents):
+        placed, truth = latent_map.xy[~latent_map.fitted], latents[~latent_map.fitted, :2] * 10
+        error = np.linalg.norm(placed - truth, axis=1).mean()
+        shuffled_error = np.linalg.norm(placed - np.random.default_rng(0).permutation(truth), axis=1).mean()
+        assert error < 0.2 * shuffled_error
+    assert ("seeded sample of 120 of 400 tracks; the map shows that sample" in latent_map.describe()) == (fitted == 120)
+
+
+def test_place_by_neighbours_interpolates_by_inverse_distance_and_keeps_exact_matches():
+    fitted_latents = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    fitted_xy = np.array([[0.0, 0.0], [10.0, 0.0], [50.0, 50.0]])
+    queries = np.array([[0.25, 0.0], [1.0, 0.0]])
+    xy = place_by_neighbours(fitted_latents, fitted_xy, queries, n_neighbors=2, progress=False)
+    np.testing.assert_allclose(xy[0], [(0 / 0.25 + 10 / 0.75) / (1 / 0.25 + 1 / 0.75), 0.0])
+    np.testing.assert_array_equal(xy[1], [10.0, 0.0])
+
+
+def test_cluster_table_marks_the_tracks_umap_was_fitted_on(latents):
+    clustering = fit_kmeans(latents, n_clusters=3, n_init=1, seed=0)
+    latent_map = LatentMap(latents[:, :2], np.arange(len(latents)) % 2 == 0)
+    table = cluster_table(np.arange(len(latents)).astype(str), clustering, latent_map)
+    assert list(table.columns) == ["id", "cluster", "distance_to_centroid", "umap_x", "umap_y", "umap_sample"]
+    assert table["umap_sample"].sum() == len(latents) // 2
 
 
 def test_sample_indices_are_seeded_sorted_and_distinct():

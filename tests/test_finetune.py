@@ -8,10 +8,11 @@ import pytest
 
 from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
 from helpers.feedback import Interaction, MalformedLineWarning, append_interaction, read_interactions
-from helpers.finetune import (DriftSettings, aggregate_feedback, drifted_listener, drifted_rewards, fine_tune,
-                              log_provenance, run_drift_demo, save_version, update_rewards)
+from helpers.evaluation import rollout
+from helpers.finetune import (DriftSettings, aggregate_feedback, drifted_taste, fine_tune, log_provenance,
+                              off_policy_estimates, run_drift_demo, save_version, true_rewards, update_rewards)
 from helpers.listeners import ListenerModel
-from helpers.ppo import PPOConfig, TrainingRun, train
+from helpers.ppo import PPOConfig, TrainingRun, sampling_policy, train
 from helpers.recommend import Recommender, checkpoint_path, version_path, versions
 from tests.conftest import make_rewards_table
 
@@ -131,7 +132,8 @@ def test_drift_demo_improves_the_return(tmp_path):
         proximity_score=lambda t: np.linspace(0, 1, len(t)),
         cluster=lambda t: np.random.default_rng(0).permutation(t["cluster"].to_numpy()))
     model = ListenerModel(np.array([0.55, 0.5, 0.3, 0.3, 0.5, 0.55]), np.full(6, 0.1), like_threshold=0.6, seed=0)
-    table["reward"] = 0.8 * 100 * model.cluster_mean[table["cluster"]] + 0.2 * table["proximity_score"]
+    table["percentage_listened"] = model.cluster_mean[table["cluster"]]
+    table["reward"] = 0.8 * 100 * table["percentage_listened"] + 0.2 * table["proximity_score"]
     catalogue = Catalogue.from_table(table)
     neighbours_path = tmp_path / "neighbours.npz"
     neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), neighbours_path)
@@ -141,24 +143,75 @@ def test_drift_demo_improves_the_return(tmp_path):
                             catalogue, heldout)
     train(run, VectorPlaylistEnv(catalogue, neighbours), starts, progress=False)
     run.save(checkpoint_path(tmp_path / "models"))
-    drifted, loved = drifted_listener(model)
+    taste, loved = drifted_taste(table, model, seed=0)
     assert loved.tolist() == [2, 3]
-    results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, drifted, neighbours,
+    results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, taste, neighbours,
                              neighbours_path, DriftSettings(n_rounds=3, playlists_per_round=10,
                                                             finetune_timesteps=15_000, learning_rate=2e-3, seed=0),
                              progress=False)
     assert results["round"].tolist() == [0, 1, 2, 3]
     assert results["gap_closed"].iloc[-1] > 0.3
     assert versions(tmp_path / "demo" / "models") == [0, 1, 2, 3]
-    assert np.isfinite(results[["ips", "snips", "simulated"]].iloc[1:].to_numpy()).all()
+    assert np.isfinite(results[["ips", "snips", "dr", "simulated"]].iloc[1:].to_numpy()).all()
 
 
-def test_drifted_rewards_change_only_the_loved_clusters():
-    table = small_table()
+def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_expectations():
+    table = small_table().assign(percentage_listened=[0.8, 0.7, 0.2, 0.3])
     prior = ListenerModel(np.array([0.7, 0.2]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
-    drifted, loved = drifted_listener(prior, n_loved=1, loved_mean=0.9)
-    assert loved.tolist() == [1]
-    rewards = drifted_rewards(table, prior, drifted)
-    assert rewards[:2].tolist() == [40.0, 30.0]
-    # 0.8 * (100 * 0.9 + 50 * Φ(3)) + 0.2 * 0.5, with Φ(3) = 0.9986501020
-    np.testing.assert_allclose(rewards[2:], 0.8 * (90 + 50 * 0.9986501020) + 0.1)
+    taste, loved = drifted_taste(table, prior, n_loved=1, loved_mean=0.9, seed=0)
+    assert loved.tolist() == [1] and taste[["a", "b"]].tolist() == [0.8, 0.7]
+    assert (taste[["c", "d"]] > 0.5).all()  # clip(N(0.9, 0.1)): far above 0.2 and 0.3
+    # without play noise the expected listening is the taste itself: notebook 05's formula on it
+    np.testing.assert_allclose(true_rewards(table, taste, 0.0, 0.6),
+                               0.8 * (100 * taste.to_numpy() + 50 * (taste.to_numpy() > 0.6)) + 0.2 * table["proximity_score"])
+    # with noise: a taste of 0.6 is liked half the time; a taste of 1 is heard less than fully
+    edge = pd.Series([0.6, 1.0], index=["a", "b"])
+    rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6)
+    assert rewards[0] == pytest.approx(0.8 * (60 + 25) + 0.2)
+    assert 0.8 * (100 * 0.96 + 50 * 0.99) + 0.2 < rewards[1] < 0.8 * (100 + 50) + 0.2
+
+
+def logged_sessions(env: VectorPlaylistEnv, start_rows: np.ndarray, listened: np.ndarray,
+                    temperature: float, seed: int) -> pd.DataFrame:
+    """A log of sessions from a logging policy that prefers rewarding candidates (softmax of
+    their rewards), each pick heard exactly as `listened` says (liked above 0.6)."""
+    rng = np.random.default_rng(seed)
+    ids = env.catalogue.ids
+    sessions = np.array([f"s{b}" for b in range(len(start_rows))])
+    records = [pd.DataFrame({"session_id": sessions, "track_id": ids[start_rows], "position": 0,
+                             "candidates": [[]] * len(sessions), "probs": [[]] * len(sessions)})]
+    batch = env.reset(start_rows)
+    for position in range(1, env.playlist_length):
+        scores = np.where(batch.mask, env.catalogue.rewards[batch.candidate_rows] / temperature, -np.inf)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        actions = (rng.random((len(probs), 1)) > probs.cumsum(axis=1)).sum(axis=1)
+        records.append(pd.DataFrame({"session_id": sessions, "position": position,
+                                     "track_id": ids[batch.candidate_rows[np.arange(len(actions)), actions]],
+                                     "candidates": ids[batch.candidate_rows].tolist(), "probs": probs.tolist()}))
+        batch, _, _ = env.step(actions)
+    log = pd.concat(records, ignore_index=True)
+    heard = pd.Series(listened, index=ids).loc[log["track_id"]].to_numpy()
+    return log.assign(percentage_listened=heard, liked=(heard > 0.6).astype(int))
+
+
+def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
+    table, _, neighbours, _, _, heldout = chain
+    rng = np.random.default_rng(3)
+    listened = rng.uniform(0, 1, len(table))
+    table = table.assign(reward=0.8 * (100 * listened + 50 * (listened > 0.6)) + 0.2 * table["proximity_score"])
+    catalogue = Catalogue.from_table(table)
+    env = VectorPlaylistEnv(catalogue, neighbours)
+    starts = np.resize(np.arange(catalogue.n_tracks), 4_000)
+    log = logged_sessions(env, starts, listened, temperature=60.0, seed=1)
+    target = TrainingRun.start(tiny_config(seed=4), catalogue, heldout)
+    true_value = rollout(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
+    logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
+    estimates = off_policy_estimates(target, log, catalogue)
+    assert logged_value == 10 and estimates["n_sessions"] == len(starts)
+    assert estimates["logged"] > 1.1 * true_value  # the logging policy is much better: a naive mean is off
+    for name in ("ips", "snips", "dr"):
+        assert estimates[name] == pytest.approx(true_value, rel=0.03), name
+    # DR stays unbiased with a wrong reward model, and an exact one makes it the most precise
+    wrong_model = Catalogue.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
+    assert off_policy_estimates(target, log, wrong_model)["dr"] == pytest.approx(true_value, rel=0.05)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.listeners import ListenerModel, draw_listener_model, simulate_listening
+from helpers.listeners import ListenerModel, draw_listener_model, expected_listening, simulate_listening
 
 
 def test_drawn_means_and_stds_lie_in_their_ranges():
@@ -108,3 +108,14 @@ def test_a_model_cannot_be_changed_once_drawn():
         model.cluster_mean[0] = 0.5
     with pytest.raises(AttributeError):
         model.like_threshold = 0.9
+
+
+def test_expected_listening_matches_a_monte_carlo_of_the_clipped_normal():
+    mean, std = np.array([0.05, 0.5, 0.62, 0.97]), np.array([0.1, 0.2, 0.05, 0.15])
+    listened, like_probability = expected_listening(mean, std, like_threshold=0.6)
+    draws = np.clip(np.random.default_rng(0).normal(mean, std, (400_000, 4)), 0, 1)
+    np.testing.assert_allclose(listened, draws.mean(axis=0), atol=1e-3)
+    np.testing.assert_allclose(like_probability, (draws > 0.6).mean(axis=0), atol=3e-3)
+    exact, liked = expected_listening(mean, 0.0, like_threshold=0.6)
+    np.testing.assert_array_equal(exact, mean)
+    np.testing.assert_array_equal(liked, [0, 0, 1, 1])

@@ -84,17 +84,21 @@ def test_simulated_listener_draws_from_each_track_cluster(fake_recommender):
     assert [h[2] for h in heard] == (expected > 0.6).astype(int).tolist()
 
 
-def test_simulated_listener_is_reproducible_with_its_seed(fake_recommender):
+def test_simulated_listener_is_reproducible_with_its_seed_and_draws_afresh_each_session(fake_recommender):
     clusters = fake_recommender.catalogue["cluster"]
     noisy = ListenerModel(np.full(6, 0.6), np.full(6, 0.2), like_threshold=0.6, seed=0)
     track_ids = list(clusters.index[:10])
 
-    def run(seed):
-        heard = []
-        SimulatedListener(noisy, clusters, seed=seed).listen(track_ids, lambda *h: heard.append(h))
+    def run(seed, sessions=2):
+        listener, heard = SimulatedListener(noisy, clusters, seed=seed), []
+        for _ in range(sessions):
+            heard.append([])
+            listener.listen(track_ids, lambda *h: heard[-1].append(h))
         return heard
 
-    assert run(5) == run(5) and run(5) != run(6)
+    first, second = run(5)
+    assert [first, second] == run(5) and first != run(6)[0]
+    assert first != second  # each session draws afresh: the same playlist is not heard the same way twice
 
 
 def test_a_session_appends_one_complete_record_per_track(fake_recommender, offline_run):

@@ -82,6 +82,25 @@ def test_masked_candidates_get_zero_probability_and_are_never_sampled(agent):
     assert torch.isfinite(agent.evaluate(obs, actions)[1]).all()
 
 
+@pytest.mark.parametrize("agent", [OriginalActorCritic(), CandidateActorCritic(hidden_size=16, n_fourier_features=4)])
+def test_softening_divides_the_logits_keeps_the_ranking_and_raises_the_entropy(agent):
+    obs = random_observations(200, 4, seed=3)
+    with torch.no_grad():
+        for parameter in agent.parameters():
+            parameter.mul_(20)  # a sharp policy, like a trained one
+        logits, values = agent(obs)
+        before = agent.policy(obs)
+        agent.soften_policy(4.0)
+        softened_logits, softened_values = agent(obs)
+        after = agent.policy(obs)
+    torch.testing.assert_close(softened_logits, logits / 4.0)
+    torch.testing.assert_close(softened_values, values)  # the critic is untouched
+    assert torch.equal(after.probs.argmax(-1), before.probs.argmax(-1))
+    assert (after.entropy() > before.entropy()).all()
+    with pytest.raises(ValueError, match="temperature"):
+        agent.soften_policy(0.0)
+
+
 def test_gae_matches_a_hand_computed_example():
     # gamma 0.9, lambda 0.8, one episode of three steps ending at the last one:
     # delta_2 = 3 - 1.5 = 1.5                  A_2 = 1.5

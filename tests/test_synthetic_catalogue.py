@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +9,10 @@ import pandas as pd
 import pytest
 
 from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, filter_catalogue, load_catalogue
-from helpers.paths import DEFAULT_CATALOGUE, REPO_ROOT
+from helpers.paths import DEFAULT_CATALOGUE
+from tests.conftest import synthetic_catalogue_module
 
-# benchmarks/ is a folder of scripts, not a package: import the generator from its path.
-_spec = importlib.util.spec_from_file_location("synthetic_catalogue",
-                                               REPO_ROOT / "benchmarks" / "synthetic_catalogue.py")
-synthetic = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(synthetic)
+synthetic = synthetic_catalogue_module()
 
 N_ROWS = 5_000
 TEXT_COLUMNS = ("id", "name", "album", "album_id", "artists", "artist_ids", "release_date")

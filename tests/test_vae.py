@@ -198,6 +198,16 @@ def test_time_budget_stops_training_early(catalogue):
     assert history["seconds"].iloc[-1] < 5
 
 
+def test_max_updates_stops_training_after_exactly_that_many_minibatches_and_is_reproducible(catalogue):
+    first, history = fit_vae(catalogue, seed=0, **{**TINY, "epochs": 1_000}, max_updates=25)
+    updates_per_epoch = -(-history["tracks_seen"] // TINY["batch_size"])  # the last batch may be partial
+    assert updates_per_epoch.sum() == 25
+    assert len(history) == -(-25 // -(-len(catalogue) // TINY["batch_size"]))
+    second, _ = fit_vae(catalogue, seed=0, **{**TINY, "epochs": 1_000}, max_updates=25)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_kl_matches_torch_distributions():
     generator = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn(50, 5, generator=generator), torch.randn(50, 5, generator=generator)
@@ -227,7 +237,8 @@ def test_bad_tracks_raise_an_error_naming_file_and_column(trained, catalogue, co
 
 
 @pytest.mark.parametrize("setting", [dict(batch_size=0), dict(latent_dim=2.5), dict(beta=-1.0),
-                                     dict(learning_rate=0.0), dict(time_budget_seconds=0)])
+                                     dict(learning_rate=0.0), dict(time_budget_seconds=0),
+                                     dict(max_updates=0)])
 def test_bad_hyperparameters_are_rejected(catalogue, setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         fit_vae(catalogue, **{**TINY, **setting})
