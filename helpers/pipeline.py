@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from traitlets.config import Config
 
 from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
 
@@ -36,6 +37,11 @@ QUICK_PARAMETERS: dict[str, object] = {
     "drift_finetune_timesteps": 20_000,
     "offline": True,
 }
+
+
+# The kernel talks to the runner over Unix sockets in Jupyter's private runtime folder: TCP
+# sockets on localhost are open to every local user, and ipykernel warns about them.
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 
 
 class ChainError(RuntimeError):
@@ -134,6 +140,7 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
                 str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
                 kernel_name="python3", log_output=False,
                 progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
+                config=KERNEL_CONFIG,
             )
         except PapermillExecutionError as error:
             raise ChainError(
