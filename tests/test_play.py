@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fake_spotify import FakeSpotify, FakeTrack
@@ -240,3 +241,15 @@ def test_command_stops_after_a_long_pause_and_keeps_what_was_played(cli, spotify
     code, _, err = cli("--poll-interval", "0", "--pause-timeout", "0.05")
     assert code == 3 and "stopped: nothing of the playlist played" in err and "logged 3 of 10" in err
     assert [r["position"] for r in records(cli.log)] == [0, 1, 2]
+
+
+def test_simulated_listener_with_a_taste_hears_each_track_around_its_own_taste(fake_recommender):
+    clusters = fake_recommender.catalogue["cluster"]
+    model = ListenerModel(np.full(6, 0.5), np.full(6, 0.1), like_threshold=0.6, seed=0)
+    track_ids = list(clusters.index[:4])
+    taste = pd.Series([0.2, 0.65, 1.0, 0.0], index=track_ids)
+    heard = []
+    SimulatedListener(model, clusters, seed=0, taste=taste, play_noise=0.0).listen(track_ids, lambda *h: heard.append(h))
+    assert heard == [(0, 0.2, 0), (1, 0.65, 1), (2, 1.0, 1), (3, 0.0, 0)]
+    with pytest.raises(ValueError, match="no taste known"):
+        SimulatedListener(model, clusters, taste=taste).listen([str(clusters.index[5])], lambda *h: None)
