@@ -7,10 +7,15 @@ Reward update (notebook 08). For a track i played n_i times with mean interactio
     w_i        = n_i / (n_i + k)                                              (confidence, k = `confidence_plays`)
     reward_i'  = w_i * observed_i + (1 - w_i) * reward_i
 
-A track without feedback moves with its cluster c. The listener model's mean is updated as a
-normal mean with a prior worth k0 plays (`prior_plays`), from the n_c plays of the cluster:
+A track without feedback moves with its cluster c. The listener model's mean moves by the
+average surprise of the n_c plays in the cluster, with a prior worth k0 plays (`prior_plays`):
 
-    mu_c' = (k0 * mu_c + Σ percentage_listened) / (k0 + n_c)
+    mu_c' = mu_c + Σ (percentage_listened - x̂_j) / (k0 + n_c)
+
+where x̂_j is what notebook 04 expected of the played track j (its `percentage_listened` in the
+rewards table). Comparing each play with its own track's expectation, not with the cluster
+mean, matters because the policy plays the tracks it believes are good: their raw listening is
+above the cluster mean even when the listener has not changed.
 
 and the track's reward moves by the change of its expected interaction score,
 
@@ -58,14 +63,15 @@ def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights = RewardWeights
 
 
 def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, prior_plays: float) -> ListenerModel:
-    """mu_c' = (k0 mu_c + Σ x) / (k0 + n_c) per cluster, from `cluster_plays` (cluster, percentage_listened)."""
+    """mu_c' = mu_c + Σ (x - x̂) / (k0 + n_c) per cluster, clipped to [0, 1], from `cluster_plays`
+    (cluster, percentage_listened x, expected_listened x̂)."""
     if prior_plays <= 0:
         raise ValueError(f"prior_plays must be > 0, got {prior_plays}")
     clusters = cluster_plays["cluster"].to_numpy(np.int64)
     n = np.bincount(clusters, minlength=model.n_clusters)[: model.n_clusters]
-    total = np.bincount(clusters, weights=cluster_plays["percentage_listened"].to_numpy(np.float64),
-                        minlength=model.n_clusters)[: model.n_clusters]
-    mean = (prior_plays * model.cluster_mean + total) / (prior_plays + n)
+    surprise = (cluster_plays["percentage_listened"] - cluster_plays["expected_listened"]).to_numpy(np.float64)
+    total = np.bincount(clusters, weights=surprise, minlength=model.n_clusters)[: model.n_clusters]
+    mean = np.clip(model.cluster_mean + total / (prior_plays + n), 0.0, 1.0)
     return ListenerModel(mean, model.cluster_std, model.like_threshold, model.seed)
 
 
@@ -85,6 +91,9 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
     """
     if confidence_plays <= 0:
         raise ValueError(f"confidence_plays must be > 0, got {confidence_plays}")
+    missing = [c for c in ("id", "cluster", "reward", "proximity_score", "percentage_listened") if c not in table]
+    if missing:
+        raise ValueError(f"the rewards table lacks the column(s) {missing} (notebook 05's rewards.parquet has them)")
     unknown = sorted(set(log["track_id"]) - set(table["id"]))
     if unknown:
         raise ValueError(f"the log holds {len(unknown)} track(s) not in the rewards table, e.g. {unknown[:3]}")
@@ -93,10 +102,11 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
     observed = (weights.interaction_weight * feedback["interaction_score"].to_numpy()
                 + weights.proximity_weight * table["proximity_score"].to_numpy())
     clusters = table["cluster"].to_numpy(np.int64)
-    cluster_of = pd.Series(clusters, index=table["id"])
+    played = table.set_index("id").loc[log["track_id"], ["cluster", "percentage_listened"]]
     updated_model = update_listener_model(
-        model, pd.DataFrame({"cluster": cluster_of.loc[log["track_id"]].to_numpy(),
-                             "percentage_listened": log["percentage_listened"].to_numpy()}), prior_plays)
+        model, pd.DataFrame({"cluster": played["cluster"].to_numpy(),
+                             "percentage_listened": log["percentage_listened"].to_numpy(),
+                             "expected_listened": played["percentage_listened"].to_numpy()}), prior_plays)
     shift = weights.interaction_weight * (expected_interaction(updated_model, weights)
                                           - expected_interaction(model, weights))
     low, high = reward_range(weights)

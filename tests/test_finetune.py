@@ -39,7 +39,7 @@ def small_log(tmp_path):
 
 
 def small_table() -> pd.DataFrame:
-    return pd.DataFrame({"id": ["a", "b", "c", "d"], "cluster": [0, 0, 1, 1],
+    return pd.DataFrame({"id": ["a", "b", "c", "d"], "cluster": [0, 0, 1, 1], "percentage_listened": 0.5,
                          "proximity_score": [1.0, 1.0, 0.5, 0.5], "reward": [40.0, 30.0, 60.0, 20.0]})
 
 
@@ -64,7 +64,7 @@ def test_update_rule_on_a_hand_made_log(small_log):
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
     updated, new_model = update_rewards(small_table(), log, model, confidence_plays=2, prior_plays=2)
-    # cluster means: (2 * 0.5 + 1.0 + 0.5) / 4 = 0.625 and (2 * 0.5 + 0.2) / 3 = 0.4
+    # cluster means: 0.5 + ((1.0 - 0.5) + (0.5 - 0.5)) / (2 + 2) = 0.625 and 0.5 + (0.2 - 0.5) / (2 + 1) = 0.4
     np.testing.assert_allclose(new_model.cluster_mean, [0.625, 0.4])
     reward = updated.set_index("id")["reward"]
     # a: observed 0.8 * 100 + 0.2 * 1 = 80.2, weight 2 / (2 + 2); c: observed 0.8 * 20 + 0.2 * 0.5, weight 1 / 3
@@ -74,6 +74,28 @@ def test_update_rule_on_a_hand_made_log(small_log):
     assert reward["b"] == pytest.approx(30 + 0.8 * (100 * 0.125 + 50 * (PHI_025 - PHI_M1)))
     assert reward["d"] == pytest.approx(20 + 0.8 * (100 * -0.1 + 50 * (PHI_M2 - PHI_M1)))
     assert updated["plays"].tolist() == [2, 0, 1, 0]
+
+
+def test_plays_heard_as_expected_do_not_move_their_cluster_however_good_the_tracks(small_log):
+    """The policy plays the tracks it believes are good; hearing them as well as expected is no news."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        log = read_interactions(small_log)
+    table = small_table().assign(percentage_listened=log.groupby("track_id")["percentage_listened"].mean()
+                                 .reindex(["a", "b", "c", "d"]).fillna(0.5).to_numpy())
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    updated, new_model = update_rewards(table, log, model, prior_plays=1)
+    np.testing.assert_allclose(new_model.cluster_mean, model.cluster_mean)
+    assert updated.set_index("id").loc[["b", "d"], "reward"].tolist() == [30.0, 20.0]
+
+
+def test_a_rewards_table_without_the_expected_listening_is_refused(small_log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        log = read_interactions(small_log)
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['percentage_listened'\]"):
+        update_rewards(small_table().drop(columns="percentage_listened"), log, model)
 
 
 def test_unknown_track_in_the_log_is_an_error(small_log):
