@@ -47,7 +47,7 @@ from helpers.listeners import ListenerModel, expected_listening
 from helpers.play import SimulatedListener, plan_playlist, play_session
 from helpers.ppo import Observations, TrainingRun, greedy_policy, sampling_policy, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, Recommender, version_path, version_rewards_path, versions
-from helpers.rewards import RewardWeights, interaction_score, reward_range
+from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
 
 
 def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights = RewardWeights()) -> pd.DataFrame:
@@ -99,8 +99,7 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
         raise ValueError(f"the log holds {len(unknown)} track(s) not in the rewards table, e.g. {unknown[:3]}")
     feedback = aggregate_feedback(log, weights).set_index("track_id").reindex(table["id"])
     plays = feedback["plays"].fillna(0).to_numpy()
-    observed = (weights.interaction_weight * feedback["interaction_score"].to_numpy()
-                + weights.proximity_weight * table["proximity_score"].to_numpy())
+    observed = reward(feedback["interaction_score"].to_numpy(), table["proximity_score"].to_numpy(), weights)
     clusters = table["cluster"].to_numpy(np.int64)
     played = table.set_index("id").loc[log["track_id"], ["cluster", "percentage_listened"]]
     updated_model = update_listener_model(
@@ -231,20 +230,18 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalog
     cumulative_ratio = cumulative.to_numpy()
     previous_ratio = cumulative.groupby(sessions.to_numpy()).shift(fill_value=1.0).to_numpy()  # ρ_{1:t-1}
     proximity = catalogue.table.set_index("id").loc[steps["track_id"], "proximity_score"].to_numpy()
-    reward = np.asarray(weights.interaction_weight
-                        * interaction_score(steps["percentage_listened"], steps["liked"], weights)
-                        + weights.proximity_weight * proximity, dtype=np.float64)
+    observed = reward(interaction_score(steps["percentage_listened"], steps["liked"], weights), proximity, weights)
     rows = candidate_rows(steps, catalogue, run.config.n_candidates)
     predicted = np.where(rows >= 0, catalogue.rewards[rows], 0.0)  # the reward model r̂(x, a)
     direct = (probs * predicted).sum(axis=1)
     n_sessions = sessions.nunique()
-    weighted = cumulative_ratio * reward
+    weighted = cumulative_ratio * observed
     by_position = pd.DataFrame({"weighted": weighted, "ratio": cumulative_ratio}).groupby(steps["position"].to_numpy())
-    doubly_robust = cumulative_ratio * (reward - predicted[np.arange(len(steps)), actions]) + previous_ratio * direct
+    doubly_robust = cumulative_ratio * (observed - predicted[np.arange(len(steps)), actions]) + previous_ratio * direct
     return {"ips": float(weighted.sum() / n_sessions),
             "snips": float((by_position["weighted"].sum() / by_position["ratio"].sum()).sum()),
             "dr": float(doubly_robust.sum() / n_sessions),
-            "logged": float(reward.sum() / n_sessions), "n_sessions": int(n_sessions)}
+            "logged": float(observed.sum() / n_sessions), "n_sessions": int(n_sessions)}
 
 
 def drifted_taste(table: pd.DataFrame, model: ListenerModel, n_loved: int = 2, loved_mean: float = 0.95,
@@ -271,8 +268,8 @@ def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_
     """Each track's expected reward when a listener with `taste` hears it (notebook 05's formula on
     the expected listening and like probability of `SimulatedListener(taste=..., play_noise=...)`)."""
     listened, like_probability = expected_listening(taste.loc[table["id"]].to_numpy(), play_noise, like_threshold)
-    return (weights.interaction_weight * (weights.listened_weight * listened + weights.liked_weight * like_probability)
-            + weights.proximity_weight * table["proximity_score"].to_numpy(np.float64))
+    expected_interaction_score = weights.listened_weight * listened + weights.liked_weight * like_probability
+    return reward(expected_interaction_score, table["proximity_score"].to_numpy(), weights)
 
 
 @dataclass(frozen=True)
