@@ -40,6 +40,7 @@ from helpers.evaluation import Policy, baseline_policies, compare_policies, spli
 from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, train
 from helpers.recommend import NEIGHBOURS_FILE, Recommender
+from tables import markdown_table
 
 
 def sb3_policy(model) -> Policy:
@@ -166,20 +167,6 @@ def main(argv: list[str] | None = None) -> None:
 
     write_report(results_dir / "ppo_benchmark.md", table, rows, sb3_steps_per_second, latency, catalogue, args)
     print((results_dir / "ppo_benchmark.md").read_text())
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub markdown table; floats with 3 decimals."""
-    def cell(value) -> str:
-        if value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:,.3f}"
-        return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
 
 
 def write_report(path: Path, table: pd.DataFrame, rows: list[dict], sb3_steps_per_second: float,

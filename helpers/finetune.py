@@ -1,28 +1,33 @@
 """Fine-tuning the policy from logged feedback: the reward update, versioned training, evaluation.
 
-Reward update (notebook 08). For a track i played n_i times with mean interaction score
-Ī_i = mean(listened_weight * percentage_listened + liked_weight * liked):
+Reward update (notebook 08), in two steps.
 
-    observed_i = interaction_weight * Ī_i + proximity_weight * proximity_i     (notebook 05's formula)
-    w_i        = n_i / (n_i + k)                                              (confidence, k = `confidence_plays`)
-    reward_i'  = w_i * observed_i + (1 - w_i) * reward_i
+1. Every cluster c learns from the plays in it. The listener model's mean moves by the average
+   surprise of the n_c plays, with a prior worth k0 plays (`prior_plays`):
 
-A track without feedback moves with its cluster c. The listener model's mean moves by the
-average surprise of the n_c plays in the cluster, with a prior worth k0 plays (`prior_plays`):
+       mu_c' = mu_c + Σ (percentage_listened - x̂_j) / (k0 + n_c)
 
-    mu_c' = mu_c + Σ (percentage_listened - x̂_j) / (k0 + n_c)
+   where x̂_j is what notebook 04 expected of the played track j (its `percentage_listened` in the
+   rewards table). Comparing each play with its own track's expectation, not with the cluster
+   mean, matters because the policy plays the tracks it believes are good: their raw listening
+   is above the cluster mean even when the listener has not changed. Every track's reward then
+   moves by the change of its cluster's expected interaction score,
 
-where x̂_j is what notebook 04 expected of the played track j (its `percentage_listened` in the
-rewards table). Comparing each play with its own track's expectation, not with the cluster
-mean, matters because the policy plays the tracks it believes are good: their raw listening is
-above the cluster mean even when the listener has not changed.
+       r̃_i = r_i + interaction_weight * (listened_weight * (mu_c' - mu_c)
+                                          + liked_weight * (Φ((mu_c' - θ) / σ_c) - Φ((mu_c - θ) / σ_c)))
 
-and the track's reward moves by the change of its expected interaction score,
+   with θ the like threshold and Φ the standard normal CDF, clipped to the reward's range.
 
-    reward_i' = reward_i + interaction_weight * (listened_weight * (mu_c' - mu_c)
-                                                 + liked_weight * (Φ((mu_c' - θ) / σ_c) - Φ((mu_c - θ) / σ_c)))
+2. A track i played n_i times with mean interaction score
+   Ī_i = mean(listened_weight * percentage_listened + liked_weight * liked) blends its own
+   evidence with that cluster-informed prior r̃_i:
 
-with θ the like threshold and Φ the standard normal CDF, clipped to the reward's range.
+       observed_i = interaction_weight * Ī_i + proximity_weight * proximity_i     (notebook 05's formula)
+       w_i        = n_i / (n_i + k)                                              (confidence, k = `confidence_plays`)
+       r_i'       = w_i * observed_i + (1 - w_i) * r̃_i
+
+   Blending with r̃_i rather than r_i matters after a drift: one play of a track in a cluster
+   the listener now loves would otherwise pull it below its unplayed neighbours.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ from helpers.evaluation import evaluation_starts, exact_optimum, rollout
 from helpers.feedback import read_interactions
 from helpers.listeners import ListenerModel, expected_listening
 from helpers.play import SimulatedListener, plan_playlist, play_session
-from helpers.ppo import Observations, TrainingRun, greedy_policy, sampling_policy, train
+from helpers.ppo import Observations, TrainingRun, greedy_policy, make_optimizer, sampling_policy, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, Recommender, version_path, version_rewards_path, versions
 from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
 
@@ -112,7 +117,8 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
     prior = table["reward"].to_numpy(np.float64)
     confidence = plays / (plays + confidence_plays)
     through_cluster = np.clip(prior + shift[clusters], low, high)
-    new_reward = np.where(plays > 0, confidence * np.nan_to_num(observed) + (1 - confidence) * prior, through_cluster)
+    new_reward = np.where(plays > 0, confidence * np.nan_to_num(observed) + (1 - confidence) * through_cluster,
+                          through_cluster)
     updated = table.assign(prior_reward=prior, plays=plays.astype(np.int64), confidence=confidence,
                            observed_reward=np.where(plays > 0, observed, np.nan), reward=new_reward)
     return updated, updated_model
@@ -129,19 +135,22 @@ def log_provenance(log: pd.DataFrame) -> dict:
 
 
 def fine_tune(models_dir: str | Path, catalogue: Catalogue, neighbours: np.ndarray, timesteps: int,
-              learning_rate: float = 2e-3, policy_temperature: float = 1.0,
+              learning_rate: float = 2e-3, reset_policy_head: bool = True,
               architecture: str = DEFAULT_ARCHITECTURE, progress: bool = False) -> TrainingRun:
     """Continue PPO from the newest version in `models_dir` for `timesteps` steps on `catalogue`'s rewards.
 
     The learning rate is constant (no annealing); held-out starts stay out of the training starts.
-    A `policy_temperature` above 1 first softens the policy (`ActorCritic.soften_policy`).
+    With `reset_policy_head` the actor's output layer is re-initialised first
+    (`ActorCritic.reset_policy_head`, seeded by the config's seed and the version number) and the
+    optimiser restarts; without it the checkpoint's weights and optimiser state continue as saved.
     """
     saved = versions(models_dir, architecture)
     if not saved:
         raise FileNotFoundError(f"no {architecture} policy in {models_dir}: run notebook 06_ppo first")
     run = TrainingRun.load(version_path(models_dir, saved[-1], architecture))
-    if policy_temperature != 1.0:
-        run.agent.soften_policy(policy_temperature)
+    if reset_policy_head:
+        run.agent.reset_policy_head(run.config.seed + saved[-1] + 1)
+        run.optimizer = make_optimizer(run.agent, learning_rate)
     run.config = dataclasses.replace(run.config, total_timesteps=run.global_step + timesteps, train_seconds=None,
                                      learning_rate=learning_rate, anneal_lr=False)
     run.optimizer.param_groups[0]["lr"] = learning_rate
@@ -273,6 +282,44 @@ def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_
 
 
 @dataclass(frozen=True)
+class DriftTarget:
+    """What a policy is measured against under a drifted taste: the held-out starts, the
+    un-tuned policy's and the exact optimum's mean return there, under the true rewards."""
+
+    true_catalogue: Catalogue
+    neighbours: np.ndarray
+    heldout_rows: np.ndarray
+    untuned: float
+    optimum: float
+
+    @classmethod
+    def build(cls, base_run: TrainingRun, table: pd.DataFrame, taste: pd.Series, neighbours: np.ndarray,
+              play_noise: float, like_threshold: float, n_eval_starts: int, seed: int,
+              weights: RewardWeights = RewardWeights()) -> "DriftTarget":
+        """`n_eval_starts` of `base_run`'s held-out starts (seeded); `base_run` is the un-tuned policy."""
+        if not base_run.heldout_ids:
+            raise ValueError("the base checkpoint records no held-out start tracks to evaluate on")
+        true_catalogue = Catalogue.from_table(table.assign(
+            reward=true_rewards(table, taste, play_noise, like_threshold, weights)))
+        heldout_rows = evaluation_starts(true_catalogue.rows_of(base_run.heldout_ids), n_eval_starts, seed)
+        env = VectorPlaylistEnv(true_catalogue, neighbours, base_run.config.playlist_length,
+                                base_run.config.n_candidates)
+        optimum = float(exact_optimum(env, heldout_rows, progress=False)[1].sum(axis=1).mean())
+        untuned = float(greedy_returns(base_run, true_catalogue, neighbours, heldout_rows).mean())
+        return cls(true_catalogue, neighbours, heldout_rows, untuned, optimum)
+
+    def mean_return(self, run: TrainingRun) -> float:
+        """The greedy policy's mean return over the held-out starts, under the true rewards."""
+        return float(greedy_returns(run, self.true_catalogue, self.neighbours, self.heldout_rows).mean())
+
+    def gap_closed(self, mean_return: float) -> float:
+        """(R - R_untuned) / (R* - R_untuned); NaN when the un-tuned policy is already optimal."""
+        if self.optimum <= self.untuned:
+            return float("nan")
+        return (mean_return - self.untuned) / (self.optimum - self.untuned)
+
+
+@dataclass(frozen=True)
 class DriftSettings:
     """The drift demo: rounds of sampled playlists played by the drifted listener, a fine-tune after each."""
 
@@ -282,7 +329,7 @@ class DriftSettings:
     learning_rate: float = 2e-3
     confidence_plays: float = 3.0
     prior_plays: float = 1.0
-    policy_temperature: float = 5.0
+    reset_policy_head: bool = True
     play_noise: float = 0.05
     n_eval_starts: int = 500
     seed: int = 42
@@ -325,25 +372,17 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
     shutil.copy(version_path(base_models_dir, 0), version_path(models_dir, 0))
     base_run = TrainingRun.load(version_path(models_dir, 0))
     prior_catalogue = Catalogue.from_table(table)
-    true_catalogue = Catalogue.from_table(table.assign(
-        reward=true_rewards(table, taste, settings.play_noise, prior_model.like_threshold, weights)))
-    if not base_run.heldout_ids:
-        raise ValueError("the base checkpoint records no held-out start tracks to evaluate on")
-    heldout_rows = evaluation_starts(prior_catalogue.rows_of(base_run.heldout_ids), settings.n_eval_starts,
-                                     settings.seed)
+    target = DriftTarget.build(base_run, table, taste, neighbours, settings.play_noise, prior_model.like_threshold,
+                               settings.n_eval_starts, settings.seed, weights)
     train_ids = np.setdiff1d(prior_catalogue.ids.astype(str), np.asarray(base_run.heldout_ids, dtype=str))
-    true_env = VectorPlaylistEnv(true_catalogue, neighbours, base_run.config.playlist_length, base_run.config.n_candidates)
-    optimum = float(exact_optimum(true_env, heldout_rows, progress=False)[1].sum(axis=1).mean())
-    untuned = float(greedy_returns(base_run, true_catalogue, neighbours, heldout_rows).mean())
     listener = SimulatedListener(prior_model, table.set_index("id")["cluster"], seed=settings.seed, taste=taste,
                                  play_noise=settings.play_noise)
     rng = np.random.default_rng(settings.seed)
 
     def row(round_number: int, run: TrainingRun, estimates: dict[str, float]) -> dict:
-        tuned = float(greedy_returns(run, true_catalogue, neighbours, heldout_rows).mean())
-        return {"round": round_number, "fine_tuned": tuned, "untuned": untuned, "optimum": optimum,
-                "gap_closed": (tuned - untuned) / (optimum - untuned) if optimum > untuned else float("nan"),
-                **estimates}
+        tuned = target.mean_return(run)
+        return {"round": round_number, "fine_tuned": tuned, "untuned": target.untuned, "optimum": target.optimum,
+                "gap_closed": target.gap_closed(tuned), **estimates}
 
     rows, run = [row(0, base_run, {})], base_run
     for round_number in tqdm(range(1, settings.n_rounds + 1), desc="drift rounds", disable=not progress):
@@ -356,12 +395,12 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
                                     prior_plays=settings.prior_plays, weights=weights)
         catalogue = Catalogue.from_table(updated)
         run = fine_tune(models_dir, catalogue, neighbours, settings.finetune_timesteps, settings.learning_rate,
-                        settings.policy_temperature)
+                        settings.reset_policy_head)
         save_version(run, models_dir, updated, log_provenance(log))
         round_log = log.iloc[before:]
         estimates = off_policy_estimates(run, round_log, catalogue, weights)
-        env = VectorPlaylistEnv(true_catalogue, neighbours, run.config.playlist_length, run.config.n_candidates)
-        simulated = rollout(env, true_catalogue.rows_of(start_ids), sampling_policy(run.agent, settings.seed))[1]
+        env = VectorPlaylistEnv(target.true_catalogue, neighbours, run.config.playlist_length, run.config.n_candidates)
+        simulated = rollout(env, target.true_catalogue.rows_of(start_ids), sampling_policy(run.agent, settings.seed))[1]
         rows.append(row(round_number, run, {**estimates, "simulated": float(simulated.sum(axis=1).mean())}))
     return pd.DataFrame(rows)
 

@@ -166,18 +166,17 @@ class ActorCritic(nn.Module):
         """The actor's output layer, whose outputs are the candidates' logits."""
         raise NotImplementedError
 
-    def soften_policy(self, temperature: float) -> None:
-        """Divide every logit by `temperature` from now on (> 1 flattens π, keeping its ranking).
+    def reset_policy_head(self, seed: int) -> None:
+        """Re-initialise the actor's output layer (small weights: a near-uniform π), keeping the rest.
 
-        A converged policy gives some candidates almost no probability, so PPO never samples them
-        and cannot learn that they have become good; fine-tuning from a softer policy can.
+        A converged policy gives the candidates it learned to avoid almost no probability, so PPO
+        never samples them again and cannot learn that they have become good; warm-started networks
+        also unlearn slowly (the primacy bias, Nikishin et al., 2022). A fresh head samples every
+        candidate again while the hidden layers keep what they learned about the catalogue.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        layer = self.logits_layer()
-        with torch.no_grad():
-            layer.weight.div_(temperature)
-            layer.bias.div_(temperature)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            layer_init(self.logits_layer(), std=0.01)
 
     def act(self, obs: Observations, generator: torch.Generator | None = None,
             greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,6 +292,11 @@ def make_agent(config: PPOConfig, latent_dim: int, latents: np.ndarray | None = 
         return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale)
 
 
+def make_optimizer(agent: ActorCritic, learning_rate: float) -> torch.optim.Adam:
+    """Adam with eps 1e-5, as the PPO implementations use."""
+    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)
+
+
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
                 gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and value targets for a (time, batch) rollout.
@@ -339,7 +343,7 @@ class TrainingRun:
         return cls(
             config=config,
             agent=agent,
-            optimizer=torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5),
+            optimizer=make_optimizer(agent, config.learning_rate),
             generator=torch.Generator().manual_seed(config.seed),
             reward_scale=reward_scale,
             latent_dim=catalogue.latent_dim,
@@ -402,7 +406,7 @@ class TrainingRun:
         config = PPOConfig(**checkpoint["config"])
         agent = make_agent(config, checkpoint["latent_dim"])
         agent.load_state_dict(checkpoint["agent"])
-        optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+        optimizer = make_optimizer(agent, config.learning_rate)
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator = torch.Generator()
         generator.set_state(checkpoint["generator"])

@@ -67,12 +67,14 @@ def test_update_rule_on_a_hand_made_log(small_log):
     # cluster means: 0.5 + ((1.0 - 0.5) + (0.5 - 0.5)) / (2 + 2) = 0.625 and 0.5 + (0.2 - 0.5) / (2 + 1) = 0.4
     np.testing.assert_allclose(new_model.cluster_mean, [0.625, 0.4])
     reward = updated.set_index("id")["reward"]
-    # a: observed 0.8 * 100 + 0.2 * 1 = 80.2, weight 2 / (2 + 2); c: observed 0.8 * 20 + 0.2 * 0.5, weight 1 / 3
-    assert reward["a"] == pytest.approx(0.5 * 80.2 + 0.5 * 40)
-    assert reward["c"] == pytest.approx(16.1 / 3 + 60 * 2 / 3)
+    shift = [0.8 * (100 * 0.125 + 50 * (PHI_025 - PHI_M1)), 0.8 * (100 * -0.1 + 50 * (PHI_M2 - PHI_M1))]
     # b and d move with their cluster's expected interaction score
-    assert reward["b"] == pytest.approx(30 + 0.8 * (100 * 0.125 + 50 * (PHI_025 - PHI_M1)))
-    assert reward["d"] == pytest.approx(20 + 0.8 * (100 * -0.1 + 50 * (PHI_M2 - PHI_M1)))
+    assert reward["b"] == pytest.approx(30 + shift[0])
+    assert reward["d"] == pytest.approx(20 + shift[1])
+    # a: observed 0.8 * 100 + 0.2 * 1 = 80.2, weight 2 / (2 + 2); c: observed 0.8 * 20 + 0.2 * 0.5, weight 1 / 3;
+    # each blended with its reward after the cluster update
+    assert reward["a"] == pytest.approx(0.5 * 80.2 + 0.5 * (40 + shift[0]))
+    assert reward["c"] == pytest.approx(16.1 / 3 + (60 + shift[1]) * 2 / 3)
     assert updated["plays"].tolist() == [2, 0, 1, 0]
 
 
@@ -87,6 +89,17 @@ def test_plays_heard_as_expected_do_not_move_their_cluster_however_good_the_trac
     updated, new_model = update_rewards(table, log, model, prior_plays=1)
     np.testing.assert_allclose(new_model.cluster_mean, model.cluster_mean)
     assert updated.set_index("id").loc[["b", "d"], "reward"].tolist() == [30.0, 20.0]
+
+
+def test_a_played_track_in_a_newly_loved_cluster_is_not_ranked_below_its_unplayed_neighbours():
+    """One play of a track the listener now loves must not pull it back toward the old, low prior."""
+    table = pd.DataFrame({"id": [f"t{i}" for i in range(6)], "cluster": 0, "percentage_listened": 0.2,
+                          "proximity_score": 1.0, "reward": 20.0})
+    log = pd.DataFrame({"track_id": ["t0", "t1", "t2"], "percentage_listened": 0.95, "liked": 1})
+    model = ListenerModel(np.array([0.2]), np.array([0.1]), like_threshold=0.6, seed=0)
+    reward = update_rewards(table, log, model, confidence_plays=3, prior_plays=1)[0].set_index("id")["reward"]
+    assert reward["t3"] > 60
+    assert (reward[["t0", "t1", "t2"]] >= reward["t3"]).all()
 
 
 def test_a_rewards_table_without_the_expected_listening_is_refused(small_log):
@@ -172,6 +185,8 @@ def test_drift_demo_improves_the_return(tmp_path):
                                                             finetune_timesteps=15_000, learning_rate=2e-3, seed=0),
                              progress=False)
     assert results["round"].tolist() == [0, 1, 2, 3]
+    assert results["gap_closed"].iloc[0] == 0.0
+    assert (results["fine_tuned"] <= results["optimum"] + 1e-9).all()
     assert results["gap_closed"].iloc[-1] > 0.3
     assert versions(tmp_path / "demo" / "models") == [0, 1, 2, 3]
     assert np.isfinite(results[["ips", "snips", "dr", "simulated"]].iloc[1:].to_numpy()).all()

@@ -82,23 +82,28 @@ def test_masked_candidates_get_zero_probability_and_are_never_sampled(agent):
     assert torch.isfinite(agent.evaluate(obs, actions)[1]).all()
 
 
-@pytest.mark.parametrize("agent", [OriginalActorCritic(), CandidateActorCritic(hidden_size=16, n_fourier_features=4)])
-def test_softening_divides_the_logits_keeps_the_ranking_and_raises_the_entropy(agent):
+@pytest.mark.parametrize("make", [OriginalActorCritic, lambda: CandidateActorCritic(hidden_size=16, n_fourier_features=4)])
+def test_resetting_the_policy_head_makes_pi_near_uniform_and_keeps_everything_else(make):
     obs = random_observations(200, 4, seed=3)
+    agent, twin = make(), make()
     with torch.no_grad():
-        for parameter in agent.parameters():
-            parameter.mul_(20)  # a sharp policy, like a trained one
-        logits, values = agent(obs)
-        before = agent.policy(obs)
-        agent.soften_policy(4.0)
-        softened_logits, softened_values = agent(obs)
-        after = agent.policy(obs)
-    torch.testing.assert_close(softened_logits, logits / 4.0)
-    torch.testing.assert_close(softened_values, values)  # the critic is untouched
-    assert torch.equal(after.probs.argmax(-1), before.probs.argmax(-1))
-    assert (after.entropy() > before.entropy()).all()
-    with pytest.raises(ValueError, match="temperature"):
-        agent.soften_policy(0.0)
+        for parameter in agent.logits_layer().parameters():
+            parameter.mul_(10_000)  # a sharp policy, like a trained one
+    twin.load_state_dict(agent.state_dict())
+    head = {name for name, p in agent.named_parameters() if any(p is q for q in agent.logits_layer().parameters())}
+    kept = {name: tensor.clone() for name, tensor in agent.state_dict().items() if name not in head}
+    with torch.no_grad():
+        values = agent(obs)[1]
+        assert agent.policy(obs).entropy().mean() < 0.5
+        agent.reset_policy_head(seed=7)
+        twin.reset_policy_head(seed=7)
+        entropy = agent.policy(obs).entropy()
+        torch.testing.assert_close(agent(obs)[1], values)  # the critic is untouched
+    assert (entropy > 0.99 * np.log(4)).all()
+    for name, tensor in kept.items():
+        assert torch.equal(agent.state_dict()[name], tensor), name
+    for name, tensor in agent.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], tensor), name  # the same seed gives the same head
 
 
 def test_gae_matches_a_hand_computed_example():

@@ -1,0 +1,169 @@
+"""Drift benchmark: how much of the drift gap notebook 08's fine-tuning closes, and why not more.
+
+    .venv/bin/python benchmarks/drift_benchmark.py                        # the repository's run
+    .venv/bin/python benchmarks/drift_benchmark.py --output-dir /tmp/run --drift-seeds 42 1 2 --jobs 2
+
+Needs a finished chain (notebooks 01-06) in `--output-dir`. Measures, on the same held-out
+starts and under the drifted listener's true rewards (see `helpers.finetune.drifted_taste`):
+
+- the drift demo of notebook 08 (rounds of playlists, a reward update and a fine-tune after
+  each) for every drift seed, with the default settings and without the policy-head reset;
+- ceilings that skip the estimation: PPO given the **true** rewards for the same number of
+  steps as one round's fine-tune, continued from notebook 06's policy with and without the
+  head reset, and trained from scratch.
+
+Writes `drift_benchmark.md` and `drift_benchmark.csv` to `--results-dir` (default: the run's runs/).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
+from helpers.finetune import DriftSettings, DriftTarget, drifted_taste, fine_tune, run_drift_demo
+from helpers.listeners import ListenerModel
+from helpers.paths import ProjectPaths
+from helpers.ppo import PPOConfig, TrainingRun, train
+from helpers.recommend import NEIGHBOURS_FILE, version_path
+from tables import markdown_table
+
+VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """The inputs every measurement reads from a finished chain."""
+
+    paths: ProjectPaths
+    table: pd.DataFrame
+    prior_model: ListenerModel
+    neighbours: np.ndarray
+
+    @classmethod
+    def at(cls, output_dir: str | None) -> "Chain":
+        paths = ProjectPaths.at(output_dir)
+        table = pd.read_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
+        prior_model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
+        config = PPOConfig()
+        neighbours = load_neighbour_index(Catalogue.from_table(table),
+                                          neighbours_needed(config.playlist_length, config.n_candidates),
+                                          cache_path=paths.processed / NEIGHBOURS_FILE)
+        return cls(paths, table, prior_model, neighbours)
+
+
+def demo_row(output_dir: str | None, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
+    """Run notebook 08's drift demo once; the share of the gap closed after each round."""
+    chain = Chain.at(output_dir)
+    taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
+    settings = dataclasses.replace(settings, seed=drift_seed, **VARIANTS[variant])
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as demo_dir:
+        rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste,
+                                chain.neighbours, chain.paths.processed / NEIGHBOURS_FILE, settings, progress=False)
+    print(f"{variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
+    return {"kind": "drift demo", "variant": variant, "drift_seed": drift_seed,
+            "seconds": time.perf_counter() - start, "untuned": rounds["untuned"].iloc[0],
+            "optimum": rounds["optimum"].iloc[0],
+            **{f"gap_round_{r}": gap for r, gap in zip(rounds["round"], rounds["gap_closed"])}}
+
+
+def ceiling_rows(output_dir: str | None, drift_seed: int, settings: DriftSettings) -> list[dict]:
+    """PPO on the drifted listener's true rewards for `settings.finetune_timesteps` steps."""
+    chain = Chain.at(output_dir)
+    taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
+    base_run = TrainingRun.load(version_path(chain.paths.models, 0))
+    target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
+                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed)
+    rows = []
+
+    def record(variant: str, run: TrainingRun, seconds: float) -> None:
+        gap = target.gap_closed(target.mean_return(run))
+        print(f"true rewards, {variant}, drift seed {drift_seed}: {gap:.0%}", flush=True)
+        rows.append({"kind": "true rewards", "variant": variant, "drift_seed": drift_seed, "seconds": seconds,
+                     "untuned": target.untuned, "optimum": target.optimum, "gap_after_one_fine_tune": gap})
+
+    for variant, reset in (("continued, head reset", True), ("continued, no head reset", False)):
+        with tempfile.TemporaryDirectory() as models_dir:
+            shutil.copy(version_path(chain.paths.models, 0), version_path(models_dir, 0))
+            start = time.perf_counter()
+            run = fine_tune(models_dir, target.true_catalogue, chain.neighbours, settings.finetune_timesteps,
+                            settings.learning_rate, reset)
+            record(variant, run, time.perf_counter() - start)
+    config = dataclasses.replace(base_run.config, total_timesteps=settings.finetune_timesteps)
+    scratch = TrainingRun.start(config, target.true_catalogue, base_run.heldout_ids)
+    train_rows = np.setdiff1d(np.arange(target.true_catalogue.n_tracks),
+                              target.true_catalogue.rows_of(base_run.heldout_ids))
+    start = time.perf_counter()
+    train(scratch, VectorPlaylistEnv(target.true_catalogue, chain.neighbours, config.playlist_length,
+                                     config.n_candidates), train_rows, progress=False)
+    record("from scratch", scratch, time.perf_counter() - start)
+    return rows
+
+
+def as_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """Shares as whole percentages, e.g. 0.634 -> "63 %"."""
+    return frame.map(lambda share: f"{100 * share:.0f} %")
+
+
+def by_seed(results: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`column` per variant (rows) and drift seed (columns), with their mean."""
+    table = results.pivot_table(index="variant", columns="drift_seed", values=column, sort=False)
+    return table.rename(columns=lambda seed: f"drift seed {seed}").assign(mean=table.mean(axis=1))
+
+
+def report(results: pd.DataFrame, settings: DriftSettings) -> str:
+    """The Markdown report: gap closed per round and variant (mean over drift seeds), the ceilings."""
+    demo = results[results["kind"] == "drift demo"]
+    rounds = [c for c in demo.columns if c.startswith("gap_round_")]
+    per_seed = by_seed(demo, rounds[-1])
+    per_round = demo.groupby("variant")[rounds].mean().rename(columns=lambda c: f"round {c.split('_')[-1]}")
+    ceilings = by_seed(results[results["kind"] == "true rewards"], "gap_after_one_fine_tune")
+    return "\n\n".join([
+        "# Drift benchmark",
+        f"{os.cpu_count()} cores. {settings.n_rounds} rounds of {settings.playlists_per_round} playlists, "
+        f"{settings.finetune_timesteps:,} PPO steps per fine-tune, {settings.n_eval_starts} held-out starts at most.",
+        "## Share of the gap closed after the last round, per drift seed",
+        markdown_table(as_percent(per_seed).reset_index()),
+        "## Mean share of the gap closed after each round",
+        markdown_table(as_percent(per_round).reset_index()),
+        "## PPO given the true rewards, one fine-tune's steps",
+        markdown_table(as_percent(ceilings).reset_index()),
+    ]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", help="root of the chain's run (default: the repository)")
+    parser.add_argument("--results-dir", help="where to write drift_benchmark.md/.csv (default: <root>/runs)")
+    parser.add_argument("--drift-seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=1, help="measurements run in parallel (one core each)")
+    args = parser.parse_args(argv)
+
+    settings = DriftSettings()
+    paths = ProjectPaths.at(args.output_dir)
+    results_dir = Path(args.results_dir) if args.results_dir else paths.runs
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        demos = [pool.submit(demo_row, args.output_dir, variant, seed, settings)
+                 for seed in args.drift_seeds for variant in args.variants]
+        ceilings = [pool.submit(ceiling_rows, args.output_dir, seed, settings) for seed in args.drift_seeds]
+        rows = [future.result() for future in demos] + [row for future in ceilings for row in future.result()]
+    results = pd.DataFrame(rows)
+    results.to_csv(results_dir / "drift_benchmark.csv", index=False)
+    markdown = report(results, settings)
+    (results_dir / "drift_benchmark.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
