@@ -514,11 +514,17 @@ def cluster_shift_figure(shares: pd.DataFrame) -> go.Figure:
 
 
 def drift_rounds_figure(rounds: pd.DataFrame) -> go.Figure:
-    """Per round: fine-tuned, un-tuned and optimal mean held-out return under the drifted listener."""
-    long = rounds.melt(id_vars="round", value_vars=["fine_tuned", "untuned", "optimum"],
-                       var_name="policy", value_name="mean return")
+    """Per round: fine-tuned, un-tuned and optimal mean held-out return under the drifted
+    listener, with the line half-way between un-tuned and optimum (the demo's target)."""
+    names = {"fine_tuned": "fine-tuned after each round", "untuned": "not fine-tuned", "optimum": "exact optimum"}
+    long = rounds.rename(columns=names).melt(id_vars="round", value_vars=list(names.values()),
+                                             var_name="policy", value_name="mean return")
+    last = rounds.iloc[-1]
     fig = px.line(long, x="round", y="mean return", color="policy", markers=True,
-                  title="Adapting to a drifted listener: held-out return under its true rewards")
+                  title=f"Adapting to a drifted listener: {last['gap_closed']:.0%} of the gap closed "
+                        f"after {int(last['round'])} rounds<br><sup>mean held-out return under its true rewards</sup>")
+    fig.add_hline(y=(last["untuned"] + last["optimum"]) / 2, line_dash="dash", line_color="grey",
+                  annotation_text="half the gap", annotation_position="bottom right")
     return fig.update_layout(xaxis=dict(dtick=1), xaxis_title="round of feedback (0: none yet)")
 
 
