@@ -28,10 +28,13 @@ import json
 import logging
 import os
 import re
+import signal
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -555,6 +558,30 @@ class PlaybackFollower:
         return self._report_until(self.current + 1) if self.current is not None else []
 
 
+@contextmanager
+def interrupt_flag() -> Iterator[threading.Event]:
+    """An Event that Ctrl-C (SIGINT) sets while the block runs; Ctrl-C still raises KeyboardInterrupt.
+
+    A KeyboardInterrupt can be lost when it lands in code that swallows exceptions (an object's
+    finaliser, say); the flag cannot, so a loop that checks it stops at its next turn. Signal
+    handlers can only be set in the main thread: elsewhere the flag is never set.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_interrupt(signum, frame) -> None:
+        flag.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class SpotifyListener:
     """A person listening on Spotify: plays the tracks with one call and follows the playback.
 
@@ -595,20 +622,24 @@ class SpotifyListener:
 
         device = self.player.choose_device(self.device_name)
         self.player.start(track_ids, device["id"])
-        try:
-            reason = self._follow(follower, pending, report)
-        except KeyboardInterrupt:
-            reason = "interrupted"
+        with interrupt_flag() as interrupted:
+            try:
+                reason = self._follow(follower, pending, report, interrupted)
+            except KeyboardInterrupt:
+                reason = "interrupted"
         pending += follower.finish()
         report()
         return reason
 
     def _follow(self, follower: PlaybackFollower, pending: list[tuple[int, float]],
-                report: Callable[[], None]) -> StopReason:
-        """Poll the playback state until the playlist is over or nothing of it plays for too long."""
+                report: Callable[[], None], interrupted: threading.Event) -> StopReason:
+        """Poll the playback state until the playlist is over, nothing of it plays for too long,
+        or `interrupted` is set (a state read after the interrupt is not used)."""
         quiet_since: float | None = None
         while True:
             state = self.player.playback()
+            if interrupted.is_set():
+                return "interrupted"
             pending += follower.observe(state)
             report()
             if follower.over:

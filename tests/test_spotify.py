@@ -6,6 +6,7 @@ tests/fake_spotify.py, pointed at it by `api_base` and given a ready access toke
 from __future__ import annotations
 
 import logging
+import signal
 import stat
 import subprocess
 
@@ -327,6 +328,31 @@ def test_interrupt_mid_playlist_logs_everything_played_so_far():
     assert [h[0] for h in heard] == list(range(current + 1))
     assert heard[-1][1] == pytest.approx(last_state["progress_ms"] / last_state["item"]["duration_ms"])
     assert [h[2] for h in heard] == [int(t in LIKED) for t in PLAYLIST[:current + 1]]
+
+
+def test_an_interrupt_swallowed_by_other_code_still_stops_the_listener():
+    """Ctrl-C landing in code that swallows exceptions (an object's finaliser, say) is not lost."""
+    class SwallowedInterruptAt(Recorder):
+        def __call__(self, seconds):
+            super().__call__(seconds)
+            if len(self.waits) == 25:
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                except KeyboardInterrupt:
+                    pass
+
+    handler = signal.getsignal(signal.SIGINT)
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        sleep = SwallowedInterruptAt()
+        _, listener = session(fake, sleep=sleep)
+        reason, heard = listen(listener)
+    assert reason == "interrupted"
+    assert len(fake.reported) == len(sleep.waits) + 1  # one more poll, whose state is not used
+    last_used = fake.reported[-2]
+    current = PLAYLIST.index(last_used["item"]["id"])
+    assert [h[0] for h in heard] == list(range(current + 1)) and 0 < current < 9
+    assert heard[-1][1] == pytest.approx(last_used["progress_ms"] / last_used["item"]["duration_ms"])
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once listening ends
 
 
 def state(track_id: str | None, progress_ms: int = 0, is_playing: bool = True, duration_ms: int = 100_000):
