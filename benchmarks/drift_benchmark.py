@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/drift_benchmark.py --output-dir /tmp/run --drift-seeds 42 1 2 --jobs 2
 
 Needs a finished chain (notebooks 01-06) in `--output-dir`. Measures, on the same held-out
-starts and under the drifted listener's true rewards (see `helpers.finetune.drifted_taste`):
+starts and under the drifted listener's true rewards (see `helpers.drift.drifted_taste`):
 
 - the drift demo of notebook 08 (rounds of playlists, a reward update and a fine-tune after
   each) for every drift seed, with the default settings and without the policy-head reset;
@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
-from helpers.finetune import DriftSettings, DriftTarget, drifted_taste, fine_tune, run_drift_demo
+from helpers.env import Catalogue, load_neighbour_index, neighbours_needed
+from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo
+from helpers.finetune import fine_tune
 from helpers.listeners import ListenerModel
 from helpers.paths import ProjectPaths
-from helpers.ppo import PPOConfig, TrainingRun, train
+from helpers.ppo import PPOConfig, TrainingRun, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, version_path
+from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
 from tables import markdown_table
 
 VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
@@ -47,6 +49,7 @@ class Chain:
     table: pd.DataFrame
     prior_model: ListenerModel
     neighbours: np.ndarray
+    weights: RewardWeights
 
     @classmethod
     def at(cls, output_dir: str | None) -> "Chain":
@@ -57,7 +60,8 @@ class Chain:
         neighbours = load_neighbour_index(Catalogue.from_table(table),
                                           neighbours_needed(config.playlist_length, config.n_candidates),
                                           cache_path=paths.processed / NEIGHBOURS_FILE)
-        return cls(paths, table, prior_model, neighbours)
+        weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
+        return cls(paths, table, prior_model, neighbours, weights)
 
 
 def demo_row(output_dir: str | None, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
@@ -68,7 +72,8 @@ def demo_row(output_dir: str | None, variant: str, drift_seed: int, settings: Dr
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as demo_dir:
         rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste,
-                                chain.neighbours, chain.paths.processed / NEIGHBOURS_FILE, settings, progress=False)
+                                chain.neighbours, chain.paths.processed / NEIGHBOURS_FILE, chain.weights, settings,
+                                progress=False)
     print(f"{variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
     return {"kind": "drift demo", "variant": variant, "drift_seed": drift_seed,
             "seconds": time.perf_counter() - start, "untuned": rounds["untuned"].iloc[0],
@@ -82,7 +87,7 @@ def ceiling_rows(output_dir: str | None, drift_seed: int, settings: DriftSetting
     taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
     base_run = TrainingRun.load(version_path(chain.paths.models, 0))
     target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
-                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed)
+                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed, chain.weights)
     rows = []
 
     def record(variant: str, run: TrainingRun, seconds: float) -> None:
@@ -103,8 +108,7 @@ def ceiling_rows(output_dir: str | None, drift_seed: int, settings: DriftSetting
     train_rows = np.setdiff1d(np.arange(target.true_catalogue.n_tracks),
                               target.true_catalogue.rows_of(base_run.heldout_ids))
     start = time.perf_counter()
-    train(scratch, VectorPlaylistEnv(target.true_catalogue, chain.neighbours, config.playlist_length,
-                                     config.n_candidates), train_rows, progress=False)
+    train(scratch, make_env(config, target.true_catalogue, chain.neighbours), train_rows, progress=False)
     record("from scratch", scratch, time.perf_counter() - start)
     return rows
 

@@ -11,7 +11,6 @@ to look at; the agent never sees that map.
 """
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm.auto import tqdm
+
+from helpers.validation import check_unique_ids, latent_columns, numeric_matrix
 
 ALGORITHMS = ("auto", "kmeans", "minibatch")
 MINIBATCH_THRESHOLD = 200_000  # 'auto' switches to MiniBatchKMeans above this many tracks
@@ -37,42 +38,10 @@ def sample_indices(n_items: int, sample_size: int | None, seed: int) -> np.ndarr
     return np.sort(rng.choice(n_items, size=sample_size, replace=False))
 
 
-def latent_columns(frame: pd.DataFrame, source: str = "latents.parquet") -> list[str]:
-    """The columns latent_0 ... latent_{d-1} of `frame`, in order."""
-    numbers = sorted(int(match.group(1)) for column in frame.columns
-                     if (match := re.fullmatch(r"latent_(\d+)", str(column))))
-    if not numbers:
-        raise ValueError(f"{source}: expected columns latent_0 ... latent_{{d-1}}, "
-                         f"found none among {list(frame.columns)}")
-    if numbers != list(range(len(numbers))):
-        found = ", ".join(f"latent_{number}" for number in numbers)
-        raise ValueError(f"{source}: expected columns latent_0 ... latent_{{d-1}} without gaps, "
-                         f"found {found}")
-    return [f"latent_{number}" for number in numbers]
-
-
 def latent_matrix(latents: pd.DataFrame, source: str = "latents.parquet") -> np.ndarray:
     """The latent vectors as a float64 array (n_tracks, d), after checking ids and values."""
-    if "id" not in latents.columns:
-        raise ValueError(f"{source}: expected an `id` column, found {list(latents.columns)}")
-    if latents.empty:
-        raise ValueError(f"{source}: no tracks")
-    duplicated = latents["id"].duplicated()
-    if duplicated.any():
-        raise ValueError(f"{source}: {int(duplicated.sum())} duplicated ids, "
-                         f"e.g. {latents['id'][duplicated].iloc[0]!r}; every id must appear once")
-    columns = latent_columns(latents, source)
-    for column in columns:
-        if not pd.api.types.is_numeric_dtype(latents[column]):
-            raise ValueError(f"{source}: column {column} must be numeric, "
-                             f"found dtype {latents[column].dtype}")
-    matrix = latents[columns].to_numpy(dtype=np.float64)
-    finite = np.isfinite(matrix).all(axis=0)
-    if not finite.all():
-        bad = [column for column, ok in zip(columns, finite) if not ok]
-        raise ValueError(f"{source}: columns {bad} contain NaN or infinite values; "
-                         "expected finite latent coordinates")
-    return matrix
+    check_unique_ids(latents, source)
+    return numeric_matrix(latents, latent_columns(latents, source), source)
 
 
 def resolve_algorithm(algorithm: str, n_tracks: int,

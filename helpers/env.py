@@ -26,14 +26,9 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
-LATENT_PREFIX = "latent_"
+from helpers.validation import check_columns, check_unique_ids, latent_columns
+
 OBSERVATIONS = ("latent", "candidates")
-
-
-def latent_columns(table: pd.DataFrame) -> list[str]:
-    """The `latent_0 ... latent_{d-1}` columns of `table`, in order of their number."""
-    names = [c for c in table.columns if c.startswith(LATENT_PREFIX) and c[len(LATENT_PREFIX):].isdigit()]
-    return sorted(names, key=lambda c: int(c[len(LATENT_PREFIX):]))
 
 
 @dataclass(frozen=True)
@@ -52,18 +47,11 @@ class Catalogue:
     @classmethod
     def from_table(cls, table: pd.DataFrame, source: str = "the rewards table") -> "Catalogue":
         """Validate `table` (columns `id`, `reward`, `latent_*`) and build the catalogue."""
-        missing = [c for c in ("id", "reward") if c not in table.columns]
-        columns = latent_columns(table)
-        if missing or not columns:
-            raise ValueError(
-                f"{source} lacks the column(s) {missing + ([] if columns else ['latent_0 ...'])}: "
-                "expected `id`, `reward` and `latent_0 ... latent_{d-1}` (run notebook 05_rewards)."
-            )
+        check_columns(table, ["reward"], source, hint="Run notebook 05_rewards.")
+        columns = latent_columns(table, source)
         if len(table) < 2:
             raise ValueError(f"{source} has {len(table)} track(s): a playlist needs at least 2.")
-        if table["id"].isna().any() or table["id"].duplicated().any():
-            duplicated = table.loc[table["id"].duplicated(), "id"].head(3).tolist()
-            raise ValueError(f"{source}: column `id` must be unique and non-empty (e.g. {duplicated}).")
+        check_unique_ids(table, source)
         latents = table[columns].to_numpy(np.float32)
         rewards = table["reward"].to_numpy(np.float64)
         for name, values in (("latent_*", latents), ("reward", rewards)):

@@ -11,12 +11,17 @@ of its length, and liked when percentage_listened > like_threshold.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+
+if TYPE_CHECKING:
+    from helpers.session import StopReason
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,3 +152,45 @@ def expected_listening(mean: np.ndarray, std: np.ndarray | float,
     listened = above(0.0) - above(1.0)
     like_probability = np.where(std > 0, norm.cdf((mean - like_threshold) / safe), (mean > like_threshold) * 1.0)
     return listened, like_probability
+
+
+class SimulatedListener:
+    """A simulated listener playing the playlist instantly (the offline mode).
+
+    By default it is notebook 04's listener: a track of cluster c is heard
+    `clip(N(mu_c, sigma_c), 0, 1)` of its length. Given a `taste` (a mean share per track id)
+    it has an opinion of every track instead, as notebook 05's rewards assume: track i is heard
+    `clip(N(taste_i, play_noise), 0, 1)`. Liked above the like threshold. The draws come from one
+    generator seeded with `seed`, so successive playlists get fresh draws and the same seed
+    replays the same sequence of sessions.
+    """
+
+    source = "simulated"
+
+    def __init__(self, listener_model: ListenerModel, clusters: pd.Series, seed: int | None = None,
+                 taste: pd.Series | None = None, play_noise: float = 0.05) -> None:
+        if play_noise < 0:
+            raise ValueError(f"play_noise must be >= 0, got {play_noise}")
+        self.listener_model = listener_model
+        self.clusters = clusters
+        self.taste = taste
+        self.play_noise = play_noise
+        self.rng = np.random.default_rng(seed)
+
+    def listen(self, track_ids: Sequence[str],
+               on_finished: Callable[[int, float, int], None]) -> StopReason:
+        """Report every track at once, in order; the playlist always plays to the end."""
+        known = self.clusters.index if self.taste is None else self.taste.index
+        unknown = [track_id for track_id in track_ids if track_id not in known]
+        if unknown:
+            raise ValueError(f"no {'cluster' if self.taste is None else 'taste'} known for the tracks {unknown}")
+        if self.taste is None:
+            clusters = self.clusters.loc[list(track_ids)].to_numpy()
+            percentage_listened, liked = self.listener_model.sample(clusters, self.rng)
+        else:
+            heard = self.rng.normal(self.taste.loc[list(track_ids)].to_numpy(np.float64), self.play_noise)
+            percentage_listened = np.clip(heard, 0.0, 1.0)
+            liked = (percentage_listened > self.listener_model.like_threshold).astype(np.int64)
+        for position, (percentage, like) in enumerate(zip(percentage_listened, liked)):
+            on_finished(position, float(percentage), int(like))
+        return "finished"

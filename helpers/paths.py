@@ -6,6 +6,10 @@ whole chain in another folder by passing `output_dir` to the notebooks or `--out
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +64,27 @@ class ProjectPaths:
         for folder in (self.processed, self.feedback, self.figures, self.models):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step (`os.replace`).
+
+    A crash or an error while writing leaves `path` as it was (or absent), never truncated.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see `atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(text)
+    return Path(path)

@@ -292,6 +292,11 @@ def make_agent(config: PPOConfig, latent_dim: int, latents: np.ndarray | None = 
         return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale)
 
 
+def make_env(config: PPOConfig, catalogue: Catalogue, neighbours: np.ndarray) -> VectorPlaylistEnv:
+    """The batched playlist environment of a run with `config` over `catalogue`'s rewards."""
+    return VectorPlaylistEnv(catalogue, neighbours, config.playlist_length, config.n_candidates)
+
+
 def make_optimizer(agent: ActorCritic, learning_rate: float) -> torch.optim.Adam:
     """Adam with eps 1e-5, as the PPO implementations use."""
     return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)

@@ -20,6 +20,7 @@ import torch
 from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
 from helpers.paths import ProjectPaths
 from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
+from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
 
 DEFAULT_ARCHITECTURE = "candidate"
 NEIGHBOURS_FILE = "neighbours.npz"
@@ -68,10 +69,12 @@ class PlaylistStep(TypedDict):
 class Recommender:
     """A trained policy over its catalogue. Build it with `Recommender.load()`."""
 
-    def __init__(self, run: TrainingRun, catalogue: Catalogue, neighbours_path: Path):
+    def __init__(self, run: TrainingRun, catalogue: Catalogue, neighbours_path: Path,
+                 reward_weights: RewardWeights | None = None):
         self.run = run
         self.tracks = catalogue
         self.neighbours_path = neighbours_path
+        self.reward_weights = reward_weights  # notebook 05's, read by `load`; None when not known
         self.model_version: str = run.model_version()
         self.n_candidates: int = run.config.n_candidates
         self._envs: dict[int, VectorPlaylistEnv] = {}
@@ -100,7 +103,8 @@ class Recommender:
             rewards = version_rewards_path(models_dir, version, architecture)
         catalogue = Catalogue.from_parquet(rewards)
         run = TrainingRun.load(version_path(models_dir, version, architecture), catalogue)
-        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE)
+        weights = RewardWeights.load(data_dir / REWARD_WEIGHTS_FILE)
+        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE, weights)
         recommender._env(run.config.playlist_length)
         return recommender
 

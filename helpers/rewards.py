@@ -6,14 +6,19 @@
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers.clustering import latent_columns
 from helpers.data import FEATURES
+from helpers.paths import write_text_atomic
+from helpers.validation import check_columns, check_unique_ids, latent_columns
+
+REWARD_WEIGHTS_FILE = "reward_weights.json"  # written by notebook 05 beside rewards.parquet
 
 # Which notebook writes each input, for error messages that say what to re-run.
 PRODUCED_BY = {"tracks.parquet": "01_filter", "latents.parquet": "02_vae",
@@ -34,6 +39,31 @@ class RewardWeights:
             value = getattr(self, field.name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{field.name} must be a finite, non-negative number, got {value}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the weights as JSON (atomically), so every later step computes the same rewards."""
+        return write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RewardWeights":
+        """The weights notebook 05 saved; a clear error when the file is missing or not such a file."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run notebook 05_rewards first "
+                                    "(it saves the reward weights beside rewards.parquet).")
+        try:
+            document = json.loads(path.read_text())
+            return cls(**{field.name: float(document[field.name]) for field in fields(cls)})
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a reward weights file written by notebook 05 ({error!r}); "
+                             "re-run notebook 05_rewards.") from None
+
+    def formula(self) -> str:
+        """The reward formula with these weights, as LaTeX for a notebook's Markdown."""
+        return (f"$$\\text{{interaction\\_score}} = {self.listened_weight:g}\\cdot\\text{{percentage\\_listened}}"
+                f" + {self.liked_weight:g}\\cdot\\text{{liked}}, \\qquad "
+                f"\\text{{reward}} = {self.interaction_weight:g}\\cdot\\text{{interaction\\_score}}"
+                f" + {self.proximity_weight:g}\\cdot\\text{{proximity\\_score}}$$")
 
 
 def interaction_score(percentage_listened: np.ndarray, liked: np.ndarray,
@@ -85,14 +115,8 @@ def reward_range(weights: RewardWeights = RewardWeights()) -> tuple[float, float
 
 def _check_table(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
     """Required columns present and every id unique in one input table."""
-    missing = [column for column in ["id", *columns] if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} (written by {PRODUCED_BY[name]}) lacks the column(s) {missing}; "
-                         f"found {list(frame.columns)}")
-    duplicated = frame["id"].duplicated()
-    if duplicated.any():
-        raise ValueError(f"{name}: {int(duplicated.sum())} ids appear more than once, e.g. "
-                         f"{frame['id'][duplicated].iloc[0]!r}; every id must appear once")
+    check_columns(frame, ["id", *columns], name, hint=f"Re-run {PRODUCED_BY[name]}.")
+    check_unique_ids(frame, name)
 
 
 def _check_same_ids(frame: pd.DataFrame, name: str, expected: pd.Index) -> None:
@@ -117,7 +141,7 @@ def build_rewards_table(tracks: pd.DataFrame, latents: pd.DataFrame, clusters: p
     percentage_listened, liked, interaction_score, reward.
     """
     track_columns = ["artist", *(["name"] if "name" in tracks.columns else []), *FEATURES]
-    latent_cols = latent_columns(latents)
+    latent_cols = latent_columns(latents, "latents.parquet")
     inputs = {
         "tracks.parquet": (tracks, track_columns),
         "latents.parquet": (latents, latent_cols),

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -48,6 +48,7 @@ from spotipy.oauth2 import SpotifyOAuth, SpotifyOauthError, SpotifyPKCE
 from urllib3.util.retry import Retry
 
 from helpers.paths import REPO_ROOT
+from helpers.session import PlaybackError, StopReason
 
 SCOPES = ("user-modify-playback-state", "user-read-playback-state", "user-library-read")
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8888/callback"
@@ -63,8 +64,6 @@ ENVIRONMENT_VARIABLES = {
     "api_base": "SPOTIFY_API_BASE",
 }
 SECRET_FIELDS = ("client_secret", "access_token")
-
-StopReason = Literal["finished", "left_playlist", "paused", "not_started", "interrupted"]
 
 PREMIUM_MESSAGE = (
     "Spotify refused to control playback (403 PREMIUM_REQUIRED): playing music through the Web API "
@@ -93,7 +92,7 @@ CANNOT_PROMPT_MESSAGE = (
 )
 
 
-class SpotifyError(RuntimeError):
+class SpotifyError(PlaybackError):
     """Spotify could not do what was asked; the message says why and what to do."""
 
 

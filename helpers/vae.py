@@ -26,54 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.validation import ID_COLUMN, check_unique_ids, latent_names, numeric_matrix
+
 from helpers.data import FEATURES
 
-ID_COLUMN = "id"
 ENCODE_CHUNK_SIZE = 65_536  # rows per forward pass when encoding: bounds memory on 1.2M tracks
-
-
-def latent_columns(latent_dim: int) -> list[str]:
-    """Names of the latent columns: latent_0 ... latent_{d-1}."""
-    return [f"latent_{j}" for j in range(latent_dim)]
-
-
-def column_matrix(frame: pd.DataFrame, columns: Sequence[str], source: str) -> np.ndarray:
-    """The finite numeric values of `columns` as a float64 matrix; a clear error otherwise."""
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; expected {list(columns)}.")
-    if len(frame) == 0:
-        raise ValueError(f"{source}: no rows; expected at least one track.")
-    for column in columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
-            raise ValueError(
-                f"{source}: column '{column}' has dtype {frame[column].dtype}; expected numbers."
-            )
-    values = frame[list(columns)].to_numpy(dtype=np.float64)
-    not_finite = (~np.isfinite(values)).sum(axis=0)
-    if not_finite.any():
-        position = int(np.flatnonzero(not_finite)[0])
-        raise ValueError(
-            f"{source}: column '{columns[position]}' has {int(not_finite[position])} missing or "
-            "infinite value(s); expected finite numbers."
-        )
-    return values
-
-
-def track_ids(frame: pd.DataFrame, source: str) -> pd.Series:
-    """The `id` column, checked to be present, non-missing and unique (joins are on id)."""
-    if ID_COLUMN not in frame.columns:
-        raise ValueError(f"{source}: missing column '{ID_COLUMN}'; expected one id per track.")
-    ids = frame[ID_COLUMN]
-    if ids.isna().any():
-        raise ValueError(f"{source}: column '{ID_COLUMN}' has {int(ids.isna().sum())} missing id(s).")
-    duplicated = ids[ids.duplicated()]
-    if len(duplicated):
-        raise ValueError(
-            f"{source}: column '{ID_COLUMN}' has {len(duplicated)} duplicate id(s), "
-            f"e.g. {duplicated.iloc[0]!r}; expected unique ids."
-        )
-    return ids.reset_index(drop=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,7 +215,7 @@ class TrainedVAE:
 
     def encoder_mean(self, tracks: pd.DataFrame, source: str = "tracks") -> np.ndarray:
         """mu for every row of `tracks`, before rescaling (rows x latent_dim)."""
-        scaled = self.feature_scaling.transform(column_matrix(tracks, self.features, source))
+        scaled = self.feature_scaling.transform(numeric_matrix(tracks, self.features, source))
         return posterior_parameters(self.model, scaled)[0].double().numpy()
 
     def encode(self, tracks: pd.DataFrame, source: str = "tracks") -> pd.DataFrame:
@@ -267,7 +224,7 @@ class TrainedVAE:
         The ids are copied from the same rows whose features are encoded, so each latent
         belongs to its own track whatever the order of `tracks`.
         """
-        ids = track_ids(tracks, source)
+        ids = check_unique_ids(tracks, source)
         states = self.latent_scaling.transform(self.encoder_mean(tracks, source))
         latents = pd.DataFrame(states, columns=list(self.latent_scaling.columns))
         latents.insert(0, ID_COLUMN, ids)
@@ -275,7 +232,7 @@ class TrainedVAE:
 
     def reconstruct(self, tracks: pd.DataFrame, source: str = "tracks") -> pd.DataFrame:
         """`id` and the decoder's output from mu, in scaled units ([0, 1] per feature)."""
-        ids = track_ids(tracks, source)
+        ids = check_unique_ids(tracks, source)
         mu = torch.as_tensor(self.encoder_mean(tracks, source), dtype=torch.float32)
         with torch.no_grad():
             x_hat = torch.cat([self.model.decode(chunk) for chunk in mu.split(ENCODE_CHUNK_SIZE)])
@@ -289,7 +246,7 @@ class TrainedVAE:
         The second column is the feature's standard deviation: an error near it means the VAE
         learned nothing about that feature.
         """
-        scaled = self.feature_scaling.transform(column_matrix(tracks, self.features, source))
+        scaled = self.feature_scaling.transform(numeric_matrix(tracks, self.features, source))
         reconstructed = self.reconstruct(tracks, source)[list(self.features)].to_numpy()
         return pd.DataFrame({
             "feature": list(self.features),
@@ -303,7 +260,7 @@ class TrainedVAE:
         A collapsed dimension ignores its input: mu ~ 0 for every track (variance ~ 0) and
         the posterior equals the prior (KL ~ 0), so it carries no information about the track.
         """
-        scaled = self.feature_scaling.transform(column_matrix(tracks, self.features, source))
+        scaled = self.feature_scaling.transform(numeric_matrix(tracks, self.features, source))
         mu, logvar = posterior_parameters(self.model, scaled)
         return pd.DataFrame({"latent": list(self.latent_scaling.columns),
                              "mu_variance": mu.double().var(dim=0).numpy(),
@@ -363,9 +320,9 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
         raise ValueError(f"max_updates must be a positive integer or None, got {max_updates!r}.")
     if time_budget_seconds is not None and time_budget_seconds <= 0:
         raise ValueError(f"time_budget_seconds must be > 0 or None, got {time_budget_seconds!r}.")
-    track_ids(tracks, source)
+    check_unique_ids(tracks, source)
 
-    values = column_matrix(tracks, features, source)
+    values = numeric_matrix(tracks, features, source)
     feature_scaling = MinMaxScaling.fit(values, features)
     x = torch.as_tensor(feature_scaling.transform(values), dtype=torch.float32)
 
@@ -380,5 +337,5 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
                        "learning_rate": learning_rate, "max_updates": max_updates, "seed": seed,
                        "epochs_trained": int(len(history))}
     mu = posterior_parameters(model, x.numpy())[0].double().numpy()
-    latent_scaling = MinMaxScaling.fit(mu, latent_columns(latent_dim))
+    latent_scaling = MinMaxScaling.fit(mu, latent_names(latent_dim))
     return TrainedVAE(model, feature_scaling, latent_scaling, hyperparameters), history

@@ -9,15 +9,18 @@ import pytest
 from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
 from helpers.feedback import Interaction, MalformedLineWarning, append_interaction, read_interactions
 from helpers.evaluation import rollout
-from helpers.finetune import (DriftSettings, aggregate_feedback, drifted_taste, fine_tune, log_provenance,
-                              off_policy_estimates, run_drift_demo, save_version, true_rewards, update_rewards)
+from helpers.drift import DriftSettings, drifted_taste, run_drift_demo, true_rewards
+from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save_version, update_rewards
+from helpers.off_policy import off_policy_estimates
 from helpers.listeners import ListenerModel
 from helpers.ppo import PPOConfig, TrainingRun, sampling_policy, train
 from helpers.recommend import Recommender, checkpoint_path, version_path, versions
+from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
 from tests.conftest import make_rewards_table
 
 # Φ(0.25), Φ(-1), Φ(-2): standard normal CDF values from a table.
 PHI_025, PHI_M1, PHI_M2 = 0.5987063257, 0.1586552539, 0.0227501319
+WEIGHTS = RewardWeights()
 
 
 def record(session: str, track: str, position: int, listened: float, liked: int) -> Interaction:
@@ -52,7 +55,7 @@ def test_malformed_line_is_reported_and_skipped(small_log):
 def test_feedback_is_aggregated_per_track(small_log):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MalformedLineWarning)
-        feedback = aggregate_feedback(read_interactions(small_log)).set_index("track_id")
+        feedback = aggregate_feedback(read_interactions(small_log), WEIGHTS).set_index("track_id")
     assert feedback.loc["a", "plays"] == 2 and feedback.loc["c", "plays"] == 1
     assert feedback.loc["a", "interaction_score"] == pytest.approx((150 + 50) / 2)
     assert feedback.loc["c", "interaction_score"] == pytest.approx(20)
@@ -63,7 +66,7 @@ def test_update_rule_on_a_hand_made_log(small_log):
         warnings.simplefilter("ignore", MalformedLineWarning)
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
-    updated, new_model = update_rewards(small_table(), log, model, confidence_plays=2, prior_plays=2)
+    updated, new_model = update_rewards(small_table(), log, model, confidence_plays=2, prior_plays=2, weights=WEIGHTS)
     # cluster means: 0.5 + ((1.0 - 0.5) + (0.5 - 0.5)) / (2 + 2) = 0.625 and 0.5 + (0.2 - 0.5) / (2 + 1) = 0.4
     np.testing.assert_allclose(new_model.cluster_mean, [0.625, 0.4])
     reward = updated.set_index("id")["reward"]
@@ -86,7 +89,7 @@ def test_plays_heard_as_expected_do_not_move_their_cluster_however_good_the_trac
     table = small_table().assign(percentage_listened=log.groupby("track_id")["percentage_listened"].mean()
                                  .reindex(["a", "b", "c", "d"]).fillna(0.5).to_numpy())
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
-    updated, new_model = update_rewards(table, log, model, prior_plays=1)
+    updated, new_model = update_rewards(table, log, model, prior_plays=1, weights=WEIGHTS)
     np.testing.assert_allclose(new_model.cluster_mean, model.cluster_mean)
     assert updated.set_index("id").loc[["b", "d"], "reward"].tolist() == [30.0, 20.0]
 
@@ -97,7 +100,7 @@ def test_a_played_track_in_a_newly_loved_cluster_is_not_ranked_below_its_unplaye
                           "proximity_score": 1.0, "reward": 20.0})
     log = pd.DataFrame({"track_id": ["t0", "t1", "t2"], "percentage_listened": 0.95, "liked": 1})
     model = ListenerModel(np.array([0.2]), np.array([0.1]), like_threshold=0.6, seed=0)
-    reward = update_rewards(table, log, model, confidence_plays=3, prior_plays=1)[0].set_index("id")["reward"]
+    reward = update_rewards(table, log, model, confidence_plays=3, prior_plays=1, weights=WEIGHTS)[0].set_index("id")["reward"]
     assert reward["t3"] > 60
     assert (reward[["t0", "t1", "t2"]] >= reward["t3"]).all()
 
@@ -108,7 +111,7 @@ def test_a_rewards_table_without_the_expected_listening_is_refused(small_log):
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['percentage_listened'\]"):
-        update_rewards(small_table().drop(columns="percentage_listened"), log, model)
+        update_rewards(small_table().drop(columns="percentage_listened"), log, model, weights=WEIGHTS)
 
 
 def test_unknown_track_in_the_log_is_an_error(small_log):
@@ -117,7 +120,7 @@ def test_unknown_track_in_the_log_is_an_error(small_log):
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
     with pytest.raises(ValueError, match="not in the rewards table"):
-        update_rewards(small_table().iloc[1:], log, model)
+        update_rewards(small_table().iloc[1:], log, model, weights=WEIGHTS)
 
 
 def tiny_config(**overrides) -> PPOConfig:
@@ -133,6 +136,7 @@ def chain(tmp_path):
     data_dir, models_dir = tmp_path / "data", tmp_path / "models"
     data_dir.mkdir()
     table.to_parquet(data_dir / "rewards.parquet", index=False)
+    WEIGHTS.save(data_dir / REWARD_WEIGHTS_FILE)
     neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), data_dir / "neighbours.npz")
     heldout = catalogue.ids[::8].tolist()
     return table, catalogue, neighbours, data_dir, models_dir, heldout
@@ -181,7 +185,7 @@ def test_drift_demo_improves_the_return(tmp_path):
     taste, loved = drifted_taste(table, model, seed=0)
     assert loved.tolist() == [2, 3]
     results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, taste, neighbours,
-                             neighbours_path, DriftSettings(n_rounds=3, playlists_per_round=10,
+                             neighbours_path, WEIGHTS, DriftSettings(n_rounds=3, playlists_per_round=10,
                                                             finetune_timesteps=15_000, learning_rate=2e-3, seed=0),
                              progress=False)
     assert results["round"].tolist() == [0, 1, 2, 3]
@@ -199,11 +203,11 @@ def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_
     assert loved.tolist() == [1] and taste[["a", "b"]].tolist() == [0.8, 0.7]
     assert (taste[["c", "d"]] > 0.5).all()  # clip(N(0.9, 0.1)): far above 0.2 and 0.3
     # without play noise the expected listening is the taste itself: notebook 05's formula on it
-    np.testing.assert_allclose(true_rewards(table, taste, 0.0, 0.6),
+    np.testing.assert_allclose(true_rewards(table, taste, 0.0, 0.6, WEIGHTS),
                                0.8 * (100 * taste.to_numpy() + 50 * (taste.to_numpy() > 0.6)) + 0.2 * table["proximity_score"])
     # with noise: a taste of 0.6 is liked half the time; a taste of 1 is heard less than fully
     edge = pd.Series([0.6, 1.0], index=["a", "b"])
-    rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6)
+    rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6, WEIGHTS)
     assert rewards[0] == pytest.approx(0.8 * (60 + 25) + 0.2)
     assert 0.8 * (100 * 0.96 + 50 * 0.99) + 0.2 < rewards[1] < 0.8 * (100 + 50) + 0.2
 
@@ -244,11 +248,11 @@ def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
     target = TrainingRun.start(tiny_config(seed=4), catalogue, heldout)
     true_value = rollout(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
     logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
-    estimates = off_policy_estimates(target, log, catalogue)
+    estimates = off_policy_estimates(target, log, catalogue, WEIGHTS)
     assert logged_value == 10 and estimates["n_sessions"] == len(starts)
     assert estimates["logged"] > 1.1 * true_value  # the logging policy is much better: a naive mean is off
     for name in ("ips", "snips", "dr"):
         assert estimates[name] == pytest.approx(true_value, rel=0.03), name
     # DR stays unbiased with a wrong reward model, and an exact one makes it the most precise
     wrong_model = Catalogue.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
-    assert off_policy_estimates(target, log, wrong_model)["dr"] == pytest.approx(true_value, rel=0.05)
+    assert off_policy_estimates(target, log, wrong_model, WEIGHTS)["dr"] == pytest.approx(true_value, rel=0.05)

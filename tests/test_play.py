@@ -14,9 +14,10 @@ import pytest
 from fake_spotify import FakeSpotify, FakeTrack
 from helpers import play
 from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS
-from helpers.listeners import ListenerModel
+from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
-from helpers.play import SimulatedListener, missing_names, plan_playlist, play_session, playlist_table
+from helpers.session import (choice_probability, missing_names, plan_playlist, play_session, playlist_table,
+                             playlist_tracks, simulated_listener)
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings, SpotifyUnavailable
 
 SPOTIFY_VARIABLES = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SPOTIPY_REDIRECT_URI",
@@ -36,13 +37,14 @@ def records(path) -> list[dict]:
 # -- planning ---------------------------------------------------------------------------------
 
 def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
-    entries = plan_playlist(fake_recommender, "track00007", length=10, seed=1)
+    planned = plan_playlist(fake_recommender, "track00007", length=10, seed=1)
     steps = fake_recommender.playlist("track00007", length=10, greedy=False, seed=1)
-    assert [e.track_id for e in entries] == ["track00007"] + [s["chosen"] for s in steps]
-    assert entries[0].candidates == [] and entries[0].probs == [] and np.isnan(entries[0].probability)
-    assert [(e.candidates, e.probs) for e in entries[1:]] == [(s["candidates"], s["probs"]) for s in steps]
-    assert all(e.probability == e.probs[e.candidates.index(e.track_id)] for e in entries[1:])
-    assert [e.position for e in entries] == list(range(10))
+    assert planned == steps
+    assert playlist_tracks(planned) == ["track00007"] + [s["chosen"] for s in steps]
+    assert all(choice_probability(s) == s["probs"][s["candidates"].index(s["chosen"])] for s in planned)
+    table = playlist_table(planned, fake_recommender.catalogue)
+    assert table["position"].tolist() == list(range(10)) and np.isnan(table["probability"].iloc[0])
+    assert table["probability"].iloc[1:].tolist() == [choice_probability(s) for s in steps]
 
 
 def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender, monkeypatch):
@@ -58,16 +60,17 @@ def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender
 
 
 def test_playlist_table_takes_names_from_the_catalogue_or_the_lookup(fake_recommender):
-    entries = plan_playlist(fake_recommender, "track00003", length=5, seed=0)
-    table = playlist_table(entries, fake_recommender.catalogue)
+    steps = plan_playlist(fake_recommender, "track00003", length=5, seed=0)
+    entries = playlist_tracks(steps)
+    table = playlist_table(steps, fake_recommender.catalogue)
     assert list(table.columns) == ["position", "track_id", "artist", "name", "cluster", "probability"]
-    assert table["name"].tolist() == [f"Song {int(e.track_id[5:])}" for e in entries]
+    assert table["name"].tolist() == [f"Song {int(track_id[5:])}" for track_id in entries]
 
     nameless = fake_recommender.catalogue.drop(columns="name").reset_index()
-    assert missing_names(entries, nameless) == [e.track_id for e in entries]
-    assert "name" not in playlist_table(entries, nameless).columns, "no name known: no column"
-    looked_up = {entries[0].track_id: "Found on Spotify"}
-    assert playlist_table(entries, nameless, looked_up)["name"].tolist() == ["Found on Spotify"] + [""] * 4
+    assert missing_names(steps, nameless) == entries
+    assert "name" not in playlist_table(steps, nameless).columns, "no name known: no column"
+    looked_up = {entries[0]: "Found on Spotify"}
+    assert playlist_table(steps, nameless, looked_up)["name"].tolist() == ["Found on Spotify"] + [""] * 4
 
 
 # -- the simulated listener and the session log ----------------------------------------------
@@ -106,18 +109,18 @@ def test_a_session_appends_one_complete_record_per_track(fake_recommender, offli
     paths = ProjectPaths.at(offline_run)
     log = paths.feedback / DEFAULT_LOG_NAME
     log.write_text("earlier line kept as is\n")
-    entries = plan_playlist(fake_recommender, length=10, seed=2)
-    listener = play.simulated_listener(fake_recommender, paths, seed=2)
+    steps = plan_playlist(fake_recommender, length=10, seed=2)
+    listener = simulated_listener(fake_recommender, paths, seed=2)
 
-    result = play_session(fake_recommender, listener, entries, log, progress=False)
+    result = play_session(fake_recommender, listener, steps, log, progress=False)
 
     lines = log.read_text().splitlines()
     assert lines[0] == "earlier line kept as is" and len(lines) == 11
     logged = [json.loads(line) for line in lines[1:]]
     assert all(list(r) == list(INTERACTION_KEYS) for r in logged)
-    assert [r["track_id"] for r in logged] == [e.track_id for e in entries]
+    assert [r["track_id"] for r in logged] == playlist_tracks(steps)
     assert [r["position"] for r in logged] == list(range(10))
-    assert [(r["candidates"], r["probs"]) for r in logged] == [(e.candidates, e.probs) for e in entries]
+    assert [(r["candidates"], r["probs"]) for r in logged] == [([], [])] + [(s["candidates"], s["probs"]) for s in steps]
     assert all(r["latent"] == fake_recommender.latent(r["track_id"]) for r in logged)
     assert {(r["source"], r["model_version"], r["session_id"]) for r in logged} == {
         ("simulated", "fake-policy-1", result.session_id)}
@@ -125,14 +128,15 @@ def test_a_session_appends_one_complete_record_per_track(fake_recommender, offli
 
 
 def test_a_spotify_failure_mid_playlist_says_what_is_already_logged(fake_recommender, tmp_path):
-    entries = plan_playlist(fake_recommender, length=10, seed=0)
-    tracks = {e.track_id: FakeTrack(f"Song {e.position}", 100_000, listened=0.5) for e in entries}
+    steps = plan_playlist(fake_recommender, length=10, seed=0)
+    tracks = {track_id: FakeTrack(f"Song {position}", 100_000, listened=0.5)
+              for position, track_id in enumerate(playlist_tracks(steps))}
     with FakeSpotify(tracks, step_ms=25_000) as fake:
         fake.fail("GET", "/me/player", 503, after=9)
         settings = SpotifySettings(access_token=fake.token, api_base=fake.api_base, max_retries=0)
         listener = SpotifyListener(SpotifyPlayer.connect(settings), poll_interval=0)
         with pytest.raises(SpotifyUnavailable, match=r"503 .* The 3 track\(s\) finished before are logged in"):
-            play_session(fake_recommender, listener, entries, tmp_path / "log.jsonl", progress=False)
+            play_session(fake_recommender, listener, steps, tmp_path / "log.jsonl", progress=False)
     assert [r["position"] for r in records(tmp_path / "log.jsonl")] == [0, 1, 2]
 
 

@@ -5,6 +5,7 @@ import pytest
 from helpers.env import Catalogue
 from helpers.ppo import PPOConfig, TrainingRun
 from helpers.recommend import Recommender, checkpoint_path
+from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +15,7 @@ def run_dirs(tmp_path_factory, rewards_table):
     data_dir, models_dir = root / "data" / "processed", root / "models"
     data_dir.mkdir(parents=True)
     rewards_table.to_parquet(data_dir / "rewards.parquet", index=False)
+    RewardWeights(liked_weight=40.0).save(data_dir / REWARD_WEIGHTS_FILE)
     catalogue = Catalogue.from_table(rewards_table)
     for make_config in (PPOConfig, PPOConfig.original):
         config = make_config(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
@@ -82,3 +84,13 @@ def test_missing_files_name_the_notebook_to_run(tmp_path, run_dirs):
     with pytest.raises(FileNotFoundError, match="06_ppo"):
         Recommender.load(tmp_path, data_dir)
 
+
+def test_the_recommender_reads_the_reward_weights_notebook_05_saved(run_dirs, tmp_path):
+    models_dir, data_dir = run_dirs
+    assert Recommender.load(models_dir, data_dir).reward_weights == RewardWeights(liked_weight=40.0)
+    (tmp_path / "rewards.parquet").write_bytes((data_dir / "rewards.parquet").read_bytes())
+    with pytest.raises(FileNotFoundError, match=f"{REWARD_WEIGHTS_FILE} does not exist: run notebook 05_rewards"):
+        Recommender.load(models_dir, tmp_path)
+    (tmp_path / REWARD_WEIGHTS_FILE).write_text('{"liked_weight": 50}')
+    with pytest.raises(ValueError, match="not a reward weights file written by notebook 05"):
+        Recommender.load(models_dir, tmp_path)

@@ -151,15 +151,14 @@ def test_an_extra_track_is_named_with_its_file():
 def test_a_duplicated_id_is_named_with_its_file(name):
     inputs = make_inputs()
     inputs[name] = pd.concat([inputs[name], inputs[name].iloc[[3]]])
-    with pytest.raises(ValueError, match=f"{name}.parquet: 1 ids appear more than once, e.g. 'id003'"):
+    with pytest.raises(ValueError, match=f"{name}.parquet: column 'id' has 1 duplicate id\\(s\\), e.g. 'id003'"):
         build_rewards_table(**inputs)
 
 
 def test_a_missing_column_is_named_with_its_file():
     inputs = make_inputs()
     inputs["clusters"] = inputs["clusters"].drop(columns="distance_to_centroid")
-    with pytest.raises(ValueError, match=r"clusters.parquet \(written by 03_clusters\) lacks the "
-                                         r"column\(s\) \['distance_to_centroid'\]"):
+    with pytest.raises(ValueError, match=r"clusters.parquet: missing column\(s\) \['distance_to_centroid'\].*Re-run 03_clusters"):
         build_rewards_table(**inputs)
 
 

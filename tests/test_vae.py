@@ -225,7 +225,7 @@ def test_kl_matches_torch_distributions():
      r"my_tracks\.parquet: column 'valence' has 3 missing or infinite"),
     (lambda t: t.assign(id=t["id"].where(np.arange(len(t)) != 5, t["id"].iloc[0])),
      r"my_tracks\.parquet: column 'id' has 1 duplicate id"),
-    (lambda t: t.drop(columns="id"), r"my_tracks\.parquet: missing column 'id'"),
+    (lambda t: t.drop(columns="id"), r"my_tracks\.parquet: missing column\(s\) \['id'\]"),
     (lambda t: t.iloc[:0], r"my_tracks\.parquet: no rows"),
 ])
 def test_bad_tracks_raise_an_error_naming_file_and_column(trained, catalogue, corrupt, message):

@@ -1,0 +1,217 @@
+"""A listening session: plan a playlist with the recommender, let a listener play it, log each track.
+
+Nothing here talks to Spotify. A listener is anything with
+
+    listen(track_ids, on_finished) -> stop reason
+
+that calls `on_finished(position, percentage_listened, liked)` once per track it finished (or
+partly heard before stopping). Two exist: `helpers.listeners.SimulatedListener` (offline,
+instant, seeded) and `helpers.spotify.SpotifyListener` (a person on their own device).
+`play_session` appends one record per reported track to the interaction log
+(`helpers.feedback`) the moment it is reported.
+
+A playlist is the list of the recommender's steps (`helpers.recommend.PlaylistStep`): position
+0 is the first step's `track_id` (the start track), position p >= 1 is step p's `chosen` track,
+picked among that step's `candidates` with the probabilities `probs`.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers.feedback import Interaction, append_interaction, utc_timestamp
+from helpers.listeners import ListenerModel, SimulatedListener
+from helpers.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from helpers.recommend import PlaylistStep
+
+StopReason = Literal["finished", "left_playlist", "paused", "not_started", "interrupted"]
+STOP_MESSAGES: dict[str, str] = {
+    "finished": "played to the end",
+    "left_playlist": "stopped: playback left the playlist (another track was started)",
+    "paused": "stopped: nothing of the playlist played for longer than the pause timeout",
+    "not_started": "stopped: the playlist did not start playing within the pause timeout",
+    "interrupted": "interrupted",
+}
+
+
+class PlaybackError(RuntimeError):
+    """The listener could not go on playing; the message says why and what to do."""
+
+
+class PlaylistRecommender(Protocol):
+    """What a session needs from a `helpers.recommend.Recommender` (tests pass small fakes)."""
+
+    catalogue: pd.DataFrame
+    model_version: str
+
+    def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
+                 seed: int | None = None) -> list[PlaylistStep]: ...
+
+    def latent(self, track_id: str) -> list[float]: ...
+
+
+class Listener(Protocol):
+    """Plays tracks in order, reports each finished one, and says why it stopped."""
+
+    source: str
+
+    def listen(self, track_ids: Sequence[str],
+               on_finished: Callable[[int, float, int], None]) -> StopReason: ...
+
+
+def catalogue_by_id(catalogue: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue indexed by track id (it may come keyed by an `id` column or by its index)."""
+    return catalogue.set_index("id") if "id" in catalogue.columns else catalogue
+
+
+def playlist_tracks(steps: Sequence[PlaylistStep]) -> list[str]:
+    """The playlist's track ids in playing order: the start track, then every step's choice."""
+    return [steps[0]["track_id"], *(step["chosen"] for step in steps)]
+
+
+def choice_at(steps: Sequence[PlaylistStep], position: int) -> tuple[list[str], list[float]]:
+    """The candidates and probabilities the track at `position` was chosen with (none for the start)."""
+    return ([], []) if position == 0 else (steps[position - 1]["candidates"], steps[position - 1]["probs"])
+
+
+def choice_probability(step: PlaylistStep) -> float:
+    """The policy's probability of the step's choice."""
+    return step["probs"][step["candidates"].index(step["chosen"])]
+
+
+def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None, length: int = 10,
+                  greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
+    """The recommender's playlist from `start_id` (random when None), checked.
+
+    `greedy=False` draws each choice from the policy's probabilities, so the logged `probs` are
+    the probabilities the tracks were really chosen with (what off-policy evaluation needs);
+    `greedy=True` takes the most probable candidate every time.
+    """
+    if length < 2:
+        raise ValueError(f"a playlist needs at least 2 tracks (a start and one choice), got length={length}")
+    if start_id is not None and start_id not in catalogue_by_id(recommender.catalogue).index:
+        raise ValueError(f"start track {start_id!r} is not in the recommender's catalogue")
+    steps = recommender.playlist(start_id=start_id, length=length, greedy=greedy, seed=seed)
+    if len(steps) != length - 1:
+        raise ValueError(f"the recommender returned {len(steps)} steps for a playlist of {length} tracks "
+                         f"(expected {length - 1})")
+    for position, step in enumerate(steps, start=1):
+        if position > 1 and step["track_id"] != steps[position - 2]["chosen"]:
+            raise ValueError(f"step {position} starts from {step['track_id']}, but the playlist is at "
+                             f"{steps[position - 2]['chosen']}")
+        if step["chosen"] not in step["candidates"] or len(step["candidates"]) != len(step["probs"]):
+            raise ValueError(f"step {position} chose {step['chosen']} outside its {len(step['candidates'])} "
+                             f"candidates (or gave {len(step['probs'])} probabilities)")
+    track_ids = playlist_tracks(steps)
+    if len(set(track_ids)) != len(track_ids):
+        raise ValueError(f"the playlist repeats a track: {track_ids}")
+    return steps
+
+
+def format_steps(steps: Sequence[PlaylistStep]) -> str:
+    """Each step of the policy: the current track, the candidates by probability, the choice."""
+    lines = []
+    for position, step in enumerate(steps, start=1):
+        lines.append(f"step {position}: from {step['track_id']}")
+        for candidate, prob in sorted(zip(step["candidates"], step["probs"]), key=lambda pair: -pair[1]):
+            lines.append(f"    {prob:6.3f}  {candidate}{'  <- chosen' if candidate == step['chosen'] else ''}")
+    return "\n".join(lines)
+
+
+def missing_names(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame) -> list[str]:
+    """Ids of the playlist's tracks whose name the catalogue does not know."""
+    tracks = catalogue_by_id(catalogue)
+    ids = playlist_tracks(steps)
+    if "name" not in tracks.columns:
+        return ids
+    names = tracks["name"].reindex(ids)
+    return [track_id for track_id, name in zip(ids, names) if pd.isna(name) or not str(name).strip()]
+
+
+def playlist_table(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame,
+                   names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The playlist as a table: position, track_id, artist, [name], cluster, probability of the choice.
+
+    Names come from the catalogue, else from `names` (e.g. looked up on Spotify); the column is
+    left out when no name is known.
+    """
+    tracks = catalogue_by_id(catalogue)
+    ids = playlist_tracks(steps)
+    unknown = [track_id for track_id in ids if track_id not in tracks.index]
+    if unknown:
+        raise ValueError(f"tracks not in the catalogue: {unknown}")
+    known = tracks["name"].reindex(ids) if "name" in tracks.columns else pd.Series(pd.NA, index=ids)
+    name = [given if not pd.isna(given) else (names or {}).get(track_id, "") for track_id, given in known.items()]
+    table = pd.DataFrame({"position": range(len(ids)), "track_id": ids,
+                          "artist": tracks.loc[ids, "artist"].to_numpy()})
+    if any(name):
+        table["name"] = name
+    table["cluster"] = tracks.loc[ids, "cluster"].to_numpy()
+    table["probability"] = [float("nan"), *(choice_probability(step) for step in steps)]
+    return table
+
+
+def simulated_listener(recommender: PlaylistRecommender, paths: ProjectPaths,
+                       seed: int | None = None) -> SimulatedListener:
+    """The offline listener: notebook 04's listener model and the catalogue's clusters."""
+    model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
+    return SimulatedListener(model, catalogue_by_id(recommender.catalogue)["cluster"], seed=seed)
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What one played playlist left in the log."""
+
+    session_id: str
+    stop_reason: StopReason
+    interactions: list[Interaction]
+    planned: int
+    log_path: Path
+
+    def summary(self) -> str:
+        return (f"{STOP_MESSAGES[self.stop_reason]}; logged {len(self.interactions)} of {self.planned} "
+                f"tracks to {self.log_path} (session {self.session_id})")
+
+
+def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Sequence[PlaylistStep],
+                 log_path: str | Path, *, progress: bool = True) -> SessionResult:
+    """Let `listener` play the playlist and append one record per finished track to `log_path`."""
+    session_id = uuid.uuid4().hex
+    log_path = Path(log_path)
+    track_ids = playlist_tracks(steps)
+    latents = {track_id: recommender.latent(track_id) for track_id in track_ids}
+    logged: list[Interaction] = []
+    bar = tqdm(total=len(track_ids), desc=f"listening ({listener.source})", unit="track", disable=not progress)
+
+    def on_finished(position: int, percentage_listened: float, liked: int) -> None:
+        track_id = track_ids[position]
+        candidates, probs = choice_at(steps, position)
+        interaction = Interaction(
+            timestamp=utc_timestamp(), session_id=session_id, track_id=track_id, position=position,
+            latent=latents[track_id], percentage_listened=percentage_listened, liked=liked,
+            source=listener.source, model_version=recommender.model_version,
+            candidates=list(candidates), probs=[float(p) for p in probs],
+        )
+        append_interaction(log_path, interaction)
+        logged.append(interaction)
+        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked}")
+        bar.update()
+
+    try:
+        reason = listener.listen(track_ids, on_finished)
+    except PlaybackError as error:
+        if not logged:
+            raise
+        raise type(error)(f"{error} The {len(logged)} track(s) finished before are logged in "
+                          f"{log_path}.") from None
+    finally:
+        bar.close()
+    return SessionResult(session_id, reason, logged, len(track_ids), log_path)

@@ -1,0 +1,72 @@
+"""Input checks shared by every step, in one place and one wording (as scikit-learn's `utils.validation`).
+
+Each check takes the table and a `source` (the file or object it came from) and raises a
+`ValueError` that starts with that source and names the column and what was expected.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+ID_COLUMN = "id"
+LATENT_PREFIX = "latent_"
+
+
+def latent_names(latent_dim: int) -> list[str]:
+    """Names of the latent columns: latent_0 ... latent_{d-1}."""
+    return [f"{LATENT_PREFIX}{j}" for j in range(latent_dim)]
+
+
+def check_columns(frame: pd.DataFrame, required: Sequence[str], source: str, hint: str = "") -> None:
+    """Every column of `required` is in `frame`; `hint` says where a complete table comes from."""
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}"
+                         + (f". {hint}" if hint else ""))
+
+
+def check_unique_ids(frame: pd.DataFrame, source: str, column: str = ID_COLUMN) -> pd.Series:
+    """The `column` of `frame`, checked to be present, never missing and unique (joins are on it)."""
+    check_columns(frame, [column], source)
+    ids = frame[column]
+    if ids.isna().any():
+        raise ValueError(f"{source}: column '{column}' has {int(ids.isna().sum())} missing id(s); "
+                         "expected one id per track.")
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise ValueError(f"{source}: column '{column}' has {len(duplicated)} duplicate id(s), "
+                         f"e.g. {duplicated.iloc[0]!r}; expected unique ids.")
+    return ids.reset_index(drop=True)
+
+
+def latent_columns(frame: pd.DataFrame, source: str) -> list[str]:
+    """The columns latent_0 ... latent_{d-1} of `frame` in numeric order, checked to have no gaps."""
+    numbers = sorted(int(match.group(1)) for column in frame.columns
+                     if (match := re.fullmatch(rf"{LATENT_PREFIX}(\d+)", str(column))))
+    if not numbers:
+        raise ValueError(f"{source}: expected columns latent_0 ... latent_{{d-1}}, "
+                         f"found none among {list(frame.columns)}")
+    if numbers != list(range(len(numbers))):
+        found = ", ".join(f"{LATENT_PREFIX}{number}" for number in numbers)
+        raise ValueError(f"{source}: expected columns latent_0 ... latent_{{d-1}} without gaps, found {found}")
+    return latent_names(len(numbers))
+
+
+def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], source: str) -> np.ndarray:
+    """The finite numeric values of `columns` as a float64 matrix (n_rows, len(columns))."""
+    check_columns(frame, columns, source)
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows; expected at least one track.")
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+            raise ValueError(f"{source}: column '{column}' has dtype {frame[column].dtype}; expected numbers.")
+    values = frame[list(columns)].to_numpy(dtype=np.float64)
+    not_finite = (~np.isfinite(values)).sum(axis=0)
+    if not_finite.any():
+        position = int(np.flatnonzero(not_finite)[0])
+        raise ValueError(f"{source}: column '{columns[position]}' has {int(not_finite[position])} missing or "
+                         "infinite value(s); expected finite numbers.")
+    return values
