@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install benchmark clean
+.PHONY: run test install benchmark gallery clean
 
 # Re-installs only when the dependency pins change, so repeated calls are quick.
 $(STAMP): pyproject.toml constraints.txt
@@ -23,6 +23,10 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(PY) benchmarks/time_notebooks.py
+
+# Copies the curated PNGs of the last `make run` to figures/gallery/ (committed; the README shows them).
+gallery: $(STAMP)
+	$(PY) -m helpers.gallery
 
 clean:
 	rm -rf data/processed models runs figures/*.html figures/*.png figures/plotly.min.js

@@ -2,7 +2,8 @@
 
 Every figure is saved twice: an interactive HTML page (with one shared `plotly.min.js` beside
 it, so the folder opens offline) and a PNG. PNG export drives a Chrome/Chromium through
-kaleido; where none is installed we say so once and keep going with HTML only.
+kaleido; where none is installed, the first export downloads kaleido's own Chrome once, and
+where that fails too (offline) we say so once and keep going with HTML only.
 """
 from __future__ import annotations
 
@@ -28,14 +29,38 @@ def find_chrome() -> str | None:
     return next((path for name in _CHROME_NAMES if (path := shutil.which(name))), None)
 
 
+def download_chrome(timeout_seconds: float = 60.0) -> str | None:
+    """Kaleido's own Chrome (Chrome for Testing), downloaded once into the user's data folder;
+    None when that is impossible (offline, unsupported platform). A copy already there is reused."""
+    import socket
+
+    import kaleido
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_seconds)  # kaleido's download has no timeout of its own
+    try:
+        return str(kaleido.get_chrome_sync())
+    except Exception:  # noqa: BLE001 - any failure means: no PNGs, HTML only
+        return None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _png_export_ready() -> bool:
-    """Start kaleido's browser once per process; False (with one warning) if it cannot run."""
+    """Start kaleido's browser once per process; False (with one warning) if it cannot run.
+
+    Without a Chrome/Chromium on the machine, the first call tries kaleido's Chrome download once.
+    """
     if "ready" not in _png_state:
         chrome = find_chrome()
         if chrome is None:
+            print("No Chrome/Chromium found: downloading kaleido's own Chrome once, for PNG export …")
+            chrome = download_chrome()
+        if chrome is None:
             warnings.warn(
-                "No Chrome/Chromium found: figures are saved as HTML only. "
-                "Install one (Debian: `apt-get install chromium`) to get PNGs too.",
+                "No Chrome/Chromium found and kaleido's Chrome could not be downloaded (offline?): "
+                "figures are saved as HTML only. Install one (Debian: `apt-get install chromium`) "
+                "to get PNGs too.",
                 stacklevel=3,
             )
             _png_state["ready"] = False

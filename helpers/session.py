@@ -116,13 +116,29 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
     return steps
 
 
-def format_steps(steps: Sequence[PlaylistStep]) -> str:
-    """Each step of the policy: the current track, the candidates by probability, the choice."""
+def track_labels(track_ids: Sequence[str], catalogue: pd.DataFrame | None) -> dict[str, str]:
+    """"id · artist · name" for each track, with what the catalogue knows (the id alone without it)."""
+    tracks = None if catalogue is None else catalogue_by_id(catalogue)
+    columns = [] if tracks is None else [c for c in ("artist", "name") if c in tracks.columns]
+    labels = {}
+    for track_id in track_ids:
+        known = [] if tracks is None or track_id not in tracks.index else [tracks.at[track_id, c] for c in columns]
+        labels[track_id] = " · ".join([track_id, *(str(value) for value in known if not pd.isna(value))])
+    return labels
+
+
+def format_steps(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame | None = None) -> str:
+    """Each step of the policy: the current track, the candidates by probability, the choice.
+
+    With `catalogue`, tracks are labelled with their artist and name where it knows them.
+    """
+    labels = track_labels({track for step in steps for track in (step["track_id"], *step["candidates"])},
+                          catalogue)
     lines = []
     for position, step in enumerate(steps, start=1):
-        lines.append(f"step {position}: from {step['track_id']}")
+        lines.append(f"step {position}: from {labels[step['track_id']]}")
         for candidate, prob in sorted(zip(step["candidates"], step["probs"]), key=lambda pair: -pair[1]):
-            lines.append(f"    {prob:6.3f}  {candidate}{'  <- chosen' if candidate == step['chosen'] else ''}")
+            lines.append(f"    {prob:6.3f}  {labels[candidate]}{'  <- chosen' if candidate == step['chosen'] else ''}")
     return "\n".join(lines)
 
 
@@ -138,7 +154,7 @@ def missing_names(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame) -> lis
 
 def playlist_table(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame,
                    names: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The playlist as a table: position, track_id, artist, [name], cluster, probability of the choice.
+    """The playlist as a table: position, track_id, artist, [name], cluster, [reward], probability of the choice.
 
     Names come from the catalogue, else from `names` (e.g. looked up on Spotify); the column is
     left out when no name is known.
@@ -155,6 +171,8 @@ def playlist_table(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame,
     if any(name):
         table["name"] = name
     table["cluster"] = tracks.loc[ids, "cluster"].to_numpy()
+    if "reward" in tracks.columns:
+        table["reward"] = tracks.loc[ids, "reward"].to_numpy()
     table["probability"] = [float("nan"), *(choice_probability(step) for step in steps)]
     return table
 
