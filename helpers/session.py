@@ -4,11 +4,12 @@ Nothing here talks to Spotify. A listener is anything with
 
     listen(track_ids, on_finished) -> stop reason
 
-that calls `on_finished(position, percentage_listened, liked)` once per track it finished (or
-partly heard before stopping). Two exist: `helpers.listeners.SimulatedListener` (offline,
+that calls `on_finished(position, percentage_listened, liked, played_id=None)` exactly once
+per track it finished or partly heard before stopping, whatever stopped it (`liked` None:
+unknown; `played_id`: the id really played when Spotify relinked the track). Two exist: `helpers.listeners.SimulatedListener` (offline,
 instant, seeded) and `helpers.spotify.SpotifyListener` (a person on their own device).
 `play_session` appends one record per reported track to the interaction log
-(`helpers.feedback`) the moment it is reported.
+(`helpers.feedback`) the moment it is reported, under the catalogue's id.
 
 A playlist is the list of the recommender's steps (`helpers.recommend.PlaylistStep`): position
 0 is the first step's `track_id` (the start track), position p >= 1 is step p's `chosen` track,
@@ -64,7 +65,7 @@ class Listener(Protocol):
     source: str
 
     def listen(self, track_ids: Sequence[str],
-               on_finished: Callable[[int, float, int], None]) -> StopReason: ...
+               on_finished: Callable[..., None]) -> StopReason: ...
 
 
 def catalogue_by_id(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -191,18 +192,20 @@ def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Se
     logged: list[Interaction] = []
     bar = tqdm(total=len(track_ids), desc=f"listening ({listener.source})", unit="track", disable=not progress)
 
-    def on_finished(position: int, percentage_listened: float, liked: int) -> None:
+    def on_finished(position: int, percentage_listened: float, liked: int | None,
+                    played_id: str | None = None) -> None:
         track_id = track_ids[position]
         candidates, probs = choice_at(steps, position)
         interaction = Interaction(
             timestamp=utc_timestamp(), session_id=session_id, track_id=track_id, position=position,
             latent=latents[track_id], percentage_listened=percentage_listened, liked=liked,
             source=listener.source, model_version=recommender.model_version,
-            candidates=list(candidates), probs=[float(p) for p in probs],
+            candidates=list(candidates), probs=[float(p) for p in probs], played_id=played_id,
         )
         append_interaction(log_path, interaction)
         logged.append(interaction)
-        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked}")
+        liked_text = "unknown" if liked is None else liked
+        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked_text}")
         bar.update()
 
     try:
