@@ -188,14 +188,17 @@ def open_log(path: str | Path) -> BinaryIO:
 def check_appendable(path: str | Path, min_free_bytes: int = 1 << 20) -> Path:
     """Check, before anything plays, that records can be appended to the log at `path`.
 
-    Opens it to append (creating it, owner-only, if absent) and closes it again; refuses a log
-    on a disk with less than `min_free_bytes` free. Raises OSError with a message that names
-    the path and the reason.
+    Opens it to append and closes it again (a log that did not exist is created, owner-only,
+    and removed again: the first record creates it); refuses a log on a disk with less than
+    `min_free_bytes` free. Raises LogNotWritable, naming the path and the reason.
     """
     path = Path(path)
+    existed = path.exists()
     try:
         with open_log(path) as log:
             stats = os.fstatvfs(log.fileno())
+        if not existed:
+            path.unlink()
     except OSError as error:
         raise LogNotWritable(f"cannot append to the interaction log {path} ({error.strerror or error}): "
                              "choose another log path") from None

@@ -52,6 +52,7 @@ class PlaylistRecommender(Protocol):
 
     catalogue: pd.DataFrame
     model_version: str
+    n_candidates: int
 
     def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
                  seed: int | None = None) -> list[PlaylistStep]: ...
@@ -88,6 +89,20 @@ def choice_probability(step: PlaylistStep) -> float:
     return step["probs"][step["candidates"].index(step["chosen"])]
 
 
+def check_length(recommender: PlaylistRecommender, length: int) -> int:
+    """`length` if the catalogue can fill a playlist that long with full candidate sets, else ValueError.
+
+    Each pick needs `n_candidates` tracks not played yet, so at most n_tracks - n_candidates + 1
+    tracks fit; checking first keeps a huge length from building (and caching) a huge neighbour
+    index before it fails.
+    """
+    longest = len(recommender.catalogue) - recommender.n_candidates + 1
+    if not 2 <= length <= longest:
+        raise ValueError(f"a playlist has 2 to {longest} tracks with this catalogue of {len(recommender.catalogue)} "
+                         f"tracks ({recommender.n_candidates} candidates per pick), got length={length}")
+    return length
+
+
 def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None, length: int = 10,
                   greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
     """The recommender's playlist from `start_id` (random when None), checked.
@@ -96,8 +111,7 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
     the probabilities the tracks were really chosen with (what off-policy evaluation needs);
     `greedy=True` takes the most probable candidate every time.
     """
-    if length < 2:
-        raise ValueError(f"a playlist needs at least 2 tracks (a start and one choice), got length={length}")
+    check_length(recommender, length)
     if start_id is not None and start_id not in catalogue_by_id(recommender.catalogue).index:
         raise ValueError(f"start track {start_id!r} is not in the recommender's catalogue")
     steps = recommender.playlist(start_id=start_id, length=length, greedy=greedy, seed=seed)
@@ -210,7 +224,7 @@ def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Se
 
     try:
         reason = listener.listen(track_ids, on_finished)
-    except PlaybackError as error:
+    except (PlaybackError, OSError) as error:
         if not logged:
             raise
         raise type(error)(f"{error} The {len(logged)} track(s) finished before are logged in "

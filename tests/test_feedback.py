@@ -202,7 +202,9 @@ def test_check_appendable_refuses_what_cannot_be_appended_to(tmp_path, monkeypat
         with pytest.raises(feedback.LogNotWritable, match=f"cannot append to the interaction log {unusable}"):
             feedback.check_appendable(unusable)
     log = feedback.check_appendable(tmp_path / "new" / "log.jsonl")
-    assert log.read_bytes() == b"" and log.stat().st_mode & 0o777 == 0o600
+    assert not log.exists(), "a log that did not exist is not left behind, empty"
+    log.write_text("earlier\n")
+    assert feedback.check_appendable(log).read_text() == "earlier\n"
 
     class Full:
         f_bavail, f_frsize = 0, 4096
