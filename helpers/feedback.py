@@ -292,3 +292,23 @@ def _shorten(text: str, limit: int = WARNING_LINE_CHARS) -> str:
     """`text` cut to `limit` characters, so that a huge malformed line gives a short warning."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def learning_log(feedback_dir: str | Path, source: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The records fine-tuning learns from, and a sentence saying which.
+
+    With `source` None: a person's real plays (`spotify` records of `user_song_interactions.jsonl`)
+    when that log holds any, else the simulated plays of `simulated_interactions.jsonl`, so that
+    a simulated listener never mixes into a real listener's model. `source` forces one of them.
+    """
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES} or None, got {source!r}")
+    feedback_dir = Path(feedback_dir)
+    for candidate in ([source] if source else SOURCES):
+        path = feedback_dir / default_log_name(candidate)
+        records = read_interactions(path, sources=candidate) if path.is_file() else _empty_interactions()
+        if len(records):
+            why = "" if source or candidate == "spotify" else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
+            return records, f"learning from {len(records)} {candidate} records of {path}{why}"
+    raise FileNotFoundError(f"no {source or 'spotify or simulated'} records in {feedback_dir}: play a playlist "
+                            "first (notebook 07 or `python -m helpers.play`)")

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.feedback import Interaction, append_interaction, utc_timestamp
 from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
+from helpers.rewards import RewardWeights, interaction_score
 
 if TYPE_CHECKING:
     from helpers.recommend import PlaylistStep
@@ -179,6 +181,16 @@ def simulated_listener(recommender: PlaylistRecommender, paths: ProjectPaths,
     """The offline listener: notebook 04's listener model and the catalogue's clusters."""
     model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
     return SimulatedListener(model, catalogue_by_id(recommender.catalogue)["cluster"], seed=seed)
+
+
+def interaction_scores(interactions: pd.DataFrame, weights: RewardWeights) -> pd.Series:
+    """Notebook 05's interaction score of each logged record; NaN where `liked` is unknown
+    (a failed library check is not scored as "not liked")."""
+    known = interactions["liked"].notna().to_numpy()
+    scores = pd.Series(float("nan"), index=interactions.index, name="interaction_score")
+    scores[known] = interaction_score(interactions["percentage_listened"][known],
+                                      interactions["liked"][known].to_numpy(np.int64), weights)
+    return scores
 
 
 @dataclass(frozen=True)

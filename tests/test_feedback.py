@@ -212,3 +212,20 @@ def test_check_appendable_refuses_what_cannot_be_appended_to(tmp_path, monkeypat
     monkeypatch.setattr(feedback.os, "fstatvfs", lambda fd: Full())
     with pytest.raises(feedback.LogNotWritable, match="is full"):
         feedback.check_appendable(tmp_path / "new" / "log.jsonl")
+
+
+def test_fine_tuning_learns_from_real_plays_when_there_are_any_else_from_simulated_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="play a playlist first"):
+        feedback.learning_log(tmp_path)
+    simulated = tmp_path / feedback.SIMULATED_LOG_NAME
+    append_interaction(simulated, Interaction(**record(source="simulated", session_id="sim")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["session_id"].tolist() == ["sim"] and "simulated" in which and "no real plays" in which
+
+    real = tmp_path / feedback.DEFAULT_LOG_NAME
+    append_interaction(real, Interaction(**record(source="simulated", session_id="old-make-run")))
+    assert feedback.learning_log(tmp_path)[0]["session_id"].tolist() == ["sim"], "simulated records never count as real"
+    append_interaction(real, Interaction(**record(session_id="person")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["session_id"].tolist() == ["person"] and "1 spotify records" in which
+    assert feedback.learning_log(tmp_path, "simulated")[0]["session_id"].tolist() == ["sim"]
