@@ -28,7 +28,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
-from helpers.paths import atomic_write
+from helpers.paths import atomic_write, read_parquet
 from helpers.validation import check_columns, check_unique_ids, latent_columns
 
 OBSERVATIONS = ("latent", "candidates")
@@ -68,9 +68,10 @@ class Catalogue:
         return cls(table["id"].astype(str).to_numpy(object), latents, rewards, table.reset_index(drop=True))
 
     @classmethod
-    def from_parquet(cls, path: str | Path) -> "Catalogue":
-        """Read and validate a rewards table written by notebook 05."""
-        return cls.from_table(pd.read_parquet(path), source=str(path))
+    def from_parquet(cls, path: str | Path, produced_by: str = "05_rewards") -> "Catalogue":
+        """Read and validate a rewards table written by notebook `produced_by` (05, or 08 for a
+        fine-tuned version's); a damaged file names that notebook."""
+        return cls.from_table(read_parquet(path, produced_by), source=str(path))
 
     @property
     def n_tracks(self) -> int:

@@ -64,6 +64,11 @@ class ProjectPaths:
             )
         return path
 
+    def read_table(self, name: str, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A parquet table produced by an earlier notebook; a clear error naming that notebook when
+        it is missing, truncated or not a parquet file."""
+        return read_parquet(self.processed_file(name, produced_by), produced_by, columns)
+
     def ensure(self) -> "ProjectPaths":
         """Create the output folders."""
         for folder in (self.processed, self.feedback, self.figures, self.models):
@@ -110,6 +115,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     with atomic_write(path) as temporary:
         temporary.write_bytes(data)
     return Path(path)
+
+
+def read_parquet(path: str | Path, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The parquet table at `path`; DamagedArtefact naming the notebook `produced_by` to re-run when
+    the file is truncated or not a parquet table."""
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        message = " ".join(str(error).split())[:200]
+        raise DamagedArtefact(f"{path} cannot be read, it is truncated or not a parquet table ({message}): "
+                              f"re-run notebook {produced_by}.") from None
 
 
 def save_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

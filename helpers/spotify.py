@@ -499,9 +499,9 @@ class SpotifyPlayer:
             return None
         return PlayMode(bool(state["shuffle_state"]), str(state["repeat_state"]))
 
-    def set_play_mode(self, mode: PlayMode, device_id: str) -> bool:
-        """Set shuffle and repeat; False (with a warning) if Spotify refuses either."""
-        done = True
+    def set_play_mode(self, mode: PlayMode, device_id: str) -> list[SpotifyRefused]:
+        """Set shuffle and repeat; returns Spotify's refusals (some devices refuse), empty when both are set."""
+        refused = []
         for what, request in (
             ("PUT /me/player/shuffle", lambda: self.client.shuffle(mode.shuffle, device_id=device_id)),
             ("PUT /me/player/repeat", lambda: self.client.repeat(mode.repeat, device_id=device_id)),
@@ -509,10 +509,8 @@ class SpotifyPlayer:
             try:
                 self._call(what, request)
             except SpotifyRefused as error:
-                warnings.warn(f"{error}. Tracks are then matched by id in whatever order they play.",
-                              stacklevel=2)
-                done = False
-        return done
+                refused.append(error)
+        return refused
 
     def pause(self, device_id: str) -> None:
         """Pause playback (PUT /me/player/pause)."""
@@ -806,9 +804,11 @@ class SpotifyListener:
         """Play `track_ids` in order, report each finished track, and say why it stopped."""
         device = self.player.choose_device(self.device_name)
         before = self.player.play_mode()
-        in_order = self.player.set_play_mode(IN_ORDER, device["id"])
+        refused = self.player.set_play_mode(IN_ORDER, device["id"])
+        for error in refused:
+            warnings.warn(f"{error}. Tracks are then matched by id in whatever order they play.", stacklevel=2)
         follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000,
-                                    in_order=in_order)
+                                    in_order=not refused)
         try:
             self.player.start(track_ids, device["id"])
             with interrupt_flag() as interrupt:
@@ -838,9 +838,11 @@ class SpotifyListener:
     def _restore_quietly(self, mode: PlayMode, device_id: str) -> None:
         """Put shuffle and repeat back as they were; a failure only warns."""
         try:
-            self.player.set_play_mode(mode, device_id)
+            refused = self.player.set_play_mode(mode, device_id)
         except SpotifyError as error:
-            warnings.warn(f"could not restore shuffle and repeat: {error}", stacklevel=2)
+            refused = [error]
+        for error in refused:
+            warnings.warn(f"could not restore shuffle and repeat: {error}", stacklevel=3)
 
     def _follow(self, follower: PlaybackFollower, reporter: _Reporter, interrupt: Interrupt) -> StopReason:
         """Poll the playback state until the playlist is over, nothing of it plays for too long,

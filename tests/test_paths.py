@@ -11,7 +11,7 @@ import torch
 
 from helpers import paths as paths_module
 from helpers.env import Catalogue, build_neighbour_index, load_neighbour_index
-from helpers.paths import DamagedArtefact, atomic_write, save_parquet, write_bytes_atomic
+from helpers.paths import DamagedArtefact, ProjectPaths, atomic_write, save_parquet, write_bytes_atomic
 from helpers.ppo import TrainingRun
 from helpers.vae import TrainedVAE
 from tests.conftest import make_rewards_table
@@ -76,3 +76,19 @@ def test_a_truncated_or_foreign_checkpoint_names_the_notebook_to_re_run(tmp_path
         path.write_bytes(damaged)
         with pytest.raises(DamagedArtefact, match=f"{says}.*re-run notebook {notebook}"):
             load(path)
+
+
+def test_a_truncated_or_foreign_table_names_the_notebook_to_re_run(tmp_path):
+    paths = ProjectPaths.at(tmp_path).ensure()
+    table = paths.processed / "rewards.parquet"
+    save_parquet(make_rewards_table(n_tracks=12, n_duplicates=2), table)
+    assert len(paths.read_table("rewards.parquet", produced_by="05_rewards")) == 12
+    whole = table.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"id,reward\na,1\n"):
+        table.write_bytes(damaged)
+        with pytest.raises(DamagedArtefact, match="truncated or not a parquet table .*re-run notebook 05_rewards"):
+            paths.read_table("rewards.parquet", produced_by="05_rewards")
+        with pytest.raises(DamagedArtefact, match="re-run notebook 05_rewards"):
+            Catalogue.from_parquet(table)
+    with pytest.raises(FileNotFoundError, match="run notebook 04_listeners first"):
+        paths.read_table("listeners.parquet", produced_by="04_listeners")
