@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -178,10 +179,14 @@ OPTIONAL_KEYS = ("played_id",)
 
 
 def open_log(path: str | Path) -> BinaryIO:
-    """The log at `path` opened to append and read, created with mode 0600 (owner only) if absent."""
+    """The log at `path` opened to append and read, readable by its owner only: created with mode
+    0600, and a log file that others could read (written before this rule) is made 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
+    status = os.fstat(descriptor)
+    if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
+        os.fchmod(descriptor, LOG_FILE_MODE)
     return os.fdopen(descriptor, "a+b")
 
 

@@ -164,6 +164,11 @@ def test_a_record_without_played_id_from_an_older_log_still_reads(tmp_path):
 def test_the_log_is_created_readable_by_its_owner_only(tmp_path):
     append_interaction(tmp_path / "log.jsonl", Interaction(**record()))
     assert (tmp_path / "log.jsonl").stat().st_mode & 0o777 == 0o600
+    older = tmp_path / "older.jsonl"
+    older.write_text("")
+    older.chmod(0o644)
+    append_interaction(older, Interaction(**record()))
+    assert older.stat().st_mode & 0o777 == 0o600, "a log others could read is made private"
 
 
 def test_reading_keeps_the_first_record_of_a_session_position(tmp_path):
