@@ -198,6 +198,10 @@ def check_appendable(path: str | Path, min_free_bytes: int = 1 << 20) -> Path:
     `min_free_bytes` free. Raises LogNotWritable, naming the path and the reason.
     """
     path = Path(path)
+    folder = next(parent for parent in path.parents if parent.exists())
+    if not folder.is_dir():
+        raise LogNotWritable(f"cannot append to the interaction log {path}: {folder} is a file, not a folder; "
+                             "choose another log path")
     existed = path.exists()
     try:
         with open_log(path) as log:

@@ -203,9 +203,12 @@ def test_any_malformed_line_is_skipped_with_a_short_warning(tmp_path, bad_line):
 
 def test_check_appendable_refuses_what_cannot_be_appended_to(tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("")
-    for unusable in (tmp_path, tmp_path / "a-file" / "log.jsonl"):
-        with pytest.raises(feedback.LogNotWritable, match=f"cannot append to the interaction log {unusable}"):
-            feedback.check_appendable(unusable)
+    with pytest.raises(feedback.LogNotWritable, match=f"cannot append to the interaction log {tmp_path} "
+                                                      r"\(Is a directory\)"):
+        feedback.check_appendable(tmp_path)
+    for inside_a_file in (tmp_path / "a-file" / "log.jsonl", tmp_path / "a-file" / "deeper" / "log.jsonl"):
+        with pytest.raises(feedback.LogNotWritable, match=f"{tmp_path / 'a-file'} is a file, not a folder"):
+            feedback.check_appendable(inside_a_file)
     log = feedback.check_appendable(tmp_path / "new" / "log.jsonl")
     assert not log.exists(), "a log that did not exist is not left behind, empty"
     log.write_text("earlier\n")

@@ -287,9 +287,9 @@ def test_bad_numbers_fail_before_anything_plays_or_is_built(cli, spotify, fake_r
 def test_a_log_that_cannot_be_appended_to_fails_before_anything_plays(cli, spotify, tmp_path, monkeypatch):
     fake = spotify()
     (tmp_path / "a-file").write_text("")
-    for unusable in (tmp_path, tmp_path / "a-file" / "log.jsonl"):
+    for unusable, says in ((tmp_path, "Is a directory"), (tmp_path / "a-file" / "log.jsonl", "is a file, not a folder")):
         code, _, err = cli("--log", str(unusable))
-        assert one_clear_line(code, err) and f"cannot append to the interaction log {unusable}" in err
+        assert one_clear_line(code, err) and f"cannot append to the interaction log {unusable}" in err and says in err
 
     class Full:
         f_bavail, f_frsize = 0, 4096
