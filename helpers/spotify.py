@@ -818,8 +818,9 @@ class SpotifyListener:
                 except KeyboardInterrupt:
                     reason = "interrupted"
                 finally:
-                    reporter.take(follower.finish)
-                    reporter.report()
+                    with interrupt.shielded():  # a second Ctrl-C cannot cut the last report short
+                        reporter.take(follower.finish)
+                        reporter.report()
         except Exception:
             self._pause_quietly(device["id"])
             raise

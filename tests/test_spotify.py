@@ -469,6 +469,19 @@ def test_ctrl_c_right_after_a_record_is_written_logs_each_track_exactly_once(bou
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_ctrl_c_pressed_again_at_every_record_still_logs_each_track_once():
+    with FakeSpotify(catalogue(), liked=LIKED, interrupt_at_poll=15) as fake:
+        _, listener = session(fake)
+        written = []
+
+        def on_finished(position, share, liked, played_id=None):
+            written.append(position)
+            signal.raise_signal(signal.SIGINT)
+
+        reason = listener.listen(PLAYLIST, on_finished)
+    assert reason == "interrupted" and written == list(range(len(written))) and len(written) > 1
+
+
 @pytest.mark.parametrize("poll", range(2, 42, 2))
 def test_ctrl_c_at_any_poll_logs_each_track_played_exactly_once(poll):
     """Interrupts landing anywhere (in a poll, the library check, between records), many times."""
