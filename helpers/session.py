@@ -6,8 +6,9 @@ Nothing here talks to Spotify. A listener is anything with
 
 that calls `on_finished(position, percentage_listened, liked, played_id=None)` exactly once
 per track it finished or partly heard before stopping, whatever stopped it (`liked` None:
-unknown; `played_id`: the id really played when Spotify relinked the track). Two exist: `helpers.listeners.SimulatedListener` (offline,
-instant, seeded) and `helpers.spotify.SpotifyListener` (a person on their own device).
+unknown; `played_id`: the id really played when Spotify relinked the track). Two exist:
+`helpers.listeners.SimulatedListener` (offline, instant, seeded) and
+`helpers.spotify.SpotifyListener` (a person on their own device).
 `play_session` appends one record per reported track to the interaction log
 (`helpers.feedback`) the moment it is reported, under the catalogue's id.
 
