@@ -50,7 +50,7 @@ from helpers.listeners import ListenerModel
 from helpers.paths import save_parquet, write_text_atomic
 from helpers.ppo import TrainingRun, greedy_policy, make_env, make_optimizer, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, version_path, version_rewards_path, versions
-from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
+from helpers.rewards import RewardWeights, reward, reward_range
 
 
 def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights) -> pd.DataFrame:
@@ -70,9 +70,14 @@ def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights) -> pd.DataFram
                      like_rate=("liked", "mean"))
                 .reset_index())
     feedback["like_rate"] = feedback["like_rate"].astype("float64")
-    feedback["interaction_score"] = (weights.listened_weight * feedback["percentage_listened"]
-                                     + weights.liked_weight * feedback["like_rate"])
+    feedback["interaction_score"] = mean_interaction(feedback["percentage_listened"], feedback["like_rate"], weights)
     return feedback
+
+
+def mean_interaction(percentage_listened: pd.Series | np.ndarray, like_rate: pd.Series | np.ndarray,
+                     weights: RewardWeights) -> pd.Series | np.ndarray:
+    """Mean interaction score of a track's plays: listened_weight * mean listened + liked_weight * like rate."""
+    return weights.listened_weight * percentage_listened + weights.liked_weight * like_rate
 
 
 def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, prior_plays: float) -> ListenerModel:
@@ -124,8 +129,8 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
                              "expected_listened": played["percentage_listened"].to_numpy()}), prior_plays)
     like_rate = feedback["like_rate"].to_numpy()
     like_rate = np.where(np.isnan(like_rate), like_probability(updated_model)[clusters], like_rate)
-    interaction = weights.listened_weight * feedback["percentage_listened"].to_numpy() + weights.liked_weight * like_rate
-    observed = reward(interaction, table["proximity_score"].to_numpy(), weights)
+    observed = reward(mean_interaction(feedback["percentage_listened"].to_numpy(), like_rate, weights),
+                      table["proximity_score"].to_numpy(), weights)
     shift = weights.interaction_weight * (expected_interaction(updated_model, weights)
                                           - expected_interaction(model, weights))
     low, high = reward_range(weights)
