@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from helpers.paths import save_parquet
+
 FEATURES = (
     "danceability", "energy", "key", "loudness", "mode", "speechiness",
     "acousticness", "instrumentalness", "liveness", "valence", "tempo",
@@ -389,5 +391,4 @@ def save_tracks(tracks: pd.DataFrame, path: str | Path) -> Path:
     if missing:
         raise ValueError(f"tracks table has no column {missing}; expected {list(TRACKS_COLUMNS)}.")
     path = Path(path)
-    tracks[[c for c in TRACKS_COLUMNS if c in tracks.columns]].to_parquet(path, index=False)
-    return path
+    return save_parquet(tracks[[c for c in TRACKS_COLUMNS if c in tracks.columns]], path)

@@ -15,6 +15,8 @@ Ties in distance (identical latents) are broken by row order in the table.
 from __future__ import annotations
 
 import hashlib
+import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +28,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
+from helpers.paths import atomic_write, read_parquet
 from helpers.validation import check_columns, check_unique_ids, latent_columns
 
 OBSERVATIONS = ("latent", "candidates")
@@ -65,9 +68,10 @@ class Catalogue:
         return cls(table["id"].astype(str).to_numpy(object), latents, rewards, table.reset_index(drop=True))
 
     @classmethod
-    def from_parquet(cls, path: str | Path) -> "Catalogue":
-        """Read and validate a rewards table written by notebook 05."""
-        return cls.from_table(pd.read_parquet(path), source=str(path))
+    def from_parquet(cls, path: str | Path, produced_by: str = "05_rewards") -> "Catalogue":
+        """Read and validate a rewards table written by notebook `produced_by` (05, or 08 for a
+        fine-tuned version's); a damaged file names that notebook."""
+        return cls.from_table(read_parquet(path, produced_by), source=str(path))
 
     @property
     def n_tracks(self) -> int:
@@ -166,18 +170,34 @@ def load_neighbour_index(catalogue: Catalogue, n_neighbours: int, cache_path: st
 
     A cached index is reused when it was built from the same ids and latents and is at least
     `n_neighbours` wide (the first columns of a wider index are a narrower one); a freshly
-    built index is written to `cache_path` so it is built once.
+    built index is written to `cache_path` (atomically: a crash never leaves a truncated
+    cache) so it is built once. A cache that cannot be read (truncated, or not an index) is
+    rebuilt, with a warning.
     """
     if cache_path is not None and Path(cache_path).exists():
-        with np.load(cache_path) as cached:
-            fits = cached["neighbours"].shape[1] >= n_neighbours
-            if fits and str(cached["fingerprint"]) == catalogue.latent_fingerprint:
-                return cached["neighbours"][:, :n_neighbours]
+        cached = _read_neighbour_cache(Path(cache_path), catalogue.latent_fingerprint, n_neighbours)
+        if cached is not None:
+            return cached
     index = build_neighbour_index(catalogue.latents, n_neighbours, show_progress=show_progress)
     if cache_path is not None:
-        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_path, neighbours=index, fingerprint=np.array(catalogue.latent_fingerprint))
+        with atomic_write(cache_path) as temporary, open(temporary, "wb") as cache:
+            np.savez(cache, neighbours=index, fingerprint=np.array(catalogue.latent_fingerprint))
     return index
+
+
+def _read_neighbour_cache(path: Path, fingerprint: str, n_neighbours: int) -> np.ndarray | None:
+    """The cached index's first `n_neighbours` columns if it fits the catalogue; None if it does
+    not fit or cannot be read (then it is rebuilt)."""
+    try:
+        with np.load(path) as cached:
+            neighbours, cached_fingerprint = cached["neighbours"], str(cached["fingerprint"])
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as error:
+        warnings.warn(f"the neighbour index {path} cannot be read ({type(error).__name__}: {error}); "
+                      "rebuilding it", stacklevel=3)
+        return None
+    if neighbours.ndim != 2 or neighbours.shape[1] < n_neighbours or cached_fingerprint != fingerprint:
+        return None
+    return neighbours[:, :n_neighbours]
 
 
 def free_neighbours(neighbour_rows: np.ndarray, playlists: np.ndarray,

@@ -1,9 +1,16 @@
 """The interaction log: how each recommended track was heard, one JSON line per finished track.
 
 A record is written the moment a track finishes, appended, flushed and synced to disk, so a
-crash or an interrupt loses nothing already logged. Writers only ever append; the reader
-reports a malformed line (its number and what is wrong with it) and skips it, and never
-rewrites the file. Each record holds:
+crash or an interrupt loses nothing already logged. The log is a person's listening history:
+it is created readable and writable by its owner only (mode 0600). Writers only ever append;
+the reader never rewrites the file. It skips a malformed line (bad JSON, bytes that are not
+UTF-8, a bad value, anything that fails to parse) with a short warning naming the line, and
+keeps only the first record of a (`session_id`, `position`), warning about the others, so
+reading is idempotent even if a record was written twice.
+
+Real plays (`source` = `spotify`) go to `user_song_interactions.jsonl`, simulated ones to
+`simulated_interactions.jsonl` (both in `data/feedback/`), so that a simulated listener never
+enters a person's history. Each record holds, in this order:
 
 | key | meaning |
 |---|---|
@@ -12,33 +19,57 @@ rewrites the file. Each record holds:
 | `track_id`, `position` | the track and its place in the playlist (0 = the start track) |
 | `latent` | the track's state vector, as the policy saw it |
 | `percentage_listened` | share of the track heard, in [0, 1] |
-| `liked` | 1 if the listener liked the track (on Spotify: it is in their library), else 0 |
+| `liked` | 1 if the listener liked the track (on Spotify: it is in their library), 0 if not, `null` when unknown (Spotify's library check failed); fine-tuning treats `null` as missing, never as 0 |
 | `source` | `spotify` (a person) or `simulated` (the listener model of notebook 04) |
 | `model_version` | the policy that recommended the playlist |
 | `candidates`, `probs` | the step that chose this track: the candidates and the policy's probabilities, same order; empty lists for the start track, which no step chose |
+| `played_id` | the id Spotify actually played when it relinked the track (the requested id was not playable in the listener's market), else `null`; `track_id` is always the catalogue's id. Older logs lack the key: it reads as `null` |
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from numbers import Integral, Real
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
 DEFAULT_LOG_NAME = "user_song_interactions.jsonl"
+SIMULATED_LOG_NAME = "simulated_interactions.jsonl"
+LOG_FILE_MODE = 0o600
+WARNING_LINE_CHARS = 200
 SOURCES = ("spotify", "simulated")
 PROBS_SUM_TOLERANCE = 1e-3
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+# liked is a nullable integer: <NA> where the liked check failed.
+COLUMN_DTYPES = {"timestamp": TIMESTAMP_DTYPE, "position": "int64", "percentage_listened": "float64",
+                 "liked": "Int64"}
 
 
 class MalformedLineWarning(UserWarning):
     """Lines of an interaction log that are not valid records (they are skipped, not deleted)."""
+
+
+class LogNotWritable(OSError):
+    """The interaction log cannot be appended to; the message names the path and the reason."""
+
+
+class DuplicateRecordWarning(UserWarning):
+    """Records of a (session_id, position) already read: only the first one is kept."""
+
+
+def default_log_name(source: str) -> str:
+    """The log file a session of `source` goes to: real plays and simulated ones are kept apart."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    return DEFAULT_LOG_NAME if source == "spotify" else SIMULATED_LOG_NAME
 
 
 def utc_timestamp() -> str:
@@ -74,11 +105,12 @@ class Interaction:
     position: int
     latent: list[float]
     percentage_listened: float
-    liked: int
+    liked: int | None
     source: str
     model_version: str
     candidates: list[str]
     probs: list[float]
+    played_id: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -98,8 +130,10 @@ class Interaction:
         percentage = _number("percentage_listened", self.percentage_listened)
         if not 0.0 <= percentage <= 1.0:
             raise ValueError(f"percentage_listened must be in [0, 1], got {percentage}")
-        if not isinstance(self.liked, Integral) or self.liked not in (0, 1):
-            raise ValueError(f"liked must be 0 or 1, got {self.liked!r}")
+        if self.liked is not None and (not isinstance(self.liked, Integral) or self.liked not in (0, 1)):
+            raise ValueError(f"liked must be 0, 1 or null (unknown), got {self.liked!r}")
+        if self.played_id is not None:
+            _text("played_id", self.played_id)
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         candidates = [_text("candidates", value) for value in _items("candidates", self.candidates)]
@@ -113,16 +147,18 @@ class Interaction:
                 raise ValueError(f"probs must be >= 0 and sum to 1, got {probs}")
         # Plain Python types (not numpy scalars or tuples), as JSON writes and reads them.
         for name, value in (("position", int(self.position)), ("latent", latent),
-                            ("percentage_listened", percentage), ("liked", int(self.liked)),
+                            ("percentage_listened", percentage),
+                            ("liked", None if self.liked is None else int(self.liked)),
                             ("candidates", candidates), ("probs", probs)):
             object.__setattr__(self, name, value)
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> "Interaction":
-        """An interaction from a parsed JSON object that has exactly the documented keys."""
+        """An interaction from a parsed JSON object that has exactly the documented keys
+        (`played_id` may be absent: logs written before it existed)."""
         if not isinstance(record, Mapping):
             raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
-        missing = [name for name in INTERACTION_KEYS if name not in record]
+        missing = [name for name in INTERACTION_KEYS if name not in record and name not in OPTIONAL_KEYS]
         unexpected = sorted(set(record) - set(INTERACTION_KEYS))
         if missing or unexpected:
             raise ValueError(f"keys differ from the log's: missing {missing}, unexpected {unexpected}")
@@ -132,23 +168,67 @@ class Interaction:
         """The record as one line of JSON (no newline)."""
         return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)
 
+    @property
+    def moment(self) -> pd.Timestamp:
+        """The timestamp as a UTC pandas Timestamp."""
+        return pd.Timestamp(datetime.fromisoformat(self.timestamp)).tz_convert("UTC")
+
 
 INTERACTION_KEYS = tuple(field.name for field in fields(Interaction))
+OPTIONAL_KEYS = ("played_id",)
+
+
+def open_log(path: str | Path) -> BinaryIO:
+    """The log at `path` opened to append and read, readable by its owner only: created with mode
+    0600, and a log file that others could read (written before this rule) is made 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
+    status = os.fstat(descriptor)
+    if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
+        os.fchmod(descriptor, LOG_FILE_MODE)
+    return os.fdopen(descriptor, "a+b")
+
+
+def check_appendable(path: str | Path, min_free_bytes: int = 1 << 20) -> Path:
+    """Check, before anything plays, that records can be appended to the log at `path`.
+
+    Opens it to append and closes it again (a log that did not exist is created, owner-only,
+    and removed again: the first record creates it); refuses a log on a disk with less than
+    `min_free_bytes` free. Raises LogNotWritable, naming the path and the reason.
+    """
+    path = Path(path)
+    folder = next(parent for parent in path.parents if parent.exists())
+    if not folder.is_dir():
+        raise LogNotWritable(f"cannot append to the interaction log {path}: {folder} is a file, not a folder; "
+                             "choose another log path")
+    existed = path.exists()
+    try:
+        with open_log(path) as log:
+            stats = os.fstatvfs(log.fileno())
+        if not existed:
+            path.unlink()
+    except OSError as error:
+        raise LogNotWritable(f"cannot append to the interaction log {path} ({error.strerror or error}): "
+                             "choose another log path") from None
+    if stats.f_bavail * stats.f_frsize < min_free_bytes:
+        raise LogNotWritable(f"the disk holding the interaction log {path} is full: free some space or "
+                             "choose another log path")
+    return path
 
 
 def append_interaction(path: str | Path, interaction: Interaction) -> None:
     """Append one record to the log at `path`, then flush and sync it to disk.
 
-    The file is opened in append mode only, so existing lines are never touched. If the last
+    The file is opened in append mode only (created with mode 0600), so existing lines are
+    never touched. If the last
     line lacks its newline (a writer died mid-line), a newline is added first so that the new
     record stays a line of its own.
     """
     if not isinstance(interaction, Interaction):
         raise TypeError(f"expected an Interaction, got {type(interaction).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = interaction.to_json_line().encode("utf-8") + b"\n"
-    with open(path, "a+b") as log:
+    with open_log(path) as log:
         if log.seek(0, os.SEEK_END) > 0:
             log.seek(-1, os.SEEK_END)
             if log.read(1) != b"\n":
@@ -160,17 +240,17 @@ def append_interaction(path: str | Path, interaction: Interaction) -> None:
 
 def _empty_interactions() -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(dtype=object) for name in INTERACTION_KEYS})
-    return frame.astype({"timestamp": TIMESTAMP_DTYPE, "position": "int64",
-                         "percentage_listened": "float64", "liked": "int64"})
+    return frame.astype(COLUMN_DTYPES)
 
 
 def read_interactions(path: str | Path, sources: str | Iterable[str] | None = None) -> pd.DataFrame:
     """The valid records of the log at `path`, in file order, as a DataFrame.
 
     Columns are the record keys; `timestamp` is a UTC datetime, `latent`, `candidates` and
-    `probs` hold lists. `sources` keeps only records from those sources (default: all).
+    `probs` hold lists, `liked` is a nullable integer (<NA>: unknown). `sources` keeps only records from those sources (default: all).
     Malformed lines are skipped and reported in one `MalformedLineWarning` that names each
-    line number and the reason; the file itself is only read.
+    line number and the reason (cut to 200 characters); a record whose (session_id, position)
+    was already read is skipped with a `DuplicateRecordWarning`. The file itself is only read.
     """
     path = Path(path)
     if not path.is_file():
@@ -181,22 +261,63 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
     if not wanted or wanted - set(SOURCES):
         raise ValueError(f"sources must be among {SOURCES}, got {sorted(wanted)}")
 
-    records, problems = [], []
-    with open(path, encoding="utf-8", errors="replace") as log:
-        for number, line in enumerate(log, start=1):
-            if not line.strip():
+    records, problems, duplicates = [], [], []
+    first_line: dict[tuple[str, int], int] = {}
+    with open(path, "rb") as log:
+        for number, raw in enumerate(log, start=1):
+            if not raw.strip():
                 continue
             try:
-                records.append(Interaction.from_record(json.loads(line)))
-            except (ValueError, TypeError) as error:
-                problems.append(f"line {number}: {error}")
+                record = Interaction.from_record(json.loads(raw.decode("utf-8")))
+                moment = record.moment
+            except Exception as error:  # noqa: BLE001 - whatever breaks a line (RecursionError too) skips that line only
+                reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+                problems.append(f"line {number}: {_shorten(reason)}")
+                continue
+            key = (record.session_id, record.position)
+            if key in first_line:
+                duplicates.append(f"line {number}: session {_shorten(record.session_id)} position "
+                                  f"{record.position} is already at line {first_line[key]}")
+                continue
+            first_line[key] = number
+            records.append((record, moment))
     if problems:
         warnings.warn(f"{path}: skipped {len(problems)} malformed line(s) (the file is left as it is):\n  "
                       + "\n  ".join(problems), MalformedLineWarning, stacklevel=2)
+    if duplicates:
+        warnings.warn(f"{path}: skipped {len(duplicates)} repeated record(s), keeping the first of each:\n  "
+                      + "\n  ".join(duplicates), DuplicateRecordWarning, stacklevel=2)
 
-    kept = [asdict(record) for record in records if record.source in wanted]
+    kept = [(record, moment) for record, moment in records if record.source in wanted]
     if not kept:
         return _empty_interactions()
-    frame = pd.DataFrame(kept, columns=list(INTERACTION_KEYS))
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601").astype(TIMESTAMP_DTYPE)
-    return frame
+    frame = pd.DataFrame([asdict(record) for record, _ in kept], columns=list(INTERACTION_KEYS))
+    frame["timestamp"] = pd.DatetimeIndex([moment for _, moment in kept])
+    frame["played_id"] = pd.Series([record.played_id for record, _ in kept], dtype=object)
+    return frame.astype(COLUMN_DTYPES)
+
+
+def _shorten(text: str, limit: int = WARNING_LINE_CHARS) -> str:
+    """`text` cut to `limit` characters, so that a huge malformed line gives a short warning."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def learning_log(feedback_dir: str | Path, source: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The records fine-tuning learns from, and a sentence saying which.
+
+    With `source` None: a person's real plays (`spotify` records of `user_song_interactions.jsonl`)
+    when that log holds any, else the simulated plays of `simulated_interactions.jsonl`, so that
+    a simulated listener never mixes into a real listener's model. `source` forces one of them.
+    """
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES} or None, got {source!r}")
+    feedback_dir = Path(feedback_dir)
+    for candidate in ([source] if source else SOURCES):
+        path = feedback_dir / default_log_name(candidate)
+        records = read_interactions(path, sources=candidate) if path.is_file() else _empty_interactions()
+        if len(records):
+            why = "" if source or candidate == "spotify" else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
+            return records, f"learning from {len(records)} {candidate} records of {path}{why}"
+    raise FileNotFoundError(f"no {source or 'spotify or simulated'} records in {feedback_dir}: play a playlist "
+                            "first (notebook 07 or `python -m helpers.play`)")

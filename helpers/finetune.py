@@ -28,6 +28,10 @@ Reward update (notebook 08), in two steps.
 
    Blending with r̃_i rather than r_i matters after a drift: one play of a track in a cluster
    the listener now loves would otherwise pull it below its unplayed neighbours.
+
+A `liked` logged as unknown (<NA>: Spotify's library check failed) is missing, never 0: the
+like rate of a track is taken over its plays whose like is known, and a track with none known
+uses its cluster's like probability under the updated listener model, Φ((mu_c' - θ) / σ_c).
 """
 from __future__ import annotations
 
@@ -43,21 +47,37 @@ from scipy.stats import norm
 from helpers.env import Catalogue
 from helpers.evaluation import rollout
 from helpers.listeners import ListenerModel
+from helpers.paths import save_parquet, write_text_atomic
 from helpers.ppo import TrainingRun, greedy_policy, make_env, make_optimizer, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, version_path, version_rewards_path, versions
-from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
+from helpers.rewards import RewardWeights, reward, reward_range
 
 
 def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights) -> pd.DataFrame:
-    """Per track of the log: plays, mean percentage_listened, like rate and mean interaction score."""
+    """Per track of the log: plays, mean percentage_listened, like rate and mean interaction score.
+
+    An unknown `liked` (<NA>) is left out of the like rate, which is NaN when no like of the
+    track is known (and so is its interaction score).
+    """
     missing = [c for c in ("track_id", "percentage_listened", "liked") if c not in log.columns]
     if missing:
         raise ValueError(f"the interaction log lacks the column(s) {missing} (read it with read_interactions)")
-    scored = log.assign(interaction_score=interaction_score(log["percentage_listened"], log["liked"], weights))
-    return (scored.groupby("track_id", sort=True)
-            .agg(plays=("track_id", "size"), percentage_listened=("percentage_listened", "mean"),
-                 like_rate=("liked", "mean"), interaction_score=("interaction_score", "mean"))
-            .reset_index())
+    liked = pd.to_numeric(log["liked"]).astype("Float64")
+    if not liked.dropna().isin([0, 1]).all():
+        raise ValueError("liked must be 0, 1 or missing")
+    feedback = (log.assign(liked=liked).groupby("track_id", sort=True)
+                .agg(plays=("track_id", "size"), percentage_listened=("percentage_listened", "mean"),
+                     like_rate=("liked", "mean"))
+                .reset_index())
+    feedback["like_rate"] = feedback["like_rate"].astype("float64")
+    feedback["interaction_score"] = mean_interaction(feedback["percentage_listened"], feedback["like_rate"], weights)
+    return feedback
+
+
+def mean_interaction(percentage_listened: pd.Series | np.ndarray, like_rate: pd.Series | np.ndarray,
+                     weights: RewardWeights) -> pd.Series | np.ndarray:
+    """Mean interaction score of a track's plays: listened_weight * mean listened + liked_weight * like rate."""
+    return weights.listened_weight * percentage_listened + weights.liked_weight * like_rate
 
 
 def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, prior_plays: float) -> ListenerModel:
@@ -73,11 +93,15 @@ def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, pri
     return ListenerModel(mean, model.cluster_std, model.like_threshold, model.seed)
 
 
+def like_probability(model: ListenerModel) -> np.ndarray:
+    """Per cluster: P(N(mu_c, sigma_c) > threshold)."""
+    std = np.maximum(model.cluster_std, 1e-9)
+    return norm.cdf((model.cluster_mean - model.like_threshold) / std)
+
+
 def expected_interaction(model: ListenerModel, weights: RewardWeights) -> np.ndarray:
     """Per cluster: listened_weight * mu_c + liked_weight * P(N(mu_c, sigma_c) > threshold)."""
-    std = np.maximum(model.cluster_std, 1e-9)
-    like_probability = norm.cdf((model.cluster_mean - model.like_threshold) / std)
-    return weights.listened_weight * model.cluster_mean + weights.liked_weight * like_probability
+    return weights.listened_weight * model.cluster_mean + weights.liked_weight * like_probability(model)
 
 
 def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel, *, confidence_plays: float = 3.0,
@@ -97,13 +121,16 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
         raise ValueError(f"the log holds {len(unknown)} track(s) not in the rewards table, e.g. {unknown[:3]}")
     feedback = aggregate_feedback(log, weights).set_index("track_id").reindex(table["id"])
     plays = feedback["plays"].fillna(0).to_numpy()
-    observed = reward(feedback["interaction_score"].to_numpy(), table["proximity_score"].to_numpy(), weights)
     clusters = table["cluster"].to_numpy(np.int64)
     played = table.set_index("id").loc[log["track_id"], ["cluster", "percentage_listened"]]
     updated_model = update_listener_model(
         model, pd.DataFrame({"cluster": played["cluster"].to_numpy(),
                              "percentage_listened": log["percentage_listened"].to_numpy(),
                              "expected_listened": played["percentage_listened"].to_numpy()}), prior_plays)
+    like_rate = feedback["like_rate"].to_numpy()
+    like_rate = np.where(np.isnan(like_rate), like_probability(updated_model)[clusters], like_rate)
+    observed = reward(mean_interaction(feedback["percentage_listened"].to_numpy(), like_rate, weights),
+                      table["proximity_score"].to_numpy(), weights)
     shift = weights.interaction_weight * (expected_interaction(updated_model, weights)
                                           - expected_interaction(model, weights))
     low, high = reward_range(weights)
@@ -159,9 +186,9 @@ def save_version(run: TrainingRun, models_dir: str | Path, table: pd.DataFrame, 
     """Save `run` as the next version, with its rewards table and a JSON of the log records it used."""
     version = max(versions(models_dir, architecture), default=0) + 1
     path = run.save(version_path(models_dir, version, architecture))
-    table.to_parquet(version_rewards_path(models_dir, version, architecture), index=False)
+    save_parquet(table, version_rewards_path(models_dir, version, architecture))
     record = {"version": version, "model_version": run.model_version(), "global_step": run.global_step, **provenance}
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return version
 
 

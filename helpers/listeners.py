@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from helpers.paths import write_text_atomic
+
 if TYPE_CHECKING:
     from helpers.session import StopReason
 
@@ -77,14 +79,14 @@ class ListenerModel:
         return percentage_listened, liked
 
     def to_json(self, path: str | Path) -> None:
-        """Write the model as readable JSON: one {cluster, mean, std} entry per cluster."""
+        """Write the model as readable JSON (atomically): one {cluster, mean, std} entry per cluster."""
         document = {
             "like_threshold": self.like_threshold,
             "seed": self.seed,
             "clusters": [{"cluster": cluster, "mean": float(mean), "std": float(std)}
                          for cluster, (mean, std) in enumerate(zip(self.cluster_mean, self.cluster_std))],
         }
-        Path(path).write_text(json.dumps(document, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ListenerModel":

@@ -53,6 +53,18 @@ def candidate_rows(steps: pd.DataFrame, catalogue: Catalogue, n_candidates: int)
     return rows
 
 
+def observed_rewards(steps: pd.DataFrame, catalogue: Catalogue, weights: RewardWeights,
+                     predicted: np.ndarray) -> np.ndarray:
+    """Notebook 05's reward of each logged step; where `liked` is unknown (<NA>) the reward is
+    missing and the reward model's prediction `predicted` stands in (never a like of 0)."""
+    observed = np.asarray(predicted, dtype=np.float64).copy()
+    known = steps["liked"].notna().to_numpy()
+    proximity = catalogue.table.set_index("id").loc[steps["track_id"][known], "proximity_score"].to_numpy()
+    liked = steps["liked"][known].to_numpy(np.int64)
+    observed[known] = reward(interaction_score(steps["percentage_listened"][known], liked, weights), proximity, weights)
+    return observed
+
+
 def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalogue,
                          weights: RewardWeights) -> dict[str, float]:
     """Per-decision IPS, self-normalised IPS and doubly-robust estimates of `run`'s playlist value
@@ -60,7 +72,8 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalog
 
     With ρ_{1:t} = Π_{s<=t} π_new(a_s|x_s) / π_log(a_s|x_s) over a session's steps, r_t the
     observed reward (notebook 05's formula on the logged interaction) and r̂(x, a) the reward
-    model (`catalogue`'s rewards, which should be the ones the new policy was trained on):
+    model (`catalogue`'s rewards, which should be the ones the new policy was trained on; it also
+    stands in for r_t where the logged `liked` is unknown):
 
         IPS   = (1/N) Σ_sessions Σ_t ρ_{1:t} r_t
         SNIPS = Σ_t [Σ_sessions ρ_{1:t} r_t / Σ_sessions ρ_{1:t}]
@@ -76,10 +89,9 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalog
     cumulative = pd.Series(ratio).groupby(sessions.to_numpy()).cumprod()
     cumulative_ratio = cumulative.to_numpy()
     previous_ratio = cumulative.groupby(sessions.to_numpy()).shift(fill_value=1.0).to_numpy()  # ρ_{1:t-1}
-    proximity = catalogue.table.set_index("id").loc[steps["track_id"], "proximity_score"].to_numpy()
-    observed = reward(interaction_score(steps["percentage_listened"], steps["liked"], weights), proximity, weights)
     rows = candidate_rows(steps, catalogue, run.config.n_candidates)
     predicted = np.where(rows >= 0, catalogue.rewards[rows], 0.0)  # the reward model r̂(x, a)
+    observed = observed_rewards(steps, catalogue, weights, predicted[np.arange(len(steps)), actions])
     direct = (probs * predicted).sum(axis=1)
     n_sessions = sessions.nunique()
     weighted = cumulative_ratio * observed

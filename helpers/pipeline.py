@@ -7,11 +7,15 @@
 
 Each run writes its executed notebooks to a new folder `runs/<timestamp>/` (git-ignored) and
 stops at the first failing notebook, naming the notebook and the failing cell's error.
+
+Parameters are written in plain text into the executed copies, so a parameter named like a
+secret (token, secret, password) is refused: secrets come from environment variables only.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +41,14 @@ QUICK_PARAMETERS: dict[str, object] = {
     "drift_finetune_timesteps": 20_000,
     "offline": True,
 }
+
+
+SECRET_NAME = re.compile(r"token|secret|password", re.IGNORECASE)
+SECRETS_MESSAGE = (
+    "a parameter is written in plain text into the executed notebook in runs/, so secrets are not "
+    "accepted as parameters: set them as environment variables instead (SPOTIPY_CLIENT_ID, "
+    "SPOTIPY_CLIENT_SECRET, SPOTIPY_REDIRECT_URI, or SPOTIFY_ACCESS_TOKEN) before running the chain."
+)
 
 
 # The kernel talks to the runner over Unix sockets in Jupyter's private runtime folder: TCP
@@ -88,6 +100,13 @@ def parse_value(text: str) -> object:
         return text
 
 
+def refuse_secrets(parameters: dict[str, object]) -> None:
+    """ChainError if a parameter's name looks like a secret (token, secret, password; any case)."""
+    secrets = sorted(name for name in parameters if SECRET_NAME.search(name))
+    if secrets:
+        raise ChainError(f"refused the parameter(s) {secrets}: {SECRETS_MESSAGE}")
+
+
 def declared_parameters(notebook: Path) -> set[str]:
     """Names in the notebook's cell tagged `parameters`."""
     import nbformat
@@ -116,6 +135,7 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    refuse_secrets(parameters or {})
     paths = ProjectPaths.at(output_dir)
     chain = discover_notebooks()
     notebooks = select_notebooks(chain, only, start)

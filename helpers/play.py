@@ -12,22 +12,30 @@ finished track is appended to the interaction log as it happens (`helpers.sessio
 - `SimulatedListener` (helpers.listeners): notebook 04's listener model, instant and seeded
   (offline mode).
 
-Exit status of the command: 0 played and logged to the end; 1 an error (one line says what to
-do); 3 stopped early (playback paused too long, left the playlist, or never started); 130
-interrupted. In every case each track played so far is in the log.
+Before any play request the command checks its input: the numbers are finite and positive, the
+length fits the catalogue, the log can be appended to, and the trained models and the neighbour
+index exist. Real plays are logged to `data/feedback/user_song_interactions.jsonl`, simulated
+ones to `data/feedback/simulated_interactions.jsonl` (a simulated listener never enters a
+person's history), unless `--log` says otherwise.
+
+Exit status of the command: 0 played and logged to the end; 1 an error, before anything played
+or during the session (one line says what to do; playback is paused); 2 a malformed command
+line; 3 stopped early (playback paused too long, left the playlist, or never started); 130
+interrupted. In every case each track played so far is in the log, once.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from helpers.feedback import DEFAULT_LOG_NAME
+from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
 from helpers.paths import ProjectPaths
-from helpers.recommend import Recommender
-from helpers.session import (Listener, format_steps, missing_names, plan_playlist, play_session, playlist_table,
-                             simulated_listener)
-from helpers.spotify import SpotifyError, SpotifyListener, SpotifyPlayer, SpotifySettings
+from helpers.recommend import NEIGHBOURS_FILE, Recommender, versions
+from helpers.session import (Listener, PlaybackError, check_length, format_steps, missing_names, plan_playlist,
+                             play_session, playlist_table, simulated_listener)
+from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings
 
 EXIT_STOPPED_EARLY = 3
 EXIT_INTERRUPTED = 130
@@ -39,8 +47,20 @@ def resolve_offline(offline: bool | None, settings: SpotifySettings) -> bool:
 
 
 def load_recommender(paths: ProjectPaths) -> Recommender:
-    """The trained recommender of the run at `paths` (its models/ and data/processed/)."""
+    """The trained recommender of the run at `paths` (its models/ and data/processed/); a clear
+    FileNotFoundError naming the notebook to run when the policy or the neighbour index is missing."""
+    if not versions(paths.models):
+        raise FileNotFoundError(f"no trained policy in {paths.models}: run notebook 06_ppo first "
+                                "(`python -m helpers.pipeline --from 06`)")
+    paths.processed_file(NEIGHBOURS_FILE, produced_by="06_ppo")
     return Recommender.load(models_dir=paths.models, data_dir=paths.processed)
+
+
+def check_seconds(name: str, value: float) -> float:
+    """`value` if it is a finite number of seconds > 0, else ValueError naming the option."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m helpers.play", description=__doc__.split("\n")[0],
         epilog="Spotify sign-in comes from SPOTIPY_CLIENT_ID, SPOTIPY_CLIENT_SECRET (none with PKCE) and "
                "SPOTIPY_REDIRECT_URI, or SPOTIFY_ACCESS_TOKEN; SPOTIFY_API_BASE points at another server. "
-               "Exit status: 0 played to the end, 1 error, 3 stopped early, 130 interrupted.")
+               "Exit status: 0 played to the end, 1 error, 2 bad command line, 3 stopped early, 130 interrupted.")
     parser.add_argument("--start", metavar="ID", help="start track id (default: random)")
     parser.add_argument("--length", metavar="N", type=int, default=10, help="tracks in the playlist (default 10)")
     parser.add_argument("--device", metavar="NAME", help="Spotify device to play on (default: the active one)")
@@ -57,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pause-timeout", metavar="SECONDS", type=float, default=120.0,
                         help="stop when nothing of the playlist plays for this long (default 120)")
     parser.add_argument("--log", metavar="PATH",
-                        help=f"interaction log (default data/feedback/{DEFAULT_LOG_NAME})")
+                        help=f"interaction log (default data/feedback/{DEFAULT_LOG_NAME} on Spotify, "
+                             f"data/feedback/{SIMULATED_LOG_NAME} offline)")
     parser.add_argument("--offline", action="store_true", help="simulated listener, even with credentials")
     parser.add_argument("--greedy", action="store_true",
                         help="always the most probable candidate (default: drawn from the policy)")
@@ -74,13 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = ProjectPaths.at(args.output_dir)
-    log_path = Path(args.log) if args.log else paths.feedback / DEFAULT_LOG_NAME
+    log_path: Path | str = args.log or "the interaction log"
     try:
+        check_seconds("--poll-interval", args.poll_interval)
+        check_seconds("--pause-timeout", args.pause_timeout)
         settings = SpotifySettings.from_environment(use_pkce=args.pkce or None, open_browser=args.open_browser)
         offline = resolve_offline(True if args.offline else None, settings)
         if offline and not args.offline:
             print("No Spotify credentials are set: playing offline with the simulated listener.")
+        log_path = Path(args.log) if args.log else paths.feedback / default_log_name(
+            "simulated" if offline else "spotify")
+        check_appendable(log_path)
         recommender = load_recommender(paths)
+        check_length(recommender, args.length)
         player = None if offline else SpotifyPlayer.connect(settings)
         if player:
             print(f"Signed in to Spotify as {player.user_name}.")
@@ -97,14 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (SpotifyError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (PlaybackError, OSError, ValueError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     if result.stop_reason == "finished":
         print(result.summary())
         return 0
     print(result.summary(), file=sys.stderr)
     return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_STOPPED_EARLY
+
+
+def one_line(error: Exception) -> str:
+    """The error's message on one line (an OSError without a message says what it is)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

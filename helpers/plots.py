@@ -378,14 +378,18 @@ def tracks_per_artist_figure(tracks: pd.DataFrame, top: int = 30) -> go.Figure:
 def session_feedback_figure(interactions: pd.DataFrame) -> go.Figure:
     """How one played playlist was heard: percentage listened per position, liked tracks marked.
 
-    `interactions` are the session's records from `helpers.feedback.read_interactions`.
+    `interactions` are the session's records from `helpers.feedback.read_interactions` (a
+    `liked` of <NA> is shown as unknown).
     """
     fig = go.Figure()
-    for liked, label, colour in ((0, "not liked", "#9d9d9d"), (1, "liked", "#54a24b")):
-        heard = interactions[interactions["liked"] == liked]
+    liked_or_unknown = interactions["liked"].astype("Float64").fillna(-1)
+    for liked, label, colour in ((0, "not liked", "#9d9d9d"), (1, "liked", "#54a24b"), (-1, "liked unknown", "#bab0ac")):
+        heard = interactions[(liked_or_unknown == liked).to_numpy(bool)]
+        if liked == -1 and heard.empty:
+            continue
         fig.add_trace(go.Bar(
             x=heard["position"], y=heard["percentage_listened"], name=label, marker_color=colour,
-            text="♥" if liked else "", textposition="outside",
+            text={1: "♥", -1: "?"}.get(liked, ""), textposition="outside",
             customdata=heard[["track_id"]].to_numpy(),
             hovertemplate="position %{x}: %{customdata[0]}<br>listened %{y:.0%}<extra>" + label + "</extra>"))
     sources = ", ".join(sorted(interactions["source"].unique()))

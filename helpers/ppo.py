@@ -41,6 +41,7 @@ from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
 from helpers.env import Catalogue, PlaylistBatch, VectorPlaylistEnv
+from helpers.paths import load_checkpoint, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
 
@@ -321,6 +322,10 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
     return advantages, advantages + values
 
 
+CHECKPOINT_KEYS = ("config", "architecture", "model_version", "agent", "optimizer", "generator", "reward_scale",
+                   "latent_dim", "catalogue_fingerprint", "heldout_ids", "history", "global_step", "elapsed_seconds")
+
+
 @dataclass
 class TrainingRun:
     """A training run's state: config, networks, optimiser, random generator and history.
@@ -373,9 +378,8 @@ class TrainingRun:
         return f"{self.config.architecture}-{digest.hexdigest()[:12]}"
 
     def save(self, path: str | Path) -> Path:
-        """Write the checkpoint (weights, optimiser, generator, config, history, held-out starts)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoint (weights, optimiser, generator, config, history, held-out starts),
+        atomically: a crash never leaves a truncated checkpoint."""
         checkpoint = {
             "config": asdict(self.config),
             "architecture": self.config.architecture,
@@ -393,16 +397,16 @@ class TrainingRun:
         }
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        path.write_bytes(buffer.getvalue())
-        return path
+        return write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path, catalogue: Catalogue | None = None) -> "TrainingRun":
-        """Read a checkpoint; with `catalogue`, check it is the one the policy was trained on."""
+        """Read a checkpoint; with `catalogue`, check it is the one the policy was trained on.
+        A truncated or foreign file is a DamagedArtefact naming the notebook to re-run."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: train a policy first (notebook 06_ppo).")
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = load_checkpoint(path, CHECKPOINT_KEYS, "08_finetune" if "_v" in path.stem else "06_ppo")
         if catalogue is not None and catalogue.fingerprint != checkpoint["catalogue_fingerprint"]:
             raise ValueError(
                 f"{path} was trained on another rewards table (fingerprint {checkpoint['catalogue_fingerprint']}, "

@@ -4,11 +4,13 @@ Nothing here talks to Spotify. A listener is anything with
 
     listen(track_ids, on_finished) -> stop reason
 
-that calls `on_finished(position, percentage_listened, liked)` once per track it finished (or
-partly heard before stopping). Two exist: `helpers.listeners.SimulatedListener` (offline,
-instant, seeded) and `helpers.spotify.SpotifyListener` (a person on their own device).
+that calls `on_finished(position, percentage_listened, liked, played_id=None)` exactly once
+per track it finished or partly heard before stopping, whatever stopped it (`liked` None:
+unknown; `played_id`: the id really played when Spotify relinked the track). Two exist:
+`helpers.listeners.SimulatedListener` (offline, instant, seeded) and
+`helpers.spotify.SpotifyListener` (a person on their own device).
 `play_session` appends one record per reported track to the interaction log
-(`helpers.feedback`) the moment it is reported.
+(`helpers.feedback`) the moment it is reported, under the catalogue's id.
 
 A playlist is the list of the recommender's steps (`helpers.recommend.PlaylistStep`): position
 0 is the first step's `track_id` (the start track), position p >= 1 is step p's `chosen` track,
@@ -22,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.feedback import Interaction, append_interaction, utc_timestamp
 from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
+from helpers.rewards import RewardWeights, interaction_score
 
 if TYPE_CHECKING:
     from helpers.recommend import PlaylistStep
@@ -51,6 +55,7 @@ class PlaylistRecommender(Protocol):
 
     catalogue: pd.DataFrame
     model_version: str
+    n_candidates: int
 
     def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
                  seed: int | None = None) -> list[PlaylistStep]: ...
@@ -64,7 +69,7 @@ class Listener(Protocol):
     source: str
 
     def listen(self, track_ids: Sequence[str],
-               on_finished: Callable[[int, float, int], None]) -> StopReason: ...
+               on_finished: Callable[..., None]) -> StopReason: ...
 
 
 def catalogue_by_id(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +92,20 @@ def choice_probability(step: PlaylistStep) -> float:
     return step["probs"][step["candidates"].index(step["chosen"])]
 
 
+def check_length(recommender: PlaylistRecommender, length: int) -> int:
+    """`length` if the catalogue can fill a playlist that long with full candidate sets, else ValueError.
+
+    Each pick needs `n_candidates` tracks not played yet, so at most n_tracks - n_candidates + 1
+    tracks fit; checking first keeps a huge length from building (and caching) a huge neighbour
+    index before it fails.
+    """
+    longest = len(recommender.catalogue) - recommender.n_candidates + 1
+    if not 2 <= length <= longest:
+        raise ValueError(f"a playlist has 2 to {longest} tracks with this catalogue of {len(recommender.catalogue)} "
+                         f"tracks ({recommender.n_candidates} candidates per pick), got length={length}")
+    return length
+
+
 def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None, length: int = 10,
                   greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
     """The recommender's playlist from `start_id` (random when None), checked.
@@ -95,8 +114,7 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
     the probabilities the tracks were really chosen with (what off-policy evaluation needs);
     `greedy=True` takes the most probable candidate every time.
     """
-    if length < 2:
-        raise ValueError(f"a playlist needs at least 2 tracks (a start and one choice), got length={length}")
+    check_length(recommender, length)
     if start_id is not None and start_id not in catalogue_by_id(recommender.catalogue).index:
         raise ValueError(f"start track {start_id!r} is not in the recommender's catalogue")
     steps = recommender.playlist(start_id=start_id, length=length, greedy=greedy, seed=seed)
@@ -184,6 +202,16 @@ def simulated_listener(recommender: PlaylistRecommender, paths: ProjectPaths,
     return SimulatedListener(model, catalogue_by_id(recommender.catalogue)["cluster"], seed=seed)
 
 
+def interaction_scores(interactions: pd.DataFrame, weights: RewardWeights) -> pd.Series:
+    """Notebook 05's interaction score of each logged record; NaN where `liked` is unknown
+    (a failed library check is not scored as "not liked")."""
+    known = interactions["liked"].notna().to_numpy()
+    scores = pd.Series(float("nan"), index=interactions.index, name="interaction_score")
+    scores[known] = interaction_score(interactions["percentage_listened"][known],
+                                      interactions["liked"][known].to_numpy(np.int64), weights)
+    return scores
+
+
 @dataclass(frozen=True)
 class SessionResult:
     """What one played playlist left in the log."""
@@ -209,23 +237,25 @@ def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Se
     logged: list[Interaction] = []
     bar = tqdm(total=len(track_ids), desc=f"listening ({listener.source})", unit="track", disable=not progress)
 
-    def on_finished(position: int, percentage_listened: float, liked: int) -> None:
+    def on_finished(position: int, percentage_listened: float, liked: int | None,
+                    played_id: str | None = None) -> None:
         track_id = track_ids[position]
         candidates, probs = choice_at(steps, position)
         interaction = Interaction(
             timestamp=utc_timestamp(), session_id=session_id, track_id=track_id, position=position,
             latent=latents[track_id], percentage_listened=percentage_listened, liked=liked,
             source=listener.source, model_version=recommender.model_version,
-            candidates=list(candidates), probs=[float(p) for p in probs],
+            candidates=list(candidates), probs=[float(p) for p in probs], played_id=played_id,
         )
         append_interaction(log_path, interaction)
         logged.append(interaction)
-        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked}")
+        liked_text = "unknown" if liked is None else liked
+        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked_text}")
         bar.update()
 
     try:
         reason = listener.listen(track_ids, on_finished)
-    except PlaybackError as error:
+    except (PlaybackError, OSError) as error:
         if not logged:
             raise
         raise type(error)(f"{error} The {len(logged)} track(s) finished before are logged in "

@@ -5,10 +5,11 @@
     listener = SpotifyListener(player, device_name=None, poll_interval=2.0)
     listener.listen(track_ids, on_finished)               # one play call, then follows playback
 
-**Requests that never freeze.** Every request has a timeout. Spotify answers 429 when the app
-goes over its rate limit (a rolling 30-second window) and says in `Retry-After` how many seconds
-to wait: every call waits and tries again while the total wait stays under a cap (30 s by
-default), and beyond it raises `RateLimited`. A 5xx answer or a network error is retried a
+**Requests that never freeze or spin.** Every request has a timeout. Spotify answers 429 when
+the app goes over its rate limit (a rolling 30-second window) and says in `Retry-After` how many
+seconds to wait: every call waits at least 1 s (a `Retry-After` of 0 or garbage would otherwise
+hammer the API) and tries again while the total wait stays under a cap (30 s by default), and
+beyond it raises `RateLimited`. A 5xx answer or a network error is retried a
 bounded number of times with exponential back-off, but only for calls that are safe to repeat.
 The one call that starts the playlist is never re-sent after such an error, because Spotify may
 have started playing anyway: no track ever plays twice. (spotipy's built-in urllib3 retry would
@@ -20,20 +21,34 @@ seconds, a track is finished when the playback moves on, and
 
     percentage_listened = clip(last seen progress_ms / duration_ms, 0, 1)
 
-(progress, not wall-clock time: pauses and buffering do not count as listening).
+(progress, not wall-clock time: pauses and buffering do not count as listening). When a
+requested track is not playable in the listener's market Spotify *relinks* it: the state's
+`item.id` is another id and `item.linked_from.id` the requested one. Tracks are matched on
+either, logged under the requested (catalogue) id, with the played id kept. Shuffle and repeat
+are turned off before the play request and restored afterwards; if Spotify refuses (or the
+state shows shuffle on), tracks are matched by id in whatever order they play.
+
+**Exactly once.** Each track the playback shows finished, and the one playing when the session
+stops for any reason (its end, the pause timeout, Ctrl-C, a Spotify error), goes once to
+`on_finished`. Ctrl-C only sets a flag while the follower hands a track over and while
+`on_finished` writes it, so an interrupt can neither drop nor repeat a record. If the library
+check fails, `liked` is reported as None (unknown), never as 0.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -56,6 +71,7 @@ DEFAULT_API_BASE = "https://api.spotify.com/v1/"
 DEFAULT_TOKEN_CACHE = REPO_ROOT / ".spotify_cache"  # git-ignored (.spotify_cache*)
 LIBRARY_CHECK_LIMIT = 40  # track URIs per GET /me/library/contains
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
+MIN_RETRY_AFTER = 1.0  # seconds: the least wait after a 429, whatever Retry-After says
 ENVIRONMENT_VARIABLES = {
     "client_id": "SPOTIPY_CLIENT_ID",
     "client_secret": "SPOTIPY_CLIENT_SECRET",
@@ -98,6 +114,10 @@ class SpotifyError(PlaybackError):
 
 class SignInError(SpotifyError):
     """Credentials are missing or refused, or signing in needs input nobody can give."""
+
+
+class SignInRevoked(SignInError):
+    """The cached refresh token was revoked or is invalid (invalid_grant): the cache must go."""
 
 
 class PremiumRequired(SpotifyError):
@@ -284,16 +304,37 @@ def create_client(settings: SpotifySettings) -> spotipy.Spotify:
     return client
 
 
+def sign_in_os_error_message(error: OSError, settings: SpotifySettings) -> str:
+    """What an OSError during sign-in means: a taken port for the redirect, or what it says."""
+    if error.errno == errno.EADDRINUSE:
+        return (f"could not listen for Spotify's redirect to {settings.redirect_uri} ({error.strerror}): "
+                "another program holds the port (JupyterLab uses 8888). Sign in without open_browser, "
+                "pasting the URL you are redirected to.")
+    return f"signing in to Spotify failed: {error.strerror or error} ({type(error).__name__})"
+
+
+def ask_on_terminal(question: str) -> bool:
+    """Ask a yes/no question when a person is at a terminal; without one the answer is no."""
+    if not (sys.stdin and sys.stdin.isatty()):
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def _spotify_message(error: spotipy.SpotifyException) -> str:
     """The message Spotify sent (spotipy prefixes it with the URL and a newline)."""
     return str(error.msg).split("\n", 1)[-1].strip()
 
 
 def _retry_after_seconds(error: spotipy.SpotifyException) -> float:
+    """The wait Spotify asks for, at least MIN_RETRY_AFTER; infinite when it makes no sense."""
     try:
-        return max(0.0, float((error.headers or {}).get("Retry-After", 1)))
+        seconds = float((error.headers or {}).get("Retry-After", MIN_RETRY_AFTER))
     except (TypeError, ValueError):
-        return 1.0
+        return MIN_RETRY_AFTER
+    return max(MIN_RETRY_AFTER, seconds) if math.isfinite(seconds) else math.inf
 
 
 def _translate(error: spotipy.SpotifyException, what: str, attempts: int) -> SpotifyError:
@@ -325,19 +366,34 @@ class SpotifyPlayer:
         self.user: dict = {}
 
     @classmethod
-    def connect(cls, settings: SpotifySettings, *,
-                sleep: Callable[[float], None] = time.sleep) -> "SpotifyPlayer":
-        """Sign in (a cached token, else paste the URL Spotify redirects to) and check the account."""
+    def connect(cls, settings: SpotifySettings, *, sleep: Callable[[float], None] = time.sleep,
+                ask: Callable[[str], bool] | None = None) -> "SpotifyPlayer":
+        """Sign in (a cached token, else paste the URL Spotify redirects to) and check the account.
+
+        A revoked cached sign-in (invalid_grant) is deleted after `ask(question)` agrees, then
+        sign-in starts afresh; by default the question is asked only when a terminal is attached,
+        otherwise the error says which file to delete.
+        """
+        ask = ask if ask is not None else ask_on_terminal
+        try:
+            return cls._sign_in(settings, sleep)
+        except SignInRevoked:
+            if not ask(f"Spotify refused the sign-in saved in {settings.cache_path}. Delete it and sign in "
+                       "again?"):
+                raise
+        settings.cache_path.unlink(missing_ok=True)
+        return cls._sign_in(settings, sleep)
+
+    @classmethod
+    def _sign_in(cls, settings: SpotifySettings, sleep: Callable[[float], None]) -> "SpotifyPlayer":
+        """One sign-in attempt, its failures turned into SignInError."""
         player = cls(create_client(settings), settings, sleep=sleep)
         try:
             player.user = player.current_user()
         except (EOFError, NotImplementedError):  # input() without a terminal, or in papermill
             raise SignInError(CANNOT_PROMPT_MESSAGE) from None
-        except OSError as error:  # open_browser: spotipy's one-shot server could not take the port
-            raise SignInError(
-                f"could not listen for Spotify's redirect to {settings.redirect_uri} ({error.strerror}): "
-                "another program holds the port (JupyterLab uses 8888). Sign in without open_browser, "
-                "pasting the URL you are redirected to.") from None
+        except OSError as error:
+            raise SignInError(sign_in_os_error_message(error, settings)) from None
         return player
 
     @property
@@ -378,6 +434,11 @@ class SpotifyPlayer:
                     f"could not reach Spotify for {what} ({type(error).__name__}, {failures + 1} "
                     "attempt(s)): check the internet connection and try again.") from None
             except SpotifyOauthError as error:
+                if error.error == "invalid_grant":
+                    raise SignInRevoked(
+                        f"Spotify refused the saved sign-in (invalid_grant: {error.error_description}): the "
+                        f"token cached in {self.settings.cache_path} was revoked or is no longer valid. "
+                        "Delete that file and run again to sign in afresh.") from None
                 raise SignInError(
                     f"Spotify sign-in failed ({error}). Check the client id (and secret), and that "
                     f"{self.settings.redirect_uri} is listed under Redirect URIs in the app's "
@@ -431,40 +492,65 @@ class SpotifyPlayer:
             flags += [int(bool(flag)) for flag in answer]
         return flags
 
-    def play_in_order(self, device_id: str) -> None:
-        """Turn shuffle and repeat off, so that each track plays once, in the playlist's order.
+    def play_mode(self) -> PlayMode | None:
+        """The current shuffle and repeat settings (None when nothing plays, so none are known)."""
+        state = self.playback()
+        if not state or "shuffle_state" not in state or "repeat_state" not in state:
+            return None
+        return PlayMode(bool(state["shuffle_state"]), str(state["repeat_state"]))
 
-        Should Spotify refuse (some devices do), a warning says so and playback goes on.
-        """
+    def set_play_mode(self, mode: PlayMode, device_id: str) -> list[SpotifyRefused]:
+        """Set shuffle and repeat; returns Spotify's refusals (some devices refuse), empty when both are set."""
+        refused = []
         for what, request in (
-            ("PUT /me/player/shuffle", lambda: self.client.shuffle(False, device_id=device_id)),
-            ("PUT /me/player/repeat", lambda: self.client.repeat("off", device_id=device_id)),
+            ("PUT /me/player/shuffle", lambda: self.client.shuffle(mode.shuffle, device_id=device_id)),
+            ("PUT /me/player/repeat", lambda: self.client.repeat(mode.repeat, device_id=device_id)),
         ):
             try:
                 self._call(what, request)
             except SpotifyRefused as error:
-                warnings.warn(f"{error}. If shuffle or repeat stays on, tracks may play out of order or "
-                              "again; tracks jumped over are logged as 0 listened.", stacklevel=2)
+                refused.append(error)
+        return refused
+
+    def pause(self, device_id: str) -> None:
+        """Pause playback (PUT /me/player/pause)."""
+        self._call("PUT /me/player/pause", lambda: self.client.pause_playback(device_id=device_id))
 
     def start(self, track_ids: Sequence[str], device_id: str) -> None:
         """Play the tracks in order with one PUT /me/player/play, sent at most once.
 
         A 429 means Spotify did nothing, so the call is repeated after the wait. After a 5xx or
         a network error the outcome is unknown: the playback state decides. If one of the tracks
-        plays, the call worked; otherwise it is not re-sent (it might still take effect) and
-        SpotifyUnavailable says to run again.
+        plays (relinked or not), the call worked; otherwise it is not re-sent (it might still
+        take effect) and SpotifyUnavailable says to run again.
         """
         uris = [f"spotify:track:{track_id}" for track_id in track_ids]
-        self.play_in_order(device_id)
         try:
             self._call("PUT /me/player/play", lambda: self.client.start_playback(device_id=device_id, uris=uris),
                        repeatable=False)
         except SpotifyUnavailable as error:
             self._sleep(self.settings.backoff_seconds)
-            item = (self.playback() or {}).get("item") or {}
-            if item.get("id") not in set(track_ids):
+            if not set(item_ids(self.playback())) & set(track_ids):
                 raise SpotifyUnavailable(f"{error} The play request was not re-sent, so that nothing "
                                          "plays twice.") from None
+
+
+@dataclass(frozen=True)
+class PlayMode:
+    """Spotify's shuffle and repeat settings ("off", "track" or "context")."""
+
+    shuffle: bool
+    repeat: str
+
+
+IN_ORDER = PlayMode(shuffle=False, repeat="off")
+
+
+def item_ids(state: dict | None) -> tuple[str, ...]:
+    """The ids of the playing item: its own, then the requested one it was relinked from."""
+    item = (state or {}).get("item") or {}
+    linked = (item.get("linked_from") or {}).get("id")
+    return tuple(track_id for track_id in (item.get("id"), linked) if track_id)
 
 
 class PlaybackFollower:
@@ -472,122 +558,230 @@ class PlaybackFollower:
 
     `observe(state)` returns the positions the state shows to be finished, with their
     percentage listened; `over` turns True once the playlist has ended or playback has left it.
-    Each position is reported at most once and in order: a track that started and ended between
-    two polls counts as 0 listened (none of it was seen), and going back to an earlier track
-    reports nothing again.
+    Each position is reported at most once. A track matches its position by its id or, when
+    Spotify relinked it, by `item.linked_from.id`; `played_ids` keeps the id really played.
+
+    In order (`in_order`, shuffle off), moving on to a later track finishes every track before
+    it: one that started and ended between two polls counts as 0 listened (none of it was
+    seen), and going back to an earlier track reports nothing again. Out of order (shuffle
+    could not be turned off, or a state shows it on), a track is finished when another plays,
+    whatever their positions, and tracks never seen playing are not reported.
     """
 
-    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000) -> None:
+    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000, in_order: bool = True) -> None:
         if len(set(track_ids)) != len(track_ids) or not track_ids:
             raise ValueError("a playlist to follow needs at least one track and no track twice")
         self.track_ids = list(track_ids)
         self.end_margin_ms = end_margin_ms
+        self.in_order = in_order
         self._position_of = {track_id: position for position, track_id in enumerate(track_ids)}
         self._progress_ms = [0] * len(track_ids)
         self._duration_ms = [0] * len(track_ids)
+        self._seen: set[int] = set()
+        self._reported: set[int] = set()
+        self.played_ids: dict[int, str] = {}
         self.current: int | None = None
-        self.next_to_report = 0
         self.over = False
         self.left_playlist = False
+
+    def position_of(self, state: dict | None) -> int | None:
+        """The playlist position of the state's item (matched on its id or its linked_from id)."""
+        return next((self._position_of[track_id] for track_id in item_ids(state) if track_id in self._position_of),
+                    None)
 
     def _percentage(self, position: int) -> float:
         duration = self._duration_ms[position]
         return min(max(self._progress_ms[position] / duration, 0.0), 1.0) if duration > 0 else 0.0
 
-    def _report_until(self, end: int) -> list[tuple[int, float]]:
-        """Report the positions from the next unreported one up to `end` (excluded)."""
-        finished = [(position, self._percentage(position)) for position in range(self.next_to_report, end)]
-        self.next_to_report = max(self.next_to_report, end)
+    def _report(self, positions: Iterable[int]) -> list[tuple[int, float]]:
+        """The positions not reported yet, with their percentage listened; they count as reported."""
+        finished = [(position, self._percentage(position)) for position in positions if position not in self._reported]
+        self._reported.update(position for position, _ in finished)
         return finished
+
+    def _report_current(self) -> list[tuple[int, float]]:
+        """Finish the current track and, in order, every track before it."""
+        if self.current is None:
+            return []
+        return self._report(range(self.current + 1) if self.in_order else [self.current])
 
     def is_playing(self, state: dict | None) -> bool:
         """Whether `state` shows one of the playlist's tracks playing."""
-        item = (state or {}).get("item") or {}
-        return bool(state and state.get("is_playing") and item.get("id") in self._position_of)
+        return bool(state and state.get("is_playing") and self.position_of(state) is not None)
 
     def observe(self, state: dict | None) -> list[tuple[int, float]]:
         """The positions this state shows to be finished, as (position, percentage_listened)."""
         if self.over:
             return []
-        item = (state or {}).get("item") or {}
-        position = self._position_of.get(item.get("id"))
+        if state and state.get("shuffle_state"):
+            self.in_order = False
+        position = self.position_of(state)
         if position is None:
-            return self._observe_elsewhere(item)
+            return self._observe_elsewhere(state)
+        item = state.get("item") or {}
+        if item.get("id") != self.track_ids[position]:
+            self.played_ids[position] = item["id"]
         finished: list[tuple[int, float]] = []
-        if self.current is None or position > self.current:
-            finished = self._report_until(position)
+        if self.in_order:
+            if self.current is None or position > self.current:
+                finished = self._report(range(position))
+                self.current = position
+        elif position != self.current:
+            finished = self._report_current()
             self.current = position
+        self._seen.add(position)
         last = len(self.track_ids) - 1
-        if position < self.current and self.current == last and not state.get("is_playing"):
-            # A player may also end a playlist by going back to its first track, stopped.
-            self.over = True
-            return self._report_until(last + 1)
-        if position != self.current:
+        if self.in_order and position < self.current:
+            if self.current == last and not state.get("is_playing"):
+                # A player may also end a playlist by going back to its first track, stopped.
+                self.over = True
+                return finished + self._report_current()
             return finished
         progress, duration = int(state.get("progress_ms") or 0), int(item.get("duration_ms") or 0)
         rewound = progress < self._progress_ms[position]
         if state.get("is_playing") or not rewound:
             self._progress_ms[position], self._duration_ms[position] = progress, duration
-        if position == last and not state.get("is_playing") and (rewound or self._near_end()):
+        if self._on_last_track() and not state.get("is_playing") and (rewound or self._near_end()):
             # Once the playlist has ended the player stops on its last track, rewound or at its end.
             self.over = True
-            finished += self._report_until(position + 1)
+            finished += self._report_current()
         return finished
 
-    def _near_end(self) -> bool:
-        """Whether the last track was last seen within `end_margin_ms` of its end."""
-        duration = self._duration_ms[-1]
-        return duration > 0 and self._progress_ms[-1] + self.end_margin_ms >= duration
+    def _on_last_track(self) -> bool:
+        """Whether the current track is the last one to play (in order: the last position)."""
+        if self.in_order:
+            return self.current == len(self.track_ids) - 1
+        return len(self._seen) == len(self.track_ids)
 
-    def _observe_elsewhere(self, item: dict) -> list[tuple[int, float]]:
+    def _near_end(self) -> bool:
+        """Whether the current track was last seen within `end_margin_ms` of its end."""
+        duration = self._duration_ms[self.current]
+        return duration > 0 and self._progress_ms[self.current] + self.end_margin_ms >= duration
+
+    def _observe_elsewhere(self, state: dict | None) -> list[tuple[int, float]]:
         """Nothing of the playlist plays: not started yet, a pause, the end, or another track."""
         if self.current is None:
             return []
-        at_end = self.current == len(self.track_ids) - 1 and self._near_end()
-        if item.get("id"):  # another track plays: the playlist ended (autoplay) or was left
+        at_end = self._on_last_track() and self._near_end()
+        if item_ids(state):  # another track plays: the playlist ended (autoplay) or was left
             self.left_playlist = not at_end
         elif not at_end:
             return []  # 204 / no item mid-playlist: maybe a pause, maybe a blip; the caller's clock decides
         self.over = True
-        return self._report_until(self.current + 1)
+        return self._report_current()
 
     def finish(self) -> list[tuple[int, float]]:
         """Stop following: report everything played so far, including the current track."""
         self.over = True
-        return self._report_until(self.current + 1) if self.current is not None else []
+        return self._report_current()
+
+
+class Interrupt:
+    """Ctrl-C (SIGINT) as a flag, with sections it cannot break.
+
+    The handler sets the flag and raises KeyboardInterrupt, except inside `shielded()`, where
+    it only sets the flag: a loop that checks `is_set()` then stops at its next turn. Shielded
+    sections hand a finished track over and write it, so an interrupt can neither drop a
+    record nor have it written twice. A flag also survives a KeyboardInterrupt that lands in
+    code that swallows exceptions (an object's finaliser, say).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._shields = 0
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A block that Ctrl-C does not break (it is noted and acted on afterwards)."""
+        self._shields += 1
+        try:
+            yield
+        finally:
+            self._shields -= 1
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self._event.set()
+        if not self._shields:
+            raise KeyboardInterrupt
 
 
 @contextmanager
-def interrupt_flag() -> Iterator[threading.Event]:
-    """An Event that Ctrl-C (SIGINT) sets while the block runs; Ctrl-C still raises KeyboardInterrupt.
+def interrupt_flag() -> Iterator[Interrupt]:
+    """An `Interrupt` that Ctrl-C (SIGINT) sets while the block runs.
 
-    A KeyboardInterrupt can be lost when it lands in code that swallows exceptions (an object's
-    finaliser, say); the flag cannot, so a loop that checks it stops at its next turn. Signal
-    handlers can only be set in the main thread: elsewhere the flag is never set.
+    Signal handlers can only be set in the main thread: elsewhere the flag is never set.
     """
-    flag = threading.Event()
+    interrupt = Interrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield interrupt
         return
-
-    def on_interrupt(signum, frame) -> None:
-        flag.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = signal.signal(signal.SIGINT, interrupt.on_signal)
     try:
-        yield flag
+        yield interrupt
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _Reporter:
+    """Hands finished tracks to `on_finished` exactly once, with their liked flag (None: unknown)."""
+
+    def __init__(self, player: SpotifyPlayer, follower: PlaybackFollower, on_finished: Callable[..., None],
+                 interrupt: Interrupt) -> None:
+        self.player = player
+        self.follower = follower
+        self.on_finished = on_finished
+        self.interrupt = interrupt
+        self.pending: list[tuple[int, float]] = []
+
+    def take(self, finished: Callable[[], list[tuple[int, float]]]) -> None:
+        """Move the follower's finished tracks to `pending`, in one step Ctrl-C cannot split."""
+        with self.interrupt.shielded():
+            self.pending += finished()
+
+    def report(self) -> None:
+        """Report the pending tracks; each leaves `pending` in the same shielded step that reports it."""
+        if not self.pending:
+            return
+        liked = self._liked([position for position, _ in self.pending])
+        with self.interrupt.shielded():
+            while self.pending:
+                position, share = self.pending[0]
+                self.on_finished(position, share, liked[position], self.follower.played_ids.get(position))
+                del self.pending[0]
+
+    def _liked(self, positions: list[int]) -> dict[int, int | None]:
+        """Liked per position: in the library under its requested or its played id; None if the check failed."""
+        ids = {position: [self.follower.track_ids[position], *filter(None, [self.follower.played_ids.get(position)])]
+               for position in positions}
+        asked = list(dict.fromkeys(track_id for both in ids.values() for track_id in both))
+        try:
+            in_library = dict(zip(asked, self.player.liked(asked)))
+        except (SpotifyError, KeyboardInterrupt) as error:
+            if isinstance(error, KeyboardInterrupt):
+                self.interrupt.set()
+            else:
+                warnings.warn(f"the liked check failed, so liked is logged as unknown: {error}", stacklevel=2)
+            return {position: None for position in positions}
+        return {position: int(any(in_library[track_id] for track_id in both)) for position, both in ids.items()}
 
 
 class SpotifyListener:
     """A person listening on Spotify: plays the tracks with one call and follows the playback.
 
-    It stops when the playlist has ended or playback has left it, when nothing of it has played
-    for `pause_timeout` seconds (paused, stopped, or never started), or on KeyboardInterrupt
-    (Ctrl-C, a notebook's interrupt). In every case each track played so far, the current one
-    included, goes to `on_finished(position, percentage_listened, liked)` before it returns.
+    Shuffle and repeat are turned off before the play request and put back as they were
+    afterwards. It stops when the playlist has ended or playback has left it, when nothing of
+    it has played for `pause_timeout` seconds (paused, stopped, or never started), on
+    KeyboardInterrupt (Ctrl-C, a notebook's interrupt), or on an error. In every case each
+    track played so far, the current one included, goes once to
+    `on_finished(position, percentage_listened, liked, played_id)` before it returns or raises
+    (`liked` None: the library check failed; `played_id` None unless Spotify relinked the
+    track). If an error stops it, playback is paused: nothing plays that is not logged.
     """
 
     source = "spotify"
@@ -595,8 +789,10 @@ class SpotifyListener:
     def __init__(self, player: SpotifyPlayer, *, device_name: str | None = None, poll_interval: float = 2.0,
                  pause_timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if poll_interval < 0 or pause_timeout < 0:
-            raise ValueError(f"poll_interval and pause_timeout must be >= 0, got {poll_interval}, {pause_timeout}")
+        if not (math.isfinite(poll_interval) and math.isfinite(pause_timeout)) or poll_interval < 0 \
+                or pause_timeout < 0:
+            raise ValueError("poll_interval and pause_timeout must be finite numbers >= 0, got "
+                             f"{poll_interval}, {pause_timeout}")
         self.player = player
         self.device_name = device_name
         self.poll_interval = poll_interval
@@ -604,43 +800,63 @@ class SpotifyListener:
         self._sleep = sleep
         self._clock = clock
 
-    def listen(self, track_ids: Sequence[str],
-               on_finished: Callable[[int, float, int], None]) -> StopReason:
+    def listen(self, track_ids: Sequence[str], on_finished: Callable[..., None]) -> StopReason:
         """Play `track_ids` in order, report each finished track, and say why it stopped."""
-        follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000)
-        pending: list[tuple[int, float]] = []
-
-        def report() -> None:
-            """Report the pending tracks; each leaves `pending` only once reported, so an
-            interrupt in the library check or in `on_finished` loses none of them."""
-            if pending:
-                likes = self.player.liked([track_ids[position] for position, _ in pending])
-                for liked in likes:
-                    on_finished(*pending[0], liked)
-                    del pending[0]
-
         device = self.player.choose_device(self.device_name)
-        self.player.start(track_ids, device["id"])
-        with interrupt_flag() as interrupted:
-            try:
-                reason = self._follow(follower, pending, report, interrupted)
-            except KeyboardInterrupt:
-                reason = "interrupted"
-        pending += follower.finish()
-        report()
+        before = self.player.play_mode()
+        refused = self.player.set_play_mode(IN_ORDER, device["id"])
+        for error in refused:
+            warnings.warn(f"{error}. Tracks are then matched by id in whatever order they play.", stacklevel=2)
+        follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000,
+                                    in_order=not refused)
+        try:
+            self.player.start(track_ids, device["id"])
+            with interrupt_flag() as interrupt:
+                reporter = _Reporter(self.player, follower, on_finished, interrupt)
+                try:
+                    reason = self._follow(follower, reporter, interrupt)
+                except KeyboardInterrupt:
+                    reason = "interrupted"
+                finally:
+                    with interrupt.shielded():  # a second Ctrl-C cannot cut the last report short
+                        reporter.take(follower.finish)
+                        reporter.report()
+        except Exception:
+            self._pause_quietly(device["id"])
+            raise
+        finally:
+            if before is not None and before != IN_ORDER:
+                self._restore_quietly(before, device["id"])
         return reason
 
-    def _follow(self, follower: PlaybackFollower, pending: list[tuple[int, float]],
-                report: Callable[[], None], interrupted: threading.Event) -> StopReason:
+    def _pause_quietly(self, device_id: str) -> None:
+        """Pause after an error (what plays could not be logged); a failure here changes nothing."""
+        try:
+            self.player.pause(device_id)
+        except SpotifyError:
+            pass
+
+    def _restore_quietly(self, mode: PlayMode, device_id: str) -> None:
+        """Put shuffle and repeat back as they were; a failure only warns."""
+        try:
+            refused = self.player.set_play_mode(mode, device_id)
+        except SpotifyError as error:
+            refused = [error]
+        for error in refused:
+            warnings.warn(f"could not restore shuffle and repeat: {error}", stacklevel=3)
+
+    def _follow(self, follower: PlaybackFollower, reporter: _Reporter, interrupt: Interrupt) -> StopReason:
         """Poll the playback state until the playlist is over, nothing of it plays for too long,
-        or `interrupted` is set (a state read after the interrupt is not used)."""
+        or `interrupt` is set (a state read after the interrupt is not used)."""
         quiet_since: float | None = None
         while True:
             state = self.player.playback()
-            if interrupted.is_set():
+            if interrupt.is_set():
                 return "interrupted"
-            pending += follower.observe(state)
-            report()
+            reporter.take(lambda: follower.observe(state))
+            reporter.report()
+            if interrupt.is_set():
+                return "interrupted"
             if follower.over:
                 return "left_playlist" if follower.left_playlist else "finished"
             if follower.is_playing(state):

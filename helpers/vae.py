@@ -15,6 +15,7 @@ table keyed by `id`, in the input's row order: no latent can be paired with the 
 """
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.paths import load_checkpoint, write_bytes_atomic
 from helpers.validation import ID_COLUMN, check_unique_ids, latent_names, numeric_matrix
 
 from helpers.data import FEATURES
@@ -267,16 +269,15 @@ class TrainedVAE:
                              "kl": kl_divergence(mu, logvar).double().mean(dim=0).numpy()})
 
     def save(self, path: str | Path) -> Path:
-        """Write the weights, hyperparameters and both scalings to `path` (a .pt file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the weights, hyperparameters and both scalings to `path` (a .pt file), atomically."""
+        buffer = io.BytesIO()
         torch.save({
             "state_dict": self.model.state_dict(),
             "hyperparameters": self.hyperparameters,
             "feature_scaling": self.feature_scaling.to_dict(),
             "latent_scaling": self.latent_scaling.to_dict(),
-        }, path)
-        return path
+        }, buffer)
+        return write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedVAE:
@@ -284,11 +285,8 @@ class TrainedVAE:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: run notebook 02_vae first.")
-        saved = torch.load(path, weights_only=True)
-        expected = {"state_dict", "hyperparameters", "feature_scaling", "latent_scaling"}
-        if not isinstance(saved, dict) or not expected <= saved.keys():
-            raise ValueError(f"{path}: not a VAE written by TrainedVAE.save; expected the keys "
-                             f"{sorted(expected)}.")
+        saved = load_checkpoint(path, ("state_dict", "hyperparameters", "feature_scaling", "latent_scaling"),
+                                "02_vae")
         feature_scaling = MinMaxScaling.from_dict(saved["feature_scaling"])
         latent_scaling = MinMaxScaling.from_dict(saved["latent_scaling"])
         model = VAE(len(feature_scaling.columns), len(latent_scaling.columns),

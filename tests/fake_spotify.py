@@ -10,13 +10,20 @@ advances the current track by `step_ms`, and a track ends when the simulated per
         fake.fail("GET", "/me/player", 429, retry_after=2)   # the next poll is rate limited
 
 Endpoints: GET /me, GET /me/player, GET /me/player/devices, PUT /me/player (transfer),
-PUT /me/player/shuffle, PUT /me/player/repeat, PUT /me/player/play, GET /me/library/contains,
-GET /tracks/{id}.
+PUT /me/player/shuffle, PUT /me/player/repeat, PUT /me/player/play, PUT /me/player/pause,
+GET /me/library/contains, GET /tracks/{id}, and the sign-in service's POST /api/token (refresh).
+
+Scenarios: `relinked` plays another id for a requested track (the state's `item.id` is the
+played id, `item.linked_from.id` the requested one); with shuffle on when the play request
+arrives, the tracks play in a shuffled (seeded) order; `idle_state` answers GET /me/player
+with the device's shuffle and repeat settings (and no item) before anything plays; `revoked`
+answers every refresh with 400 invalid_grant.
 """
 from __future__ import annotations
 
 import _thread
 import json
+import random
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -86,7 +93,8 @@ class FakeSpotify:
                  devices: list[dict] | None = None, step_ms: int = 20_000, token: str = "fake-access-token-0123",
                  premium: bool = True, registered: bool = True,
                  end: Literal["stopped", "nothing", "autoplay"] = "stopped",
-                 pause_at: tuple[int, int] | None = None, interrupt_at_poll: int | None = None) -> None:
+                 pause_at: tuple[int, int] | None = None, interrupt_at_poll: int | None = None,
+                 relinked: dict[str, str] | None = None, idle_state: bool = False, revoked: bool = False) -> None:
         self.tracks = dict(tracks)
         self.liked = set(liked)
         self.devices = devices if devices is not None else [
@@ -99,6 +107,9 @@ class FakeSpotify:
         self.end = end
         self.pause_at = pause_at  # (position, progress_ms): the person pauses there for good
         self.interrupt_at_poll = interrupt_at_poll  # simulates Ctrl-C in the client's main thread
+        self.relinked = dict(relinked or {})  # requested id -> the id Spotify plays instead
+        self.idle_state = idle_state
+        self.revoked = revoked
         self.unregistered_answer = error_answer(403, "User not registered in the Developer Dashboard")
         self.errors: list[InjectedError] = []
         self.requests: list[Request] = []
@@ -124,6 +135,12 @@ class FakeSpotify:
     def api_base(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1/"
+
+    @property
+    def token_url(self) -> str:
+        """The sign-in service's token endpoint (spotipy's OAUTH_TOKEN_URL)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/api/token"
 
     def __enter__(self) -> "FakeSpotify":
         fake = self
@@ -176,9 +193,14 @@ class FakeSpotify:
     def handle(self, method: str, raw_path: str, authorization: str | None, raw: bytes) -> Answer | None:
         url = urlsplit(raw_path)
         path = url.path.rstrip("/").removeprefix("/v1")
-        body = json.loads(raw) if raw else None
+        if path == "/api/token":
+            body = None  # a form, not JSON
+        else:
+            body = json.loads(raw) if raw else None
         with self._lock:
             self.requests.append(Request(method, path, parse_qs(url.query), body))
+            if path == "/api/token" and method == "POST":
+                return self.refresh()
             if authorization != f"Bearer {self.token}":
                 return error_answer(401, "Invalid access token")
             injected = next((error for error in self.errors
@@ -222,6 +244,9 @@ class FakeSpotify:
             return self.transfer(body["device_ids"][0])
         if path == "/me/player/play" and method == "PUT":
             return self.play(query.get("device_id", [None])[0], body or {})
+        if path == "/me/player/pause" and method == "PUT":
+            self.is_playing = False
+            return Answer(204)
         if path == "/me/player/shuffle" and method == "PUT":
             self.shuffle_state = query["state"] == ["true"]
             return Answer(204)
@@ -230,10 +255,25 @@ class FakeSpotify:
             return Answer(204)
         return error_answer(404, f"Service not found: {method} {path}")
 
+    def refresh(self) -> Answer:
+        """POST /api/token: a fresh token, or 400 invalid_grant when the refresh token was revoked."""
+        if self.revoked:
+            return Answer(400, {"error": "invalid_grant", "error_description": "Refresh token revoked"})
+        return Answer(200, {"access_token": self.token, "token_type": "Bearer", "expires_in": 3600,
+                            "scope": "user-modify-playback-state user-read-playback-state user-library-read"})
+
     def track_object(self, track_id: str) -> dict:
         track = self.tracks[track_id]
         return {"id": track_id, "name": track.name, "uri": TRACK_URI_PREFIX + track_id, "type": "track",
                 "duration_ms": track.duration_ms, "artists": [{"name": "Fake Artist"}]}
+
+    def playing_object(self, track_id: str) -> dict:
+        """The state's item for requested `track_id`: relinked to another id when Spotify does so."""
+        if track_id not in self.relinked:
+            return self.track_object(track_id)
+        played = self.relinked[track_id]
+        return {**self.track_object(track_id), "id": played, "uri": TRACK_URI_PREFIX + played,
+                "linked_from": {"id": track_id, "uri": TRACK_URI_PREFIX + track_id, "type": "track"}}
 
     def active_device(self) -> dict | None:
         return next((device for device in self.devices if device["is_active"]), None)
@@ -256,7 +296,8 @@ class FakeSpotify:
         if not track_ids or any(track_id not in self.tracks for track_id in track_ids):
             return error_answer(400, "Invalid track uri")
         self.plays.append(track_ids)
-        self.queue, self.index, self.progress_ms, self.is_playing = track_ids, 0, 0, True
+        order = random.Random(0).sample(track_ids, len(track_ids)) if self.shuffle_state else track_ids
+        self.queue, self.index, self.progress_ms, self.is_playing = order, 0, 0, True
         return Answer(204)
 
     def advance(self) -> None:
@@ -285,15 +326,18 @@ class FakeSpotify:
             _thread.interrupt_main()
         self.advance()
         device = self.active_device()
-        if device is None or not self.queue:
+        idle = device is not None and not self.queue and self.idle_state
+        if (device is None or not self.queue) and not idle:
             self.reported.append(None)
             return Answer(204)
-        if self.autoplay_item:
-            item, progress = self.autoplay_item, 0
+        if idle:
+            item, progress = None, 0
+        elif self.autoplay_item:
+            item, progress = self.track_object(self.autoplay_item), 0
         else:
-            item, progress = self.queue[self.index], self.progress_ms
+            item, progress = self.playing_object(self.queue[self.index]), self.progress_ms
         state = {"device": device, "progress_ms": progress, "is_playing": self.is_playing,
                  "shuffle_state": self.shuffle_state, "repeat_state": self.repeat_state,
-                 "currently_playing_type": "track", "item": self.track_object(item)}
+                 "currently_playing_type": "track", "item": item}
         self.reported.append(state)
         return Answer(200, state)

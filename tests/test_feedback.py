@@ -12,7 +12,7 @@ from helpers.feedback import (INTERACTION_KEYS, Interaction, MalformedLineWarnin
                               read_interactions)
 
 DOCUMENTED_KEYS = ("timestamp", "session_id", "track_id", "position", "latent", "percentage_listened",
-                   "liked", "source", "model_version", "candidates", "probs")
+                   "liked", "source", "model_version", "candidates", "probs", "played_id")
 
 
 def record(**changes) -> dict:
@@ -33,7 +33,7 @@ def test_written_records_read_back_as_a_tidy_frame(tmp_path):
     log = tmp_path / "feedback" / "log.jsonl"
     written = [Interaction(**record(position=0, track_id="s", candidates=[], probs=[], liked=0)),
                Interaction(**record()),
-               Interaction(**record(source="simulated", percentage_listened=0.0))]
+               Interaction(**record(session_id="session-2", source="simulated", percentage_listened=0.0))]
     for interaction in written:
         append_interaction(log, interaction)
 
@@ -83,7 +83,7 @@ def test_appending_never_rewrites_what_is_there(tmp_path):
     log = tmp_path / "log.jsonl"
     before = b'{"not": "a record"}\n' + Interaction(**record()).to_json_line().encode() + b"\n"
     log.write_bytes(before)
-    append_interaction(log, Interaction(**record(track_id="c")))
+    append_interaction(log, Interaction(**record(track_id="c", position=4)))
     after = log.read_bytes()
     assert after.startswith(before) and after.count(b"\n") == 3
 
@@ -101,7 +101,8 @@ def test_malformed_lines_are_reported_skipped_and_left_in_the_file(tmp_path):
     log = tmp_path / "log.jsonl"
     good = Interaction(**record()).to_json_line()
     missing_key = json.dumps({k: v for k, v in record().items() if k != "liked"})
-    lines = [good, "{this is not json", json.dumps(record(percentage_listened=1.5)), missing_key, "", good]
+    other = Interaction(**record(position=4)).to_json_line()
+    lines = [good, "{this is not json", json.dumps(record(percentage_listened=1.5)), missing_key, "", other]
     log.write_text("\n".join(lines) + "\n")
     before = log.read_bytes()
 
@@ -118,7 +119,7 @@ def test_malformed_lines_are_reported_skipped_and_left_in_the_file(tmp_path):
 def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text(Interaction(**record()).to_json_line() + "\n" + '{"timestamp": "2026-11-2')
-    append_interaction(log, Interaction(**record(track_id="c")))
+    append_interaction(log, Interaction(**record(track_id="c", position=4)))
     with pytest.warns(MalformedLineWarning, match="line 2:"):
         frame = read_interactions(log)
     assert frame["track_id"].tolist() == ["b", "c"]
@@ -126,8 +127,8 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
 
 def test_sources_filter(tmp_path):
     log = tmp_path / "log.jsonl"
-    for source in ("spotify", "simulated", "spotify"):
-        append_interaction(log, Interaction(**record(source=source)))
+    for position, source in enumerate(("spotify", "simulated", "spotify"), start=1):
+        append_interaction(log, Interaction(**record(source=source, position=position)))
     assert len(read_interactions(log, sources="spotify")) == 2
     assert read_interactions(log, sources=["simulated"])["source"].tolist() == ["simulated"]
     with pytest.raises(ValueError, match="sources must be among"):
@@ -141,3 +142,98 @@ def test_missing_and_empty_logs(tmp_path):
     empty = read_interactions(tmp_path / "empty.jsonl")
     assert empty.empty and list(empty.columns) == list(DOCUMENTED_KEYS)
     assert isinstance(empty["timestamp"].dtype, pd.DatetimeTZDtype)
+
+
+def test_liked_unknown_and_the_played_id_round_trip(tmp_path):
+    log = tmp_path / "log.jsonl"
+    append_interaction(log, Interaction(**record(liked=None, played_id="relinked-b")))
+    append_interaction(log, Interaction(**record(position=4)))
+    stored = json.loads(log.read_text().splitlines()[0])
+    assert stored["liked"] is None and stored["played_id"] == "relinked-b"
+    frame = read_interactions(log)
+    assert str(frame["liked"].dtype) == "Int64" and frame["liked"].isna().tolist() == [True, False]
+    assert frame["played_id"].tolist() == ["relinked-b", None]
+
+
+def test_a_record_without_played_id_from_an_older_log_still_reads(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps(record()) + "\n")
+    assert read_interactions(log)["played_id"].tolist() == [None]
+
+
+def test_the_log_is_created_readable_by_its_owner_only(tmp_path):
+    append_interaction(tmp_path / "log.jsonl", Interaction(**record()))
+    assert (tmp_path / "log.jsonl").stat().st_mode & 0o777 == 0o600
+    older = tmp_path / "older.jsonl"
+    older.write_text("")
+    older.chmod(0o644)
+    append_interaction(older, Interaction(**record()))
+    assert older.stat().st_mode & 0o777 == 0o600, "a log others could read is made private"
+
+
+def test_reading_keeps_the_first_record_of_a_session_position(tmp_path):
+    log = tmp_path / "log.jsonl"
+    for share in (0.25, 0.5, 0.75):
+        append_interaction(log, Interaction(**record(percentage_listened=share)))
+    append_interaction(log, Interaction(**record(position=4)))
+    with pytest.warns(feedback.DuplicateRecordWarning) as caught:
+        frame = read_interactions(log)
+    assert frame["percentage_listened"].tolist() == [0.25, 0.75] and frame["position"].tolist() == [3, 4]
+    message = str(caught[0].message)
+    assert "line 2: session session-1 position 3 is already at line 1" in message and "line 3:" in message
+
+
+@pytest.mark.parametrize("bad_line", [
+    b"[" * 100_000 + b"]" * 100_000,                                    # RecursionError in json
+    json.dumps(record(position=5, timestamp="2026-13-45T99:00:00+00:00")).encode(),   # impossible date
+    json.dumps(record(position=5, timestamp="2026-11-27T18:44:00+25:00")).encode(),   # impossible time zone
+    json.dumps(record(position=5, track_id="caf\u00e9", candidates=[], probs=[])).encode().replace(b"\\u00e9", b"\xe9"),  # Latin-1, not UTF-8
+    b'{"timestamp": ' + b"9" * 5000 + b"}",                             # a huge malformed line
+])
+def test_any_malformed_line_is_skipped_with_a_short_warning(tmp_path, bad_line):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(Interaction(**record()).to_json_line().encode() + b"\n" + bad_line + b"\n"
+                    + Interaction(**record(position=4)).to_json_line().encode() + b"\n")
+    with pytest.warns(MalformedLineWarning) as caught:
+        frame = read_interactions(log)
+    assert frame["position"].tolist() == [3, 4]
+    problem = str(caught[0].message).splitlines()[1].strip()
+    assert problem.startswith("line 2: ") and len(problem) <= len("line 2: ") + 200
+
+
+def test_check_appendable_refuses_what_cannot_be_appended_to(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(feedback.LogNotWritable, match=f"cannot append to the interaction log {tmp_path} "
+                                                      r"\(Is a directory\)"):
+        feedback.check_appendable(tmp_path)
+    for inside_a_file in (tmp_path / "a-file" / "log.jsonl", tmp_path / "a-file" / "deeper" / "log.jsonl"):
+        with pytest.raises(feedback.LogNotWritable, match=f"{tmp_path / 'a-file'} is a file, not a folder"):
+            feedback.check_appendable(inside_a_file)
+    log = feedback.check_appendable(tmp_path / "new" / "log.jsonl")
+    assert not log.exists(), "a log that did not exist is not left behind, empty"
+    log.write_text("earlier\n")
+    assert feedback.check_appendable(log).read_text() == "earlier\n"
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(feedback.os, "fstatvfs", lambda fd: Full())
+    with pytest.raises(feedback.LogNotWritable, match="is full"):
+        feedback.check_appendable(tmp_path / "new" / "log.jsonl")
+
+
+def test_fine_tuning_learns_from_real_plays_when_there_are_any_else_from_simulated_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="play a playlist first"):
+        feedback.learning_log(tmp_path)
+    simulated = tmp_path / feedback.SIMULATED_LOG_NAME
+    append_interaction(simulated, Interaction(**record(source="simulated", session_id="sim")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["session_id"].tolist() == ["sim"] and "simulated" in which and "no real plays" in which
+
+    real = tmp_path / feedback.DEFAULT_LOG_NAME
+    append_interaction(real, Interaction(**record(source="simulated", session_id="old-make-run")))
+    assert feedback.learning_log(tmp_path)[0]["session_id"].tolist() == ["sim"], "simulated records never count as real"
+    append_interaction(real, Interaction(**record(session_id="person")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["session_id"].tolist() == ["person"] and "1 spotify records" in which
+    assert feedback.learning_log(tmp_path, "simulated")[0]["session_id"].tolist() == ["sim"]

@@ -11,7 +11,7 @@ from helpers.feedback import Interaction, MalformedLineWarning, append_interacti
 from helpers.evaluation import rollout
 from helpers.drift import DriftSettings, drifted_taste, run_drift_demo, true_rewards
 from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save_version, update_rewards
-from helpers.off_policy import off_policy_estimates
+from helpers.off_policy import observed_rewards, off_policy_estimates
 from helpers.listeners import ListenerModel
 from helpers.ppo import PPOConfig, TrainingRun, sampling_policy, train
 from helpers.recommend import Recommender, checkpoint_path, version_path, versions
@@ -23,7 +23,7 @@ PHI_025, PHI_M1, PHI_M2 = 0.5987063257, 0.1586552539, 0.0227501319
 WEIGHTS = RewardWeights()
 
 
-def record(session: str, track: str, position: int, listened: float, liked: int) -> Interaction:
+def record(session: str, track: str, position: int, listened: float, liked: int | None) -> Interaction:
     return Interaction(timestamp="2026-01-01T00:00:00+00:00", session_id=session, track_id=track,
                        position=position, latent=[0.5], percentage_listened=listened, liked=liked,
                        source="simulated", model_version="v0", candidates=[], probs=[])
@@ -103,6 +103,24 @@ def test_a_played_track_in_a_newly_loved_cluster_is_not_ranked_below_its_unplaye
     reward = update_rewards(table, log, model, confidence_plays=3, prior_plays=1, weights=WEIGHTS)[0].set_index("id")["reward"]
     assert reward["t3"] > 60
     assert (reward[["t0", "t1", "t2"]] >= reward["t3"]).all()
+
+
+def test_an_unknown_like_is_missing_never_zero(tmp_path):
+    """a: one play liked, one unknown -> like rate 1 over the known play; c: unknown only -> the
+    cluster's like probability under the updated model (Φ(-2) here), not 0."""
+    path = tmp_path / "log.jsonl"
+    append_interaction(path, record("s1", "a", 0, 1.0, 1))
+    append_interaction(path, record("s1", "c", 1, 0.2, None))
+    append_interaction(path, record("s2", "a", 0, 0.5, None))
+    log = read_interactions(path)
+    feedback = aggregate_feedback(log, WEIGHTS).set_index("track_id")
+    assert feedback.loc["a", "like_rate"] == 1.0 and np.isnan(feedback.loc["c", "like_rate"])
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    updated, new_model = update_rewards(small_table(), log, model, confidence_plays=2, prior_plays=2, weights=WEIGHTS)
+    observed = updated.set_index("id")["observed_reward"]
+    assert observed["a"] == pytest.approx(0.8 * (100 * 0.75 + 50 * 1.0) + 0.2 * 1.0)
+    assert new_model.cluster_mean[1] == pytest.approx(0.4)
+    assert observed["c"] == pytest.approx(0.8 * (100 * 0.2 + 50 * PHI_M2) + 0.2 * 0.5)
 
 
 def test_a_rewards_table_without_the_expected_listening_is_refused(small_log):
@@ -210,6 +228,14 @@ def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_
     rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6, WEIGHTS)
     assert rewards[0] == pytest.approx(0.8 * (60 + 25) + 0.2)
     assert 0.8 * (100 * 0.96 + 50 * 0.99) + 0.2 < rewards[1] < 0.8 * (100 + 50) + 0.2
+
+
+def test_off_policy_rewards_of_steps_with_an_unknown_like_come_from_the_reward_model():
+    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=8).assign(proximity_score=0.5))
+    steps = pd.DataFrame({"track_id": catalogue.ids[:3], "percentage_listened": [1.0, 0.4, 0.4],
+                          "liked": pd.array([1, pd.NA, 0], dtype="Int64")})
+    observed = observed_rewards(steps, catalogue, WEIGHTS, predicted=np.array([-1.0, 77.0, -1.0]))
+    np.testing.assert_allclose(observed, [0.8 * 150 + 0.1, 77.0, 0.8 * 40 + 0.1])
 
 
 def logged_sessions(env: VectorPlaylistEnv, start_rows: np.ndarray, listened: np.ndarray,

@@ -43,6 +43,15 @@ def test_unknown_parameter_is_an_error(tmp_path):
         pipeline.run_chain({"no_such_parameter": 1}, output_dir=tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("name", ["client_secret", "spotify_access_token", "Refresh_Token", "PASSWORD",
+                                  "my_secret_key"])
+def test_parameters_named_like_a_secret_are_refused_before_anything_runs(tmp_path, capsys, name):
+    code = pipeline.main(["--only", "07", "-p", name, "hunter2-value", "--output-dir", str(tmp_path), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 1 and name in error and "SPOTIPY_CLIENT_SECRET" in error and "environment" in error
+    assert "hunter2-value" not in error and not (tmp_path / "runs").exists()
+
+
 def test_failing_notebook_is_named_with_its_error(tmp_path, capsys):
     code = pipeline.main(["--only", "01", "-p", "catalogue_path", str(tmp_path / "missing.csv"),
                           "--output-dir", str(tmp_path), "--no-progress"])

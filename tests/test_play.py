@@ -6,6 +6,7 @@ command runs against the fake Spotify server through the environment variables a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 
 from fake_spotify import FakeSpotify, FakeTrack
 from helpers import play
-from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS
+from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS, SIMULATED_LOG_NAME
 from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
 from helpers.session import (choice_probability, missing_names, plan_playlist, play_session, playlist_table,
@@ -50,7 +51,7 @@ def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
 def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender, monkeypatch):
     with pytest.raises(ValueError, match="'nope' is not in the recommender's catalogue"):
         plan_playlist(fake_recommender, "nope")
-    with pytest.raises(ValueError, match="at least 2 tracks"):
+    with pytest.raises(ValueError, match="a playlist has 2 to 57 tracks"):
         plan_playlist(fake_recommender, length=1)
     steps = fake_recommender.playlist(length=4, seed=0)
     steps[2] = {**steps[2], "chosen": "elsewhere"}
@@ -199,7 +200,7 @@ def spotify(monkeypatch, fake_recommender):
 
 def test_command_plays_on_spotify_and_logs_real_feedback(cli, spotify):
     fake = spotify()
-    code, out, err = cli("--poll-interval", "0")
+    code, out, err = cli("--poll-interval", "0.001")
     assert code == 0, err
     logged = records(cli.log)
     assert fake.plays == [[r["track_id"] for r in logged]] and len(logged) == 10
@@ -223,7 +224,7 @@ def test_command_errors_are_one_clear_line(cli, spotify, options, failure, says)
     if failure:
         method, path, status, retry_after = failure
         fake.fail(method, path, status, retry_after=retry_after)
-    code, _, err = cli("--poll-interval", "0")
+    code, _, err = cli("--poll-interval", "0.001")
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error: ") and says in err and "Traceback" not in err
     assert fake.plays == [] and not cli.log.exists()
@@ -231,7 +232,7 @@ def test_command_errors_are_one_clear_line(cli, spotify, options, failure, says)
 
 def test_command_interrupted_mid_playlist_logs_what_was_played(cli, spotify):
     fake = spotify(interrupt_at_poll=20)
-    code, _, err = cli("--poll-interval", "0")
+    code, _, err = cli("--poll-interval", "0.001")
     seen = fake.reported[18]  # the last state the command read: the 19th poll's
     current = fake.queue.index(seen["item"]["id"])
     logged = records(cli.log)
@@ -242,7 +243,7 @@ def test_command_interrupted_mid_playlist_logs_what_was_played(cli, spotify):
 
 def test_command_stops_after_a_long_pause_and_keeps_what_was_played(cli, spotify):
     spotify(pause_at=(2, 20_000))
-    code, _, err = cli("--poll-interval", "0", "--pause-timeout", "0.05")
+    code, _, err = cli("--poll-interval", "0.001", "--pause-timeout", "0.05")
     assert code == 3 and "stopped: nothing of the playlist played" in err and "logged 3 of 10" in err
     assert [r["position"] for r in records(cli.log)] == [0, 1, 2]
 
@@ -257,3 +258,83 @@ def test_simulated_listener_with_a_taste_hears_each_track_around_its_own_taste(f
     assert heard == [(0, 0.2, 0), (1, 0.65, 1), (2, 1.0, 1), (3, 0.0, 0)]
     with pytest.raises(ValueError, match="no taste known"):
         SimulatedListener(model, clusters, taste=taste).listen([str(clusters.index[5])], lambda *h: None)
+
+
+# -- bad input: one line, exit 1, nothing played, nothing logged lost -------------------------------
+
+def one_clear_line(code, err) -> bool:
+    return code == 1 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("arguments, says", [
+    (("--poll-interval", "inf"), "--poll-interval must be a finite number of seconds > 0, got inf"),
+    (("--poll-interval", "nan"), "--poll-interval must be a finite number"),
+    (("--poll-interval", "0"), "--poll-interval must be a finite number"),
+    (("--pause-timeout", "nan"), "--pause-timeout must be a finite number"),
+    (("--pause-timeout", "-1"), "--pause-timeout must be a finite number"),
+    (("--length", "100000"), "a playlist has 2 to 57 tracks with this catalogue of 60 tracks"),
+    (("--length", "1"), "a playlist has 2 to 57 tracks"),
+])
+def test_bad_numbers_fail_before_anything_plays_or_is_built(cli, spotify, fake_recommender, monkeypatch,
+                                                            arguments, says):
+    fake = spotify()
+    monkeypatch.setattr(fake_recommender, "playlist", lambda **kwargs: pytest.fail("planned a playlist"))
+    code, _, err = cli(*arguments)
+    assert one_clear_line(code, err) and says in err, err
+    assert fake.plays == [] and fake.count("GET", "/me") == 0 and not cli.log.exists()
+
+
+def test_a_log_that_cannot_be_appended_to_fails_before_anything_plays(cli, spotify, tmp_path, monkeypatch):
+    fake = spotify()
+    (tmp_path / "a-file").write_text("")
+    for unusable, says in ((tmp_path, "Is a directory"), (tmp_path / "a-file" / "log.jsonl", "is a file, not a folder")):
+        code, _, err = cli("--log", str(unusable))
+        assert one_clear_line(code, err) and f"cannot append to the interaction log {unusable}" in err and says in err
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr("helpers.feedback.os.fstatvfs", lambda fd: Full())
+    code, _, err = cli()
+    assert one_clear_line(code, err) and "is full" in err
+    assert fake.plays == [] and fake.count("GET", "/me") == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("online", [False, True])
+def test_a_disk_that_fills_up_mid_session_stops_with_one_line_and_pauses(cli, spotify, online):
+    fake = spotify() if online else None
+    code, _, err = cli("--log", "/dev/full", *(("--poll-interval", "0.001") if online else ("--offline",)))
+    assert one_clear_line(code, err) and "No space left on device" in err, err
+    if online:
+        assert len(fake.plays) == 1 and not fake.is_playing, "paused: nothing plays that cannot be logged"
+
+
+def test_missing_models_say_which_notebook_to_run(tmp_path, capsys):
+    code = play.main(["--output-dir", str(tmp_path), "--offline", "--no-progress"])
+    err = capsys.readouterr().err
+    assert one_clear_line(code, err) and "run notebook 06_ppo first" in err
+
+
+def test_offline_sessions_go_to_the_simulated_log_not_the_listener_history(cli):
+    code, out, err = cli("--offline")
+    assert code == 0, err
+    simulated = cli.log.with_name(SIMULATED_LOG_NAME)
+    assert [r["source"] for r in records(simulated)] == ["simulated"] * 10 and not cli.log.exists()
+    assert simulated.stat().st_mode & 0o777 == 0o600
+
+
+def test_relinked_tracks_and_unknown_likes_reach_the_log_over_http(cli, spotify, fake_recommender):
+    steps = fake_recommender.playlist(length=10, greedy=False, seed=4)
+    relinked_id = playlist_tracks(steps)[3]
+    fake = spotify(relinked={relinked_id: "market-copy"})
+    fake.fail("GET", "/me/library/contains", 401, after=1)
+    with pytest.warns(UserWarning, match="liked is logged as unknown"):
+        code, _, err = cli("--poll-interval", "0.001")
+    assert code == 0, err
+    logged = records(cli.log)
+    assert [r["track_id"] for r in logged] == playlist_tracks(steps) and all(
+        list(r) == list(INTERACTION_KEYS) for r in logged)
+    assert [r["played_id"] for r in logged] == [None] * 3 + ["market-copy"] + [None] * 6
+    assert None in [r["liked"] for r in logged]
+    assert all(r["liked"] == int(r["track_id"] in fake.liked) for r in logged if r["liked"] is not None)

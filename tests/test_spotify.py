@@ -5,6 +5,8 @@ tests/fake_spotify.py, pointed at it by `api_base` and given a ready access toke
 """
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import signal
 import stat
@@ -13,11 +15,13 @@ import subprocess
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spotipy.oauth2 import SpotifyOAuth
 
 from fake_spotify import FakeSpotify, FakeTrack, error_answer
 from helpers.paths import REPO_ROOT
 from helpers.spotify import (DEFAULT_API_BASE, DEFAULT_TOKEN_CACHE, NoDevice, PlaybackFollower, PremiumRequired,
-                             PrivateTokenCache, RateLimited, SignInError, SpotifyListener, SpotifyPlayer,
+                             SCOPES, PrivateTokenCache, RateLimited, SignInError, SignInRevoked, SpotifyListener,
+                             SpotifyPlayer,
                              SpotifySettings, SpotifyUnavailable, UserNotRegistered)
 
 PLAYLIST = [f"track{i:03d}" for i in range(10)]
@@ -51,9 +55,16 @@ def session(fake: FakeSpotify, sleep: Recorder | None = None, **listener_options
     return player, SpotifyListener(player, **options)
 
 
-def listen(listener: SpotifyListener, track_ids=PLAYLIST):
+def listen(listener: SpotifyListener, track_ids=PLAYLIST, played: dict | None = None):
+    """Listen to `track_ids`; heard is [(position, share, liked)], `played` collects relinked ids."""
     heard = []
-    reason = listener.listen(track_ids, lambda *finished: heard.append(finished))
+
+    def on_finished(position, share, liked, played_id=None):
+        heard.append((position, share, liked))
+        if played_id is not None and played is not None:
+            played[position] = played_id
+
+    reason = listener.listen(track_ids, on_finished)
     return reason, heard
 
 
@@ -257,15 +268,6 @@ def test_a_play_that_worked_despite_a_server_error_is_followed_not_repeated():
     assert reason == "finished" and len(heard) == 10
 
 
-def test_a_refused_shuffle_setting_warns_and_playback_goes_on():
-    with FakeSpotify(catalogue(), liked=LIKED) as fake:
-        _, listener = session(fake)
-        fake.fail("PUT", "/me/player/shuffle", 403, message="Player command failed: Restriction violated")
-        with pytest.warns(UserWarning, match="Restriction violated. If shuffle or repeat stays on"):
-            reason, heard = listen(listener)
-    assert reason == "finished" and len(heard) == 10
-
-
 # -- following playback ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("end", ["stopped", "nothing", "autoplay"])
@@ -347,7 +349,7 @@ def test_an_interrupt_swallowed_by_other_code_still_stops_the_listener():
         _, listener = session(fake, sleep=sleep)
         reason, heard = listen(listener)
     assert reason == "interrupted"
-    assert len(fake.reported) == len(sleep.waits) + 1  # one more poll, whose state is not used
+    assert len(fake.reported) == len(sleep.waits) + 2  # the look before playing, and one more poll, not used
     last_used = fake.reported[-2]
     current = PLAYLIST.index(last_used["item"]["id"])
     assert [h[0] for h in heard] == list(range(current + 1)) and 0 < current < 9
@@ -417,3 +419,203 @@ def test_follower_recovers_every_share_listened(stops, step):
 def test_follower_refuses_a_playlist_with_repeats():
     with pytest.raises(ValueError, match="no track twice"):
         PlaybackFollower(["a", "b", "a"])
+
+
+# -- exactly once, whatever happens ------------------------------------------------------------
+
+def expected_heard(fake: FakeSpotify, liked=LIKED, track_ids=PLAYLIST):
+    return [(position, pytest.approx(fake.percentage(track_id)), int(track_id in liked))
+            for position, track_id in enumerate(track_ids)]
+
+
+def test_relinked_tracks_are_logged_under_the_requested_id_with_the_played_id():
+    relinked = {"track002": "market2", "track005": "market5"}
+    with FakeSpotify(catalogue(), liked={"track001", "market2"}, relinked=relinked) as fake:
+        _, listener = session(fake)
+        played = {}
+        reason, heard = listen(listener, played=played)
+        assert [state["item"]["id"] for state in fake.reported if state and state["item"]].count("market5") > 0
+        expected = expected_heard(fake, liked={"track001", "track002"})
+    assert reason == "finished", "a relinked track mid-playlist is not 'left the playlist'"
+    assert heard == expected, "every track, relinked ones under the requested id, liked through the played id"
+    assert played == {2: "market2", 5: "market5"}
+
+
+def test_a_relinked_first_track_proves_a_play_request_that_failed_with_a_server_error_worked():
+    with FakeSpotify(catalogue(), relinked={"track000": "market0"}) as fake:
+        _, listener = session(fake)
+        fake.fail("PUT", "/me/player/play", 502, apply=True)
+        reason, heard = listen(listener)
+        assert fake.count("PUT", "/me/player/play") == 1
+    assert reason == "finished" and len(heard) == 10
+
+
+@pytest.mark.parametrize("boundary", range(10))
+def test_ctrl_c_right_after_a_record_is_written_logs_each_track_exactly_once(boundary):
+    """The race of issue 11: an interrupt that lands just after on_finished wrote record `boundary`."""
+    handler = signal.getsignal(signal.SIGINT)
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        written = []
+
+        def on_finished(position, share, liked, played_id=None):
+            written.append(position)
+            if position == boundary:
+                signal.raise_signal(signal.SIGINT)
+
+        reason = listener.listen(PLAYLIST, on_finished)
+    assert written == sorted(set(written)) and written[:boundary + 1] == list(range(boundary + 1))
+    assert reason == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_pressed_again_at_every_record_still_logs_each_track_once():
+    with FakeSpotify(catalogue(), liked=LIKED, interrupt_at_poll=15) as fake:
+        _, listener = session(fake)
+        written = []
+
+        def on_finished(position, share, liked, played_id=None):
+            written.append(position)
+            signal.raise_signal(signal.SIGINT)
+
+        reason = listener.listen(PLAYLIST, on_finished)
+    assert reason == "interrupted" and written == list(range(len(written))) and len(written) > 1
+
+
+@pytest.mark.parametrize("poll", range(2, 42, 2))
+def test_ctrl_c_at_any_poll_logs_each_track_played_exactly_once(poll):
+    """Interrupts landing anywhere (in a poll, the library check, between records), many times."""
+    with FakeSpotify(catalogue(), liked=LIKED, interrupt_at_poll=poll) as fake:
+        _, listener = session(fake)
+        reason, heard = listen(listener)
+    positions = [h[0] for h in heard]
+    assert positions == list(range(len(positions))), "each position once, none skipped"
+    assert reason in ("interrupted", "finished")
+
+
+@pytest.mark.parametrize("status", [401, 503])
+def test_a_failing_library_check_logs_the_tracks_with_liked_unknown(status):
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("GET", "/me/library/contains", status, times=9, after=2)
+        with pytest.warns(UserWarning, match="liked is logged as unknown"):
+            reason, heard = listen(listener)
+        expected = expected_heard(fake)
+    assert reason == "finished" and [h[:2] for h in heard] == [e[:2] for e in expected]
+    unknown = [h[0] for h in heard if h[2] is None]
+    assert unknown, "the failed checks say unknown"
+    assert all(h[2] == e[2] for h, e in zip(heard, expected) if h[2] is not None), "never 0 for unknown"
+
+
+def test_a_burst_of_server_errors_on_the_player_state_keeps_the_partly_heard_track_and_pauses():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("GET", "/me/player", 503, times=10, after=22)
+        heard = []
+        with pytest.raises(SpotifyUnavailable, match="503 to GET /me/player"):
+            listener.listen(PLAYLIST, lambda *finished: heard.append(finished))
+        last = next(state for state in reversed(fake.reported) if state)
+        assert fake.count("PUT", "/me/player/pause") == 1 and not fake.is_playing
+    current = PLAYLIST.index(last["item"]["id"])
+    assert [h[0] for h in heard] == list(range(current + 1))
+    assert heard[-1][1] == pytest.approx(last["progress_ms"] / 100_000) and 0 < heard[-1][1] < 1
+
+
+def test_a_log_that_fails_mid_session_stops_and_pauses_the_playback():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        written = []
+
+        def on_finished(position, *rest):
+            if position == 3:
+                raise OSError(28, "No space left on device")
+            written.append(position)
+
+        with pytest.raises(OSError, match="No space left"):
+            listener.listen(PLAYLIST, on_finished)
+        assert not fake.is_playing and fake.count("PUT", "/me/player/pause") == 1
+    assert written == [0, 1, 2]
+
+
+def test_retry_after_zero_cannot_make_the_client_spin():
+    sleep = Recorder()
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake, sleep=sleep)
+        fake.fail("GET", "/me/player/devices", 429, times=10**6, retry_after=0)
+        with pytest.raises(RateLimited, match="rate limit"):
+            listen(listener)
+        requests = fake.count("GET", "/me/player/devices")
+    assert sleep.waits and min(sleep.waits) >= 1, "a floor of 1 s between two tries"
+    assert sum(sleep.waits) <= 30 and requests == len(sleep.waits) + 1 <= 31
+
+
+def test_shuffle_that_cannot_be_turned_off_still_gives_every_track_its_real_share():
+    with FakeSpotify(catalogue(), liked=LIKED) as fake:
+        _, listener = session(fake)
+        fake.fail("PUT", "/me/player/shuffle", 403, message="Player command failed: Restriction violated")
+        with pytest.warns(UserWarning, match="Restriction violated. Tracks are then matched by id"):
+            reason, heard = listen(listener)
+        assert fake.queue != PLAYLIST, "the fake played them shuffled"
+        expected = expected_heard(fake)
+        order = [PLAYLIST.index(track_id) for track_id in fake.queue]
+    assert reason == "finished"
+    assert [h[0] for h in heard] == order, "reported in the order they were heard"
+    assert sorted(heard) == expected, "each with its real share, not 0 %"
+
+
+def test_shuffle_and_repeat_are_turned_off_to_play_and_restored_afterwards():
+    with FakeSpotify(catalogue(), liked=LIKED, idle_state=True) as fake:
+        _, listener = session(fake)
+        reason, heard = listen(listener)
+        settings = [(r.path.removeprefix("/me/player/"), r.query.get("state", [""])[0]) for r in fake.requests
+                    if r.path in ("/me/player/shuffle", "/me/player/repeat", "/me/player/play")]
+        assert (fake.shuffle_state, fake.repeat_state) == (True, "context")
+    assert reason == "finished" and len(heard) == 10
+    assert settings == [("shuffle", "false"), ("repeat", "off"), ("play", ""),
+                        ("shuffle", "true"), ("repeat", "context")]
+
+
+# -- sign-in failures ------------------------------------------------------------------------------
+
+def revoked_sign_in(fake: FakeSpotify, tmp_path, monkeypatch) -> SpotifySettings:
+    """Settings whose token cache holds an expired token with a refresh token the fake refuses."""
+    monkeypatch.setattr(SpotifyOAuth, "OAUTH_TOKEN_URL", fake.token_url)
+    cache = tmp_path / ".spotify_cache"
+    cache.write_text(json.dumps({"access_token": "old", "token_type": "Bearer", "expires_in": 3600,
+                                 "expires_at": 1, "refresh_token": "revoked-refresh",
+                                 "scope": " ".join(SCOPES)}))
+    return SpotifySettings(client_id="abc123", client_secret="s3cr3t", cache_path=cache, api_base=fake.api_base)
+
+
+def test_a_revoked_refresh_token_says_which_cache_file_to_delete(tmp_path, monkeypatch):
+    with FakeSpotify(catalogue(), revoked=True) as fake:
+        settings = revoked_sign_in(fake, tmp_path, monkeypatch)
+        with pytest.raises(SignInRevoked, match=f"invalid_grant.*{settings.cache_path} was revoked.*Delete that file"):
+            SpotifyPlayer.connect(settings, ask=lambda question: False)
+        assert settings.cache_path.exists(), "not deleted without asking"
+
+
+def test_a_revoked_refresh_token_is_deleted_after_asking_and_sign_in_starts_afresh(tmp_path, monkeypatch):
+    questions = []
+
+    def no_input(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_input)
+    with FakeSpotify(catalogue(), revoked=True) as fake:
+        settings = revoked_sign_in(fake, tmp_path, monkeypatch)
+        with pytest.raises(SignInError, match="cannot read input"):
+            SpotifyPlayer.connect(settings, ask=lambda question: questions.append(question) or True)
+    assert not settings.cache_path.exists() and str(settings.cache_path) in questions[0]
+
+
+def test_an_os_error_during_sign_in_is_reported_as_what_it_is(tmp_path, monkeypatch):
+    def refuse(port, handler=None):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("spotipy.oauth2.start_local_http_server", refuse)
+    monkeypatch.setattr("webbrowser.open", lambda url: True)
+    settings = SpotifySettings(client_id="abc123", cache_path=tmp_path / ".spotify_cache", open_browser=True,
+                               api_base="http://127.0.0.1:9/v1/")
+    with pytest.raises(SignInError, match=r"signing in to Spotify failed: Permission denied \(PermissionError\)"):
+        SpotifyPlayer.connect(settings)

@@ -170,7 +170,7 @@ def test_loading_a_missing_model_names_the_notebook_to_run(tmp_path):
 def test_loading_another_file_says_it_is_not_a_vae(tmp_path):
     path = tmp_path / "policy.pt"
     torch.save({"state_dict": {}}, path)
-    with pytest.raises(ValueError, match=r"policy\.pt: not a VAE"):
+    with pytest.raises(ValueError, match=r"policy\.pt is not a checkpoint of notebook 02_vae"):
         TrainedVAE.load(path)
 
 
