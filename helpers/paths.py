@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "data" / "filtered_artist_data.csv"
+TIDYTUESDAY_CATALOGUE = REPO_ROOT / "data" / "spotify_songs.csv.gz"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
@@ -87,4 +90,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` atomically (see `atomic_write`)."""
     with atomic_write(path) as temporary:
         temporary.write_text(text)
+    return Path(path)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write `frame` (without its index) to parquet atomically (see `atomic_write`)."""
+    with atomic_write(path) as temporary:
+        frame.to_parquet(temporary, index=False)
     return Path(path)

@@ -1,0 +1,212 @@
+"""Songs, not ids: find the catalogue rows that are one recording, merge them, keep every id usable.
+
+A catalogue often lists one recording under several Spotify ids (single and album, deluxe
+edition, compilation, a market's relinked copy). Two rows are the same **song** when
+
+* all 11 audio features are equal (Spotify computed them from the same audio), or
+* the catalogue has names and both rows have the same normalised title (`normalise_titles`)
+  by the same set of normalised artists,
+
+and, transitively, when a chain of such pairs links them (connected components of the union of
+both relations). Each song keeps one representative row; the alias table maps every id of the
+input catalogue to its song's id (the representative's own id included), so an id a user, the
+feedback log or Spotify gives still resolves (`resolve_song_ids`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from helpers.data import FEATURES, joined_per_group, normalise_names
+from helpers.paths import write_parquet
+
+ALIAS_COLUMNS = ("id", "song_id")
+
+# What a version suffix says without changing the recording: a remaster, an edit for radio, the
+# single or album version, a live tag, a featured artist. Remixes, acoustic and instrumental
+# versions are other recordings and stay apart.
+_VERSION = (
+    r"(?:\d{4} )?(?:digital )?remaster(?:ed|izado)?(?: \d{4})?(?: version)?"
+    r"|radio (?:edit|mix|version)|single (?:version|edit)|(?:explicit |clean )?album version"
+    r"|original (?:album )?(?:version|mix)|edit(?:ed)?|explicit|clean|mono|stereo"
+    r"|live(?: (?:at|from|in) [^\)\]]*)?|live version|ao vivo|en vivo"
+    r"|(?:feat\.?|ft\.?|featuring|with) [^\)\]]*"
+)
+_BRACKETED_VERSION = rf"\s*[\(\[]\s*(?:{_VERSION})\s*[\)\]]"
+_DASHED_VERSION = rf"\s+-\s+(?:{_VERSION})\s*$"
+_NOT_A_LETTER_OR_DIGIT = r"[^\p{L}\p{N}]+"
+
+
+def normalise_titles(titles: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Titles in the form used to compare songs.
+
+    Case and accents are ignored (as for artists, `normalise_names`); version tags that do not
+    change the recording are removed: in brackets anywhere (`(feat. X)`, `[Live]`,
+    `(Remastered)`) and after ` - ` at the end (` - Remastered 2011`, ` - Radio Edit`,
+    ` - Single Version`, ` - Live at Wembley`), up to two in a row; then every run of
+    punctuation and spaces becomes one space. `'Halo - 2011 Remaster'` and `'HALO'` both give
+    `'halo'`; `'Halo - Remix'` stays `'halo remix'`.
+    """
+    text = normalise_names(titles)
+    text = pc.replace_substring_regex(text, pattern=_BRACKETED_VERSION, replacement="")
+    for _ in range(2):
+        text = pc.replace_substring_regex(text, pattern=_DASHED_VERSION, replacement="")
+    text = pc.replace_substring_regex(text, pattern=_NOT_A_LETTER_OR_DIGIT, replacement=" ")
+    return pc.utf8_trim_whitespace(text)
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """How many ids became how many songs, and by which rule."""
+
+    ids: int
+    songs: int
+    feature_groups: int  # songs if only identical features counted
+
+    @property
+    def merged_by_features(self) -> int:
+        """Rows that disappeared because all 11 features equal another row's."""
+        return self.ids - self.feature_groups
+
+    @property
+    def merged_by_title(self) -> int:
+        """Further rows that disappeared because of the same title by the same artists."""
+        return self.feature_groups - self.songs
+
+    def __str__(self) -> str:
+        return (f"{self.ids:,} ids became {self.songs:,} songs: {self.merged_by_features:,} merged "
+                f"because all 11 features equal another id's, {self.merged_by_title:,} more "
+                "because of the same title by the same artists.")
+
+
+def _feature_groups(tracks: pd.DataFrame) -> np.ndarray:
+    """A label per row, equal for rows whose 11 features are all equal."""
+    values = np.ascontiguousarray(tracks[list(FEATURES)].to_numpy(dtype=np.float64) + 0.0)  # -0.0 is 0.0
+    rows = values.view(np.dtype((np.void, values.dtype.itemsize * values.shape[1]))).ravel()
+    return np.unique(rows, return_inverse=True)[1].ravel()
+
+
+def _artist_keys(tracks: pd.DataFrame) -> pa.Array:
+    """Each row's artists, normalised, sorted and joined: equal keys, same artists."""
+    if "artists" in tracks.columns:
+        lists = pa.array(tracks["artists"], type=pa.list_(pa.string()))
+        lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+        names = normalise_names(pc.list_flatten(lists)).to_pandas()
+        parents = pc.list_parent_indices(lists).to_numpy()
+        joined = (pd.DataFrame({"row": parents, "name": names}).sort_values(["row", "name"])
+                  .groupby("row")["name"].agg("\x1f".join))
+        keys = pd.Series(pd.NA, index=range(len(tracks)), dtype="string")
+        keys.iloc[joined.index.to_numpy()] = joined.to_numpy()
+        return pa.array(keys.mask(keys == ""), type=pa.string())
+    return normalise_names(pa.array(tracks["artist"], type=pa.string()))
+
+
+def _title_groups(tracks: pd.DataFrame) -> np.ndarray | None:
+    """A label per row, equal for the same normalised title by the same artists; rows without a
+    title or an artist get a label of their own. None when the catalogue has no names."""
+    if "name" not in tracks.columns:
+        return None
+    titles = pc.dictionary_encode(pa.array(tracks["name"], type=pa.string()))
+    normalised = normalise_titles(titles.dictionary).take(titles.indices)
+    key = pc.binary_join_element_wise(normalised, _artist_keys(tracks), "\x1e")
+    key = pc.if_else(pc.equal(normalised, ""), pa.scalar(None, pa.string()), key)
+    return _factorize_unique_missing(key)
+
+
+def _factorize_unique_missing(key: pa.Array) -> np.ndarray:
+    """Factorize `key`; each missing key gets a label of its own."""
+    labels, uniques = pd.factorize(key.to_pandas())
+    missing = labels < 0
+    labels[missing] = len(uniques) + np.arange(int(missing.sum()))
+    return labels
+
+
+def recording_groups(tracks: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Label each row with its song (connected components of both relations) and count the
+    feature groups alone. Labels are 0 … n_songs−1."""
+    by_features = _feature_groups(tracks)
+    n_feature_groups = int(by_features.max()) + 1 if len(tracks) else 0
+    relations = [by_features]
+    by_title = _title_groups(tracks)
+    if by_title is not None:
+        relations.append(by_title + n_feature_groups)
+    n_rows = len(tracks)
+    # A bipartite graph: row i is linked to the node of each group it belongs to.
+    rows = np.concatenate([np.arange(n_rows)] * len(relations))
+    groups = n_rows + np.concatenate(relations)
+    size = int(groups.max()) + 1 if n_rows else 0
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, groups)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    return pd.factorize(labels[:n_rows])[0], n_feature_groups
+
+
+def merge_recordings(catalogue: pd.DataFrame, kept: pd.DataFrame | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, MergeReport]:
+    """Merge the rows of one recording into one song row.
+
+    `catalogue` is every row that was read (unique ids); `kept` the rows the filter kept (a
+    subset by id, with the filter's `artist` spelling; default: all of `catalogue`). Songs are
+    found on the whole catalogue, so a kept track's twin that the filter dropped (another
+    year's compilation) still resolves to it. Each song with at least one kept row becomes one
+    row of `kept`: the most popular kept row where the catalogue has `popularity`, else the
+    first kept row in file order; its `genre` becomes every genre of the song's rows.
+
+    Returns the songs (rows in `kept`'s order), the alias table (`id`, `song_id`: every
+    catalogue id whose song was kept, in catalogue order) and a `MergeReport` over `kept`.
+    """
+    kept = catalogue if kept is None else kept
+    song, _ = recording_groups(catalogue)
+    song_of = pd.Series(song, index=pd.Index(catalogue["id"]))
+    kept_song = song_of.reindex(kept["id"]).to_numpy()
+    if np.isnan(kept_song.astype(float)).any():
+        raise ValueError("merge_recordings: `kept` holds ids that are not in `catalogue`.")
+    kept_song = kept_song.astype(np.int64)
+    order = np.arange(len(kept))
+    if "popularity" in kept.columns:
+        popularity = kept["popularity"].to_numpy(dtype=np.float64, na_value=-np.inf)
+        order = np.lexsort((order, -popularity))
+    first = order[np.unique(kept_song[order], return_index=True)[1]]
+    is_representative = np.zeros(len(kept), dtype=bool)
+    is_representative[first] = True
+    songs = kept.loc[is_representative].copy()
+    representative_of = pd.Series(kept["id"].to_numpy()[first], index=kept_song[first])
+
+    known = np.isin(song, kept_song)
+    aliases = pd.DataFrame({"id": catalogue["id"].to_numpy()[known],
+                            "song_id": representative_of.reindex(song[known]).to_numpy()})
+    if "genre" in catalogue.columns:
+        songs["genre"] = joined_per_group(catalogue["genre"], song).reindex(kept_song[is_representative]).to_numpy()
+    report = MergeReport(len(kept), len(songs), len(np.unique(_feature_groups(kept))))
+    return songs.reset_index(drop=True), aliases, report
+
+
+def save_aliases(aliases: pd.DataFrame, path: str | Path) -> Path:
+    """Write the alias table (`id`, `song_id`) to parquet, atomically."""
+    return write_parquet(aliases[list(ALIAS_COLUMNS)], path)
+
+
+def resolve_song_ids(ids: Iterable[str] | str, aliases: pd.DataFrame | str | Path) -> list[str] | str:
+    """The song id of each id (any id of the input catalogue), in order; one id gives one id.
+
+    `aliases` is the alias table or the path of `aliases.parquet`. An id that is not in it (not
+    in the catalogue, or its song was filtered out in notebook 01) is a ValueError naming it.
+    """
+    if isinstance(aliases, (str, Path)):
+        aliases = pd.read_parquet(aliases, columns=list(ALIAS_COLUMNS))
+    single = isinstance(ids, str)
+    wanted = pd.Index([ids] if single else list(ids))
+    position = pd.Index(aliases["id"]).get_indexer(wanted)
+    if (position < 0).any():
+        unknown = wanted[position < 0]
+        raise ValueError(f"{len(unknown)} track id(s) are not in the catalogue of notebook 01, "
+                         f"e.g. {unknown[0]!r}: neither a song nor one of its aliases.")
+    songs = aliases["song_id"].to_numpy()[position].tolist()
+    return songs[0] if single else songs
