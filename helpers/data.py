@@ -487,17 +487,17 @@ def normalise_names(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     return pc.utf8_lower(pc.utf8_trim_whitespace(without_accents))
 
 
-def _arrow_array(values: pd.Series, type: pa.DataType) -> pa.Array:
+def arrow_array(values: pd.Series, type: pa.DataType) -> pa.Array:
     """A column as one contiguous pyarrow array."""
     array = pa.array(values, type=type)
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _artist_lists(tracks: pd.DataFrame) -> pa.ListArray:
+def artist_lists(tracks: pd.DataFrame) -> pa.ListArray:
     """Each track's artists: the parsed `artists` lists, or one-name lists from `artist`."""
     if "artists" in tracks.columns:
-        return _arrow_array(tracks["artists"], pa.list_(pa.string()))
-    names = _arrow_array(tracks["artist"], pa.string())
+        return arrow_array(tracks["artists"], pa.list_(pa.string()))
+    names = arrow_array(tracks["artist"], pa.string())
     return pa.ListArray.from_arrays(pa.array(np.arange(len(names) + 1), type=pa.int32()), names)
 
 
@@ -513,7 +513,7 @@ def match_artists(tracks: pd.DataFrame, artists: Sequence[str]) -> pd.Series:
     spelling: dict[str, str] = {}
     for key, name in zip(normalise_names(pa.array(list(artists), type=pa.string())).to_pylist(), artists):
         spelling.setdefault(key, name)
-    lists = _artist_lists(tracks)
+    lists = artist_lists(tracks)
     # Artists repeat across tracks: normalise each distinct name once.
     listed = pc.dictionary_encode(pc.list_flatten(lists))
     code = pc.index_in(normalise_names(listed.dictionary),

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from helpers.data import FEATURES, joined_per_group, normalise_names
+from helpers.data import FEATURES, arrow_array, artist_lists, joined_per_group, normalise_names
 from helpers.paths import write_parquet
 
 ALIAS_COLUMNS = ("id", "song_id")
@@ -56,11 +56,22 @@ def normalise_titles(titles: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunke
     `'halo'`; `'Halo - Remix'` stays `'halo remix'`.
     """
     text = normalise_names(titles)
-    text = pc.replace_substring_regex(text, pattern=_BRACKETED_VERSION, replacement="")
+    text = _replace_where(text, r"[\(\[]", _BRACKETED_VERSION, "")
     for _ in range(2):
-        text = pc.replace_substring_regex(text, pattern=_DASHED_VERSION, replacement="")
-    text = pc.replace_substring_regex(text, pattern=_NOT_A_LETTER_OR_DIGIT, replacement=" ")
+        text = _replace_where(text, " - ", _DASHED_VERSION, "")
+    text = _replace_where(text, r"[^a-z0-9 ]|  |^ | $", _NOT_A_LETTER_OR_DIGIT, " ")
     return pc.utf8_trim_whitespace(text)
+
+
+def _replace_where(text: pa.Array, needle: str, pattern: str, replacement: str) -> pa.Array:
+    """`replace_substring_regex`, run only on the texts where the cheaper regex `needle`
+    matches (most titles have no tag and no punctuation)."""
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    mask = pc.fill_null(pc.match_substring_regex(text, needle), False)
+    if not pc.any(mask).as_py():
+        return text
+    replaced = pc.replace_substring_regex(text.filter(mask), pattern=pattern, replacement=replacement)
+    return pc.replace_with_mask(text, mask, replaced)
 
 
 @dataclass(frozen=True)
@@ -94,19 +105,27 @@ def _feature_groups(tracks: pd.DataFrame) -> np.ndarray:
     return np.unique(rows, return_inverse=True)[1].ravel()
 
 
-def _artist_keys(tracks: pd.DataFrame) -> pa.Array:
-    """Each row's artists, normalised, sorted and joined: equal keys, same artists."""
-    if "artists" in tracks.columns:
-        lists = pa.array(tracks["artists"], type=pa.list_(pa.string()))
-        lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-        names = normalise_names(pc.list_flatten(lists)).to_pandas()
-        parents = pc.list_parent_indices(lists).to_numpy()
-        joined = (pd.DataFrame({"row": parents, "name": names}).sort_values(["row", "name"])
-                  .groupby("row")["name"].agg("\x1f".join))
-        keys = pd.Series(pd.NA, index=range(len(tracks)), dtype="string")
-        keys.iloc[joined.index.to_numpy()] = joined.to_numpy()
-        return pa.array(keys.mask(keys == ""), type=pa.string())
-    return normalise_names(pa.array(tracks["artist"], type=pa.string()))
+def _artist_keys(tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's set of normalised artists as one number, and which rows have an artist.
+
+    A row's number is the sum (modulo 2**64) of a seeded random 64-bit number per distinct
+    normalised name, so the order of the names does not matter and two different sets get the
+    same number with a probability of about 2**-64 per pair.
+    """
+    lists = artist_lists(tracks)
+    listed = pc.dictionary_encode(pc.list_flatten(lists))
+    name_code = pd.factorize(normalise_names(listed.dictionary).to_pandas())[0]
+    weights = np.random.default_rng(0).integers(0, 2**64, size=len(name_code), dtype=np.uint64)
+    present = listed.indices.is_valid().to_numpy(zero_copy_only=False)
+    values = weights[name_code[listed.indices.fill_null(0).to_numpy()[present]]]
+    parents = pc.list_parent_indices(lists).to_numpy()[present]
+    starts = np.flatnonzero(np.diff(parents, prepend=-1) != 0)
+    keys = np.zeros(len(tracks), dtype=np.uint64)
+    has_artist = np.zeros(len(tracks), dtype=bool)
+    if len(values):
+        keys[parents[starts]] = np.add.reduceat(values, starts)
+        has_artist[parents[starts]] = True
+    return keys, has_artist
 
 
 def _title_groups(tracks: pd.DataFrame) -> np.ndarray | None:
@@ -114,18 +133,17 @@ def _title_groups(tracks: pd.DataFrame) -> np.ndarray | None:
     title or an artist get a label of their own. None when the catalogue has no names."""
     if "name" not in tracks.columns:
         return None
-    titles = pc.dictionary_encode(pa.array(tracks["name"], type=pa.string()))
-    normalised = normalise_titles(titles.dictionary).take(titles.indices)
-    key = pc.binary_join_element_wise(normalised, _artist_keys(tracks), "\x1e")
-    key = pc.if_else(pc.equal(normalised, ""), pa.scalar(None, pa.string()), key)
-    return _factorize_unique_missing(key)
-
-
-def _factorize_unique_missing(key: pa.Array) -> np.ndarray:
-    """Factorize `key`; each missing key gets a label of its own."""
-    labels, uniques = pd.factorize(key.to_pandas())
-    missing = labels < 0
-    labels[missing] = len(uniques) + np.arange(int(missing.sum()))
+    titles = pc.dictionary_encode(arrow_array(tracks["name"], pa.string()))
+    normalised = normalise_titles(titles.dictionary)
+    title_code = pd.factorize(pc.if_else(pc.equal(normalised, ""), None, normalised).to_pandas())[0]
+    row_title = np.full(len(tracks), -1, dtype=np.int64)
+    named = titles.indices.is_valid().to_numpy(zero_copy_only=False)
+    row_title[named] = title_code[titles.indices.fill_null(0).to_numpy()[named]]
+    artists, has_artist = _artist_keys(tracks)
+    labels = pd.DataFrame({"title": row_title, "artists": artists}).groupby(
+        ["title", "artists"], sort=False).ngroup().to_numpy(copy=True)
+    alone = (row_title < 0) | ~has_artist
+    labels[alone] = labels.max() + 1 + np.arange(int(alone.sum()))
     return labels
 
 
@@ -183,7 +201,9 @@ def merge_recordings(catalogue: pd.DataFrame, kept: pd.DataFrame | None = None
     aliases = pd.DataFrame({"id": catalogue["id"].to_numpy()[known],
                             "song_id": representative_of.reindex(song[known]).to_numpy()})
     if "genre" in catalogue.columns:
-        songs["genre"] = joined_per_group(catalogue["genre"], song).reindex(kept_song[is_representative]).to_numpy()
+        genres = pd.Series(catalogue["genre"].to_numpy()).str.split(", ").explode()
+        joined = joined_per_group(genres, song[genres.index.to_numpy()])
+        songs["genre"] = joined.reindex(kept_song[is_representative]).to_numpy()
     report = MergeReport(len(kept), len(songs), len(np.unique(_feature_groups(kept))))
     return songs.reset_index(drop=True), aliases, report
 
