@@ -57,6 +57,8 @@ class PlaylistRecommender(Protocol):
 
     def latent(self, track_id: str) -> list[float]: ...
 
+    def song_id(self, track_id: str) -> str: ...
+
 
 class Listener(Protocol):
     """Plays tracks in order, reports each finished one, and says why it stopped."""
@@ -91,14 +93,15 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
                   greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
     """The recommender's playlist from `start_id` (random when None), checked.
 
+    `start_id` may be any id of notebook 01's catalogue: the recommender resolves it to its song.
     `greedy=False` draws each choice from the policy's probabilities, so the logged `probs` are
     the probabilities the tracks were really chosen with (what off-policy evaluation needs);
     `greedy=True` takes the most probable candidate every time.
     """
     if length < 2:
         raise ValueError(f"a playlist needs at least 2 tracks (a start and one choice), got length={length}")
-    if start_id is not None and start_id not in catalogue_by_id(recommender.catalogue).index:
-        raise ValueError(f"start track {start_id!r} is not in the recommender's catalogue")
+    if start_id is not None:
+        start_id = recommender.song_id(start_id)
     steps = recommender.playlist(start_id=start_id, length=length, greedy=greedy, seed=seed)
     if len(steps) != length - 1:
         raise ValueError(f"the recommender returned {len(steps)} steps for a playlist of {length} tracks "
@@ -116,13 +119,25 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
     return steps
 
 
+def track_label(track_id: str, name: str | None = None, artist: str | None = None) -> str:
+    """'Name by Artist (id)' with what is known; the id alone when nothing is."""
+    known = " by ".join(str(part) for part in (name, artist) if part is not None and not pd.isna(part))
+    return f"{known} ({track_id})" if known else track_id
+
+
 def format_steps(steps: Sequence[PlaylistStep]) -> str:
-    """Each step of the policy: the current track, the candidates by probability, the choice."""
+    """Each step of the policy: the current track, the candidates by probability, the choice.
+
+    Tracks are named where the steps carry names (`track_name`, `chosen_name`, ...)."""
     lines = []
     for position, step in enumerate(steps, start=1):
-        lines.append(f"step {position}: from {step['track_id']}")
+        lines.append(f"step {position}: from "
+                     f"{track_label(step['track_id'], step.get('track_name'), step.get('track_artist'))}")
         for candidate, prob in sorted(zip(step["candidates"], step["probs"]), key=lambda pair: -pair[1]):
-            lines.append(f"    {prob:6.3f}  {candidate}{'  <- chosen' if candidate == step['chosen'] else ''}")
+            chosen = candidate == step["chosen"]
+            label = (track_label(candidate, step.get("chosen_name"), step.get("chosen_artist")) if chosen
+                     else candidate)
+            lines.append(f"    {prob:6.3f}  {label}{'  <- chosen' if chosen else ''}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from helpers.data import FEATURES, arrow_array, artist_lists, joined_per_group, 
 from helpers.paths import write_parquet
 
 ALIAS_COLUMNS = ("id", "song_id")
+ALIASES_FILE = "aliases.parquet"
 
 # What a version suffix says without changing the recording: a remaster, an edit for radio, the
 # single or album version, a live tag, a featured artist. Remixes, acoustic and instrumental

@@ -48,7 +48,7 @@ def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
 
 
 def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender, monkeypatch):
-    with pytest.raises(ValueError, match="'nope' is not in the recommender's catalogue"):
+    with pytest.raises(ValueError, match="track 'nope' is not in the recommender's catalogue"):
         plan_playlist(fake_recommender, "nope")
     with pytest.raises(ValueError, match="at least 2 tracks"):
         plan_playlist(fake_recommender, length=1)
@@ -173,7 +173,7 @@ def test_command_without_listener_model_says_which_notebook_to_run(cli, offline_
 
 def test_command_refuses_an_unknown_start_track(cli):
     code, _, err = cli("--offline", "--start", "no-such-track")
-    assert code == 1 and err.strip() == "error: start track 'no-such-track' is not in the recommender's catalogue"
+    assert code == 1 and err.strip() == "error: track 'no-such-track' is not in the recommender's catalogue"
 
 
 @pytest.fixture
