@@ -26,7 +26,7 @@ from helpers.feedback import DEFAULT_LOG_NAME
 from helpers.paths import ProjectPaths
 from helpers.recommend import Recommender
 from helpers.session import (Listener, format_steps, missing_names, plan_playlist, play_session, playlist_table,
-                             simulated_listener)
+                             playlist_tracks, simulated_listener)
 from helpers.spotify import SpotifyError, SpotifyListener, SpotifyPlayer, SpotifySettings
 
 EXIT_STOPPED_EARLY = 3
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             listener: Listener = simulated_listener(recommender, paths, seed=args.seed)
         else:
             listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
-                                       pause_timeout=args.pause_timeout)
+                                       pause_timeout=args.pause_timeout, announce=print,
+                                       aliases=recommender.aliases_of(playlist_tracks(steps)))
         result = play_session(recommender, listener, steps, log_path, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)

@@ -136,6 +136,13 @@ class Recommender:
                              + (f" (its song {song!r} is not in the rewards table)" if song else ""))
         return song
 
+    def aliases_of(self, track_ids: list[str]) -> dict[str, str]:
+        """The other ids of the songs `track_ids` (id -> song id), e.g. for following playback."""
+        if self.aliases is None:
+            return {}
+        other = self.aliases[self.aliases["song_id"].isin(track_ids) & (self.aliases["id"] != self.aliases["song_id"])]
+        return dict(zip(other["id"], other["song_id"]))
+
     @cached_property
     def _labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Each track's name and artist in catalogue order (None where unknown)."""

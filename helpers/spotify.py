@@ -477,11 +477,13 @@ class PlaybackFollower:
     reports nothing again.
     """
 
-    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000) -> None:
+    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000,
+                 aliases: Mapping[str, str] | None = None) -> None:
         if len(set(track_ids)) != len(track_ids) or not track_ids:
             raise ValueError("a playlist to follow needs at least one track and no track twice")
         self.track_ids = list(track_ids)
         self.end_margin_ms = end_margin_ms
+        self.aliases = dict(aliases or {})  # another id of a playlist's song -> the song's id
         self._position_of = {track_id: position for position, track_id in enumerate(track_ids)}
         self._progress_ms = [0] * len(track_ids)
         self._duration_ms = [0] * len(track_ids)
@@ -500,17 +502,29 @@ class PlaybackFollower:
         self.next_to_report = max(self.next_to_report, end)
         return finished
 
+    def position_of(self, item: dict) -> int | None:
+        """The playlist position of a playback item, or None when it is not the playlist's.
+
+        Spotify may play another id than the one asked for: a copy of the track for the
+        listener's market (the asked id is then the item's `linked_from`), or another release
+        of the same song (mapped back by `aliases`)."""
+        for track_id in (item.get("id"), (item.get("linked_from") or {}).get("id")):
+            position = self._position_of.get(self.aliases.get(track_id, track_id))
+            if position is not None:
+                return position
+        return None
+
     def is_playing(self, state: dict | None) -> bool:
         """Whether `state` shows one of the playlist's tracks playing."""
         item = (state or {}).get("item") or {}
-        return bool(state and state.get("is_playing") and item.get("id") in self._position_of)
+        return bool(state and state.get("is_playing") and self.position_of(item) is not None)
 
     def observe(self, state: dict | None) -> list[tuple[int, float]]:
         """The positions this state shows to be finished, as (position, percentage_listened)."""
         if self.over:
             return []
         item = (state or {}).get("item") or {}
-        position = self._position_of.get(item.get("id"))
+        position = self.position_of(item)
         if position is None:
             return self._observe_elsewhere(item)
         finished: list[tuple[int, float]] = []
@@ -581,6 +595,14 @@ def interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def now_playing(state: dict, position: int, n_tracks: int) -> str:
+    """'now playing 3/10: Name by Artist, Artist' from a playback state."""
+    item = state.get("item") or {}
+    artists = ", ".join(artist.get("name", "") for artist in item.get("artists") or [])
+    return f"now playing {position + 1}/{n_tracks}: {item.get('name') or item.get('id')}" + (
+        f" by {artists}" if artists else "")
+
+
 class SpotifyListener:
     """A person listening on Spotify: plays the tracks with one call and follows the playback.
 
@@ -594,10 +616,13 @@ class SpotifyListener:
 
     def __init__(self, player: SpotifyPlayer, *, device_name: str | None = None, poll_interval: float = 2.0,
                  pause_timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, aliases: Mapping[str, str] | None = None,
+                 announce: Callable[[str], None] | None = None) -> None:
         if poll_interval < 0 or pause_timeout < 0:
             raise ValueError(f"poll_interval and pause_timeout must be >= 0, got {poll_interval}, {pause_timeout}")
         self.player = player
+        self.aliases = aliases  # other ids of the playlist's songs (see PlaybackFollower.position_of)
+        self.announce = announce  # told "now playing ..." with the name from the playback state
         self.device_name = device_name
         self.poll_interval = poll_interval
         self.pause_timeout = pause_timeout
@@ -607,7 +632,8 @@ class SpotifyListener:
     def listen(self, track_ids: Sequence[str],
                on_finished: Callable[[int, float, int], None]) -> StopReason:
         """Play `track_ids` in order, report each finished track, and say why it stopped."""
-        follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000)
+        follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000,
+                                    aliases=self.aliases)
         pending: list[tuple[int, float]] = []
 
         def report() -> None:
@@ -639,7 +665,10 @@ class SpotifyListener:
             state = self.player.playback()
             if interrupted.is_set():
                 return "interrupted"
+            playing_before = follower.current
             pending += follower.observe(state)
+            if self.announce and follower.current is not None and follower.current != playing_before:
+                self.announce(now_playing(state, follower.current, len(follower.track_ids)))
             report()
             if follower.over:
                 return "left_playlist" if follower.left_playlist else "finished"

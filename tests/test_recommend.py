@@ -117,3 +117,9 @@ def test_the_recommender_reads_the_reward_weights_notebook_05_saved(run_dirs, tm
     (tmp_path / REWARD_WEIGHTS_FILE).write_text('{"liked_weight": 50}')
     with pytest.raises(ValueError, match="not a reward weights file written by notebook 05"):
         Recommender.load(models_dir, tmp_path)
+
+
+def test_the_other_ids_of_a_playlists_songs(recommender):
+    assert recommender.aliases_of(["track00003", "track00004"]) == {"album-release": "track00003",
+                                                                    "relinked": "track00003"}
+    assert recommender.aliases_of(["track00004"]) == {}
