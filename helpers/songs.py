@@ -231,3 +231,21 @@ def resolve_song_ids(ids: Iterable[str] | str, aliases: pd.DataFrame | str | Pat
                          f"e.g. {unknown[0]!r}: neither a song nor one of its aliases.")
     songs = aliases["song_id"].to_numpy()[position].tolist()
     return songs[0] if single else songs
+
+
+def log_with_song_ids(log: pd.DataFrame, aliases: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """The feedback log with `track_id` and every id in `candidates` replaced by its song's id.
+
+    A log may hold other ids of a song than the one the chain trains on: records written before
+    notebook 01 merged the catalogue's releases, or by a run on another filter. Raises a
+    ValueError naming an id that is not in the alias table.
+    """
+    if isinstance(aliases, (str, Path)):
+        aliases = pd.read_parquet(aliases, columns=list(ALIAS_COLUMNS))
+    resolved = log.reset_index(drop=True)
+    resolved["track_id"] = resolve_song_ids(log["track_id"], aliases)
+    if "candidates" in log.columns:
+        listed = resolved["candidates"].explode().dropna()
+        songs = pd.Series(resolve_song_ids(listed, aliases), index=listed.index).groupby(level=0).agg(list)
+        resolved["candidates"] = [songs.get(row, []) for row in resolved.index]
+    return resolved

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
 from helpers.layouts import FEATURES
-from helpers.songs import merge_recordings, normalise_titles, recording_groups, resolve_song_ids, save_aliases
+from helpers.songs import (
+    log_with_song_ids, merge_recordings, normalise_titles, recording_groups, resolve_song_ids, save_aliases,
+)
 
 # (title as catalogues write it, normalised form)
 TITLES = [
@@ -201,3 +203,15 @@ def test_listed_artists_match_as_a_set_ignoring_case_and_accents():
     catalogue["artists"] = pd.Series([["Rihanna", "JAY-Z"], ["jay-z", "Rihannà"], ["Rihanna"], []],
                                      dtype=pd.ArrowDtype(pa.list_(pa.string())))
     assert recording_groups(catalogue)[0].tolist() == [0, 0, 1, 2]
+
+
+def test_a_logs_ids_become_song_ids():
+    aliases = pd.DataFrame({"id": ["a", "a2", "b", "c"], "song_id": ["a", "a", "b", "c"]})
+    log = pd.DataFrame({"track_id": ["a2", "b", "a"], "position": [0, 1, 2],
+                        "candidates": [[], ["b", "c"], ["c", "a2"]]}, index=[5, 6, 7])
+    resolved = log_with_song_ids(log, aliases)
+    assert resolved["track_id"].tolist() == ["a", "b", "a"]
+    assert resolved["candidates"].tolist() == [[], ["b", "c"], ["c", "a"]]
+    assert log["track_id"].tolist() == ["a2", "b", "a"], "the log given is left as it was"
+    with pytest.raises(ValueError, match="e.g. 'zzz'"):
+        log_with_song_ids(log.assign(track_id=["zzz", "a", "b"]), aliases)
