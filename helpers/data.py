@@ -265,6 +265,7 @@ def _read_fields(path: Path, header: Sequence[str], layout: Layout) -> pa.Table:
 
 
 def _bad_value(path: Path, column: str, table: pa.Table, field: str, row: int, expected: str) -> CatalogueError:
+    """The error for the value of `field` (the file's `column`) in data row `row` (from 0)."""
     return CatalogueError(f"{path}: column '{column}' has the value {table[field][row].as_py()!r} "
                           f"in data row {row + 1}; expected {expected}.")
 
@@ -458,7 +459,8 @@ def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[
         if "artists" in table.column_names:
             _check_artist_lists(table["artists"], file, layout.columns(header)["artists"])
         tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    # A file without a decade in its name has no year: its rows get a missing one.
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     frame = _to_frame(table)
 
     complete = np.isfinite(frame[list(FEATURES)].to_numpy()).all(axis=1) & frame["id"].notna().to_numpy()

@@ -119,6 +119,8 @@ def test_hit_predictor_decades_by_glob_and_by_list(tmp_path):
 
 def test_hit_predictor_without_a_decade_in_the_name_has_no_year(tmp_path):
     assert "year" not in load_catalogue(hit_predictor_file(tmp_path / "hits.csv")).columns
+    mixed = load_catalogue([tmp_path / "hits.csv", hit_predictor_file(tmp_path / "dataset-of-80s.csv")])
+    assert mixed["year"].tolist() == [pd.NA, pd.NA, 1980, 1980]
 
 
 @pytest.mark.parametrize("name, year", [("dataset-of-60s.csv", 1960), ("dataset-of-00s.csv", 2000),
