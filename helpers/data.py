@@ -410,8 +410,7 @@ def _layouts(files: Sequence[Path], column_map: Mapping[str, str] | None) -> tup
     headers = [read_header(path) for path in files]
     layouts = [mapped_layout(column_map, header, path) if column_map else detect_layout(header, path)
                for header, path in zip(headers, files)]
-    if len({(layout.name, tuple(layout.columns(header).items()))
-            for layout, header in zip(layouts, headers)}) > 1:
+    if len({layout.name for layout in layouts}) > 1:
         described = "; ".join(f"{path} ({layout.title}: {', '.join(header)})"
                               for path, layout, header in zip(files, layouts, headers))
         raise CatalogueError(f"the catalogue files have different layouts: {described}. Give files "
