@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Signed in to Spotify as {player.user_name}.")
         steps = plan_playlist(recommender, args.start, args.length, greedy=args.greedy, seed=args.seed)
         names = player.track_names(missing_names(steps, recommender.catalogue)) if player else {}
-        print(format_steps(steps))
+        print(format_steps(steps, recommender.catalogue))
         print(playlist_table(steps, recommender.catalogue, names).to_string(index=False))
         if player is None:
             listener: Listener = simulated_listener(recommender, paths, seed=args.seed)

@@ -125,19 +125,30 @@ def track_label(track_id: str, name: str | None = None, artist: str | None = Non
     return f"{known} ({track_id})" if known else track_id
 
 
-def format_steps(steps: Sequence[PlaylistStep]) -> str:
+def format_steps(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame | None = None) -> str:
     """Each step of the policy: the current track, the candidates by probability, the choice.
 
-    Tracks are named where the steps carry names (`track_name`, `chosen_name`, ...)."""
+    Tracks are named from `catalogue` (its `name` and `artist`) when given, else the current and
+    the chosen track from the steps' own names (`track_name`, `chosen_name`, ...)."""
+    known: dict[str, tuple[str | None, str | None]] = {}
+    for step in steps:
+        known[step["track_id"]] = (step.get("track_name"), step.get("track_artist"))
+        known[step["chosen"]] = (step.get("chosen_name"), step.get("chosen_artist"))
+    if catalogue is not None:
+        tracks = catalogue_by_id(catalogue)
+        ids = list(dict.fromkeys(track for step in steps for track in (step["track_id"], *step["candidates"])))
+        columns = [tracks[c].reindex(ids) if c in tracks.columns else pd.Series(None, index=ids, dtype=object)
+                   for c in ("name", "artist")]
+        known |= dict(zip(ids, zip(*columns)))
+
+    def label(track_id: str) -> str:
+        return track_label(track_id, *known.get(track_id, (None, None)))
+
     lines = []
     for position, step in enumerate(steps, start=1):
-        lines.append(f"step {position}: from "
-                     f"{track_label(step['track_id'], step.get('track_name'), step.get('track_artist'))}")
+        lines.append(f"step {position}: from {label(step['track_id'])}")
         for candidate, prob in sorted(zip(step["candidates"], step["probs"]), key=lambda pair: -pair[1]):
-            chosen = candidate == step["chosen"]
-            label = (track_label(candidate, step.get("chosen_name"), step.get("chosen_artist")) if chosen
-                     else candidate)
-            lines.append(f"    {prob:6.3f}  {label}{'  <- chosen' if chosen else ''}")
+            lines.append(f"    {prob:6.3f}  {label(candidate)}{'  <- chosen' if candidate == step['chosen'] else ''}")
     return "\n".join(lines)
 
 

@@ -16,8 +16,8 @@ from helpers import play
 from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS
 from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
-from helpers.session import (choice_probability, missing_names, plan_playlist, play_session, playlist_table,
-                             playlist_tracks, simulated_listener)
+from helpers.session import (choice_probability, format_steps, missing_names, plan_playlist, play_session,
+                             playlist_table, playlist_tracks, simulated_listener)
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings, SpotifyUnavailable
 
 SPOTIFY_VARIABLES = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SPOTIPY_REDIRECT_URI",
@@ -257,3 +257,13 @@ def test_simulated_listener_with_a_taste_hears_each_track_around_its_own_taste(f
     assert heard == [(0, 0.2, 0), (1, 0.65, 1), (2, 1.0, 1), (3, 0.0, 0)]
     with pytest.raises(ValueError, match="no taste known"):
         SimulatedListener(model, clusters, taste=taste).listen([str(clusters.index[5])], lambda *h: None)
+
+
+def test_printed_steps_name_the_tracks():
+    steps = [{"track_id": "a", "candidates": ["b", "c"], "probs": [0.3, 0.7], "chosen": "c",
+              "track_name": "Halo", "track_artist": "Beyoncé", "chosen_name": None, "chosen_artist": "Sia"}]
+    assert format_steps(steps).splitlines() == [
+        "step 1: from Halo by Beyoncé (a)", "     0.700  Sia (c)  <- chosen", "     0.300  b"]
+    catalogue = pd.DataFrame({"id": ["a", "b", "c"], "name": ["Halo", "Flash", None],
+                              "artist": ["Beyoncé", "Queen", "Sia"]})
+    assert format_steps(steps, catalogue).splitlines()[2] == "     0.300  Flash by Queen (b)"
