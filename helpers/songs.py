@@ -100,9 +100,19 @@ class MergeReport:
 
 
 def _feature_groups(tracks: pd.DataFrame) -> np.ndarray:
-    """A label per row, equal for rows whose 11 features are all equal."""
-    values = np.ascontiguousarray(tracks[list(FEATURES)].to_numpy(dtype=np.float64) + 0.0)  # -0.0 is 0.0
-    rows = values.view(np.dtype((np.void, values.dtype.itemsize * values.shape[1]))).ravel()
+    """A label per row, equal for rows whose 11 features are all equal.
+
+    Rows are grouped by a 64-bit hash of their features, then checked against their group's
+    first row; only if two different rows ever shared a hash are whole rows compared (sorted).
+    """
+    values = tracks[list(FEATURES)].to_numpy(dtype=np.float64) + 0.0  # -0.0 becomes 0.0
+    hashes = pd.util.hash_pandas_object(pd.DataFrame(values), index=False).to_numpy()
+    labels = pd.factorize(hashes)[0]
+    first = np.empty(int(labels.max()) + 1 if len(labels) else 0, dtype=np.int64)
+    first[labels[::-1]] = np.arange(len(labels))[::-1]
+    if (values == values[first[labels]]).all():
+        return labels
+    rows = np.ascontiguousarray(values).view(np.dtype((np.void, values.itemsize * values.shape[1]))).ravel()
     return np.unique(rows, return_inverse=True)[1].ravel()
 
 
@@ -148,23 +158,22 @@ def _title_groups(tracks: pd.DataFrame) -> np.ndarray | None:
     return labels
 
 
-def recording_groups(tracks: pd.DataFrame) -> tuple[np.ndarray, int]:
-    """Label each row with its song (connected components of both relations) and count the
-    feature groups alone. Labels are 0 … n_songs−1."""
+def recording_groups(tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Label each row with its song (connected components of both relations, labels 0 …
+    n_songs−1), and with its group of identical features alone."""
     by_features = _feature_groups(tracks)
-    n_feature_groups = int(by_features.max()) + 1 if len(tracks) else 0
+    n_rows = len(tracks)
     relations = [by_features]
     by_title = _title_groups(tracks)
     if by_title is not None:
-        relations.append(by_title + n_feature_groups)
-    n_rows = len(tracks)
+        relations.append(by_title + int(by_features.max()) + 1)
     # A bipartite graph: row i is linked to the node of each group it belongs to.
     rows = np.concatenate([np.arange(n_rows)] * len(relations))
     groups = n_rows + np.concatenate(relations)
     size = int(groups.max()) + 1 if n_rows else 0
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, groups)), shape=(size, size))
     _, labels = connected_components(graph, directed=False)
-    return pd.factorize(labels[:n_rows])[0], n_feature_groups
+    return pd.factorize(labels[:n_rows])[0], by_features
 
 
 def merge_recordings(catalogue: pd.DataFrame, kept: pd.DataFrame | None = None
@@ -182,12 +191,11 @@ def merge_recordings(catalogue: pd.DataFrame, kept: pd.DataFrame | None = None
     catalogue id whose song was kept, in catalogue order) and a `MergeReport` over `kept`.
     """
     kept = catalogue if kept is None else kept
-    song, _ = recording_groups(catalogue)
-    song_of = pd.Series(song, index=pd.Index(catalogue["id"]))
-    kept_song = song_of.reindex(kept["id"]).to_numpy()
-    if np.isnan(kept_song.astype(float)).any():
+    song, by_features = recording_groups(catalogue)
+    positions = pd.Index(catalogue["id"]).get_indexer(kept["id"])
+    if (positions < 0).any():
         raise ValueError("merge_recordings: `kept` holds ids that are not in `catalogue`.")
-    kept_song = kept_song.astype(np.int64)
+    kept_song = song[positions]
     order = np.arange(len(kept))
     if "popularity" in kept.columns:
         popularity = kept["popularity"].to_numpy(dtype=np.float64, na_value=-np.inf)
@@ -196,16 +204,18 @@ def merge_recordings(catalogue: pd.DataFrame, kept: pd.DataFrame | None = None
     is_representative = np.zeros(len(kept), dtype=bool)
     is_representative[first] = True
     songs = kept.loc[is_representative].copy()
-    representative_of = pd.Series(kept["id"].to_numpy()[first], index=kept_song[first])
+    representative = np.full(int(song.max()) + 1, None, dtype=object)
+    representative[kept_song[first]] = kept["id"].to_numpy()[first]
+    has_kept_row = np.zeros(len(representative), dtype=bool)
+    has_kept_row[kept_song] = True
 
-    known = np.isin(song, kept_song)
-    aliases = pd.DataFrame({"id": catalogue["id"].to_numpy()[known],
-                            "song_id": representative_of.reindex(song[known]).to_numpy()})
+    known = has_kept_row[song]
+    aliases = pd.DataFrame({"id": catalogue["id"].to_numpy()[known], "song_id": representative[song[known]]})
     if "genre" in catalogue.columns:
         genres = pd.Series(catalogue["genre"].to_numpy()).str.split(", ").explode()
         joined = joined_per_group(genres, song[genres.index.to_numpy()])
         songs["genre"] = joined.reindex(kept_song[is_representative]).to_numpy()
-    report = MergeReport(len(kept), len(songs), len(np.unique(_feature_groups(kept))))
+    report = MergeReport(len(kept), len(songs), len(np.unique(by_features[positions])))
     return songs.reset_index(drop=True), aliases, report
 
 

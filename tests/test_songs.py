@@ -70,9 +70,9 @@ def test_identical_features_and_same_titles_merge_transitively():
     names = ["Song A", "Compilation cut", "Song A - Remastered 2009", "Other", "Other", "Song B"]
     artists = ["Band", "Band", "Band", "Band", "Someone else", "Band"]
     catalogue = table(list("abcdef"), values, names, artists)
-    labels, n_feature_groups = recording_groups(catalogue)
+    labels, by_features = recording_groups(catalogue)
     # a = b by features, a ~ c by title: one song; d and e share a title but not their artists.
-    assert labels.tolist() == [0, 0, 0, 1, 2, 3] and n_feature_groups == 5
+    assert labels.tolist() == [0, 0, 0, 1, 2, 3] and by_features.tolist() == [0, 0, 1, 2, 3, 4]
     songs, aliases, report = merge_recordings(catalogue)
     assert songs["id"].tolist() == ["a", "d", "e", "f"], "the first row in file order represents its song"
     assert aliases.values.tolist() == [["a", "a"], ["b", "a"], ["c", "a"], ["d", "d"], ["e", "e"], ["f", "f"]]
@@ -215,3 +215,14 @@ def test_a_logs_ids_become_song_ids():
     assert log["track_id"].tolist() == ["a2", "b", "a"], "the log given is left as it was"
     with pytest.raises(ValueError, match="e.g. 'zzz'"):
         log_with_song_ids(log.assign(track_id=["zzz", "a", "b"]), aliases)
+
+
+def test_rows_that_share_a_feature_hash_are_still_compared_whole(monkeypatch):
+    def colliding(frame: pd.DataFrame, index: bool) -> pd.Series:
+        return pd.Series(np.zeros(len(frame), dtype=np.uint64))
+
+    values = features(7, 3)[[0, 1, 0, 2]]
+    monkeypatch.setattr(pd.util, "hash_pandas_object", colliding)
+    labels, by_features = recording_groups(table(list("abcd"), values))
+    assert len(set(by_features)) == 3 and by_features[0] == by_features[2]
+    assert labels.tolist() == [0, 1, 0, 2]
