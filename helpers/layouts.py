@@ -9,7 +9,7 @@ table is read through a column mapping (`mapped_layout`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,8 +130,9 @@ def mapped_layout(column_map: Mapping[str, str], header: Sequence[str], path: Pa
         columns.pop("artists", None)
     if "year" in columns:
         columns.pop("release_date", None)
-    needed = ["id", *FEATURES]
-    lacking = [f for f in needed if f not in columns] + ([] if {"artist", "artists"} & set(columns) else ["artist"])
+    lacking = [f for f in ("id", *FEATURES) if f not in columns]
+    if not {"artist", "artists"} & set(columns):
+        lacking.append("artist")
     if lacking:
         raise LayoutError(
             f"{path}: no column for the field(s) {lacking} (neither mapped by column_map nor a column "
@@ -141,8 +142,9 @@ def mapped_layout(column_map: Mapping[str, str], header: Sequence[str], path: Pa
     return Layout("mapped", "your column_map", required, optional, words_for_key_and_mode=True)
 
 
-def _encoded_map(texts: pa.Array | pa.ChunkedArray, convert) -> tuple[np.ndarray, int | None]:
-    """Convert each distinct text with `convert` (None: not convertible); the values as float64
+def _encoded_map(texts: pa.Array | pa.ChunkedArray, convert: Callable[[str], float]
+                 ) -> tuple[np.ndarray, int | None]:
+    """Convert each distinct text with `convert` (NaN: not convertible); the values as float64
     and the row of the first text that could not be converted, if any."""
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
     encoded = pc.dictionary_encode(texts)
@@ -153,8 +155,10 @@ def _encoded_map(texts: pa.Array | pa.ChunkedArray, convert) -> tuple[np.ndarray
     return converted, (int(np.flatnonzero(bad)[0]) if bad.any() else None)
 
 
-def _number_or(words: Mapping[str, int], normalise):
-    def convert(text: str) -> float | None:
+def _number_or(words: Mapping[str, int], normalise: Callable[[str], str]) -> Callable[[str], float]:
+    """A converter of one text: its number if it is one, else the number of its `normalise`d
+    form in `words`, else NaN."""
+    def convert(text: str) -> float:
         try:
             return float(text)
         except ValueError:
