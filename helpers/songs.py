@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 
 from helpers.data import FEATURES, arrow_array, artist_lists, joined_per_group, normalise_names
 from helpers.paths import write_parquet
+from helpers.validation import check_columns
 
 ALIAS_COLUMNS = ("id", "song_id")
 ALIASES_FILE = "aliases.parquet"
@@ -230,8 +231,10 @@ def resolve_song_ids(ids: Iterable[str] | str, aliases: pd.DataFrame | str | Pat
     `aliases` is the alias table or the path of `aliases.parquet`. An id that is not in it (not
     in the catalogue, or its song was filtered out in notebook 01) is a ValueError naming it.
     """
+    source = str(aliases) if isinstance(aliases, (str, Path)) else "the alias table"
     if isinstance(aliases, (str, Path)):
-        aliases = pd.read_parquet(aliases, columns=list(ALIAS_COLUMNS))
+        aliases = pd.read_parquet(aliases)
+    check_columns(aliases, ALIAS_COLUMNS, source, hint="notebook 01 writes aliases.parquet")
     single = isinstance(ids, str)
     wanted = pd.Index([ids] if single else list(ids))
     position = pd.Index(aliases["id"]).get_indexer(wanted)
@@ -251,7 +254,7 @@ def log_with_song_ids(log: pd.DataFrame, aliases: pd.DataFrame | str | Path) -> 
     ValueError naming an id that is not in the alias table.
     """
     if isinstance(aliases, (str, Path)):
-        aliases = pd.read_parquet(aliases, columns=list(ALIAS_COLUMNS))
+        aliases = pd.read_parquet(aliases)
     resolved = log.reset_index(drop=True)
     resolved["track_id"] = resolve_song_ids(log["track_id"], aliases)
     if "candidates" in log.columns:

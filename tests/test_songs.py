@@ -226,3 +226,10 @@ def test_rows_that_share_a_feature_hash_are_still_compared_whole(monkeypatch):
     labels, by_features = recording_groups(table(list("abcd"), values))
     assert len(set(by_features)) == 3 and by_features[0] == by_features[2]
     assert labels.tolist() == [0, 1, 0, 2]
+
+
+def test_an_alias_table_without_its_columns_is_named(tmp_path):
+    path = tmp_path / "aliases.parquet"
+    pd.DataFrame({"id": ["a"], "song": ["a"]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"aliases\.parquet: missing column\(s\) \['song_id'\]"):
+        resolve_song_ids(["a"], path)
