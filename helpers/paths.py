@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "data" / "filtered_artist_data.csv"
+TIDYTUESDAY_CATALOGUE = REPO_ROOT / "data" / "spotify_songs.csv.gz"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 

@@ -34,7 +34,7 @@ from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appenda
 from helpers.paths import ProjectPaths
 from helpers.recommend import NEIGHBOURS_FILE, Recommender, versions
 from helpers.session import (Listener, PlaybackError, check_length, format_steps, missing_names, plan_playlist,
-                             play_session, playlist_table, simulated_listener)
+                             play_session, playlist_table, playlist_tracks, simulated_listener)
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings
 
 EXIT_STOPPED_EARLY = 3
@@ -113,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Signed in to Spotify as {player.user_name}.")
         steps = plan_playlist(recommender, args.start, args.length, greedy=args.greedy, seed=args.seed)
         names = player.track_names(missing_names(steps, recommender.catalogue)) if player else {}
-        print(format_steps(steps))
+        print(format_steps(steps, recommender.catalogue))
         print(playlist_table(steps, recommender.catalogue, names).to_string(index=False))
         if player is None:
             listener: Listener = simulated_listener(recommender, paths, seed=args.seed)
         else:
             listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
-                                       pause_timeout=args.pause_timeout)
+                                       pause_timeout=args.pause_timeout, announce=print,
+                                       aliases=recommender.aliases_of(playlist_tracks(steps)))
         result = play_session(recommender, listener, steps, log_path, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)

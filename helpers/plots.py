@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool
 
 # --- 03 clusters, 04 listeners, 05 rewards ---------------------------------------------------
 
+# What a listener can read about a track, in the order the hover text shows it.
+TRACK_LABELS = ("name", "artist", "album", "genre")
 MAP_MAX_POINTS = 100_000  # a map figure of a million points would weigh tens of MB
 CLUSTER_COLOURS = px.colors.qualitative.Dark24
 
@@ -118,16 +121,23 @@ def _map_points(points: pd.DataFrame, max_points: int | None, seed: int) -> tupl
     return shown, f"showing a seeded random {max_points:,} of {len(points):,} tracks"
 
 
+def track_labels(columns: Iterable[str]) -> list[str]:
+    """The columns of `TRACK_LABELS` a table has, in that order."""
+    present = set(columns)
+    return [column for column in TRACK_LABELS if column in present]
+
+
 def _track_hover(points: pd.DataFrame, extra: dict[str, str] | None = None) -> tuple[np.ndarray, str]:
-    """customdata and hovertemplate showing id, artist, name (when known), cluster and `extra`.
+    """customdata and hovertemplate showing the track's name, artist, album and genre (each when
+    known), id, cluster and `extra`.
 
     `extra` maps further columns to their d3 number format ("" for none).
     """
-    formats = {"id": "", "artist": "", **({"name": ""} if "name" in points.columns else {}),
-               "cluster": "", **(extra or {})}
+    formats = {**dict.fromkeys(track_labels(points.columns), ""), "id": "", "cluster": "", **(extra or {})}
     lines = [f"{column}: %{{customdata[{position}]{(':' + fmt) if fmt else ''}}}"
              for position, (column, fmt) in enumerate(formats.items())]
-    return points[list(formats)].to_numpy(), "<br>".join(lines) + "<extra></extra>"
+    data = points[list(formats)].astype(object)
+    return data.where(data.notna(), "").to_numpy(), "<br>".join(lines) + "<extra></extra>"
 
 
 def cluster_map_figure(points: pd.DataFrame, *, note: str = "", max_points: int | None = MAP_MAX_POINTS,
@@ -378,10 +388,15 @@ def tracks_per_artist_figure(tracks: pd.DataFrame, top: int = 30) -> go.Figure:
 def session_feedback_figure(interactions: pd.DataFrame) -> go.Figure:
     """How one played playlist was heard: percentage listened per position, liked tracks marked.
 
+    The hover names each track where `interactions` has `name` and `artist` columns.
     `interactions` are the session's records from `helpers.feedback.read_interactions` (a
     `liked` of <NA> is shown as unknown).
     """
     fig = go.Figure()
+    name, artist = (interactions[c].astype("string").fillna("") if c in interactions.columns
+                    else pd.Series("", index=interactions.index, dtype="string") for c in ("name", "artist"))
+    label = (name + np.where((name != "") & (artist != ""), " by ", "") + artist).mask(name + artist == "", "track")
+    interactions = interactions.assign(label=label)
     liked_or_unknown = interactions["liked"].astype("Float64").fillna(-1)
     for liked, label, colour in ((0, "not liked", "#9d9d9d"), (1, "liked", "#54a24b"), (-1, "liked unknown", "#bab0ac")):
         heard = interactions[(liked_or_unknown == liked).to_numpy(bool)]
@@ -390,8 +405,9 @@ def session_feedback_figure(interactions: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Bar(
             x=heard["position"], y=heard["percentage_listened"], name=label, marker_color=colour,
             text={1: "♥", -1: "?"}.get(liked, ""), textposition="outside",
-            customdata=heard[["track_id"]].to_numpy(),
-            hovertemplate="position %{x}: %{customdata[0]}<br>listened %{y:.0%}<extra>" + label + "</extra>"))
+            customdata=heard[["track_id", "label"]].to_numpy(),
+            hovertemplate=("position %{x}: %{customdata[1]} (%{customdata[0]})<br>listened %{y:.0%}<extra>"
+                           + label + "</extra>")))
     sources = ", ".join(sorted(interactions["source"].unique()))
     fig.update_layout(
         barmode="overlay",

@@ -2,7 +2,7 @@
 
     recommender = Recommender.load()          # models/ppo_candidate.pt + data/processed/
     for step in recommender.playlist(start_id="2cQ9D0cQjUJmLs8rWFkcRH"):
-        print(step["track_id"], step["candidates"], step["probs"], step["chosen"])
+        print(step["track_id"], step["candidates"], step["probs"], step["chosen"], step["chosen_name"])
 
 Each step reads the prebuilt neighbour index and runs the policy once on the 4 candidates:
 nothing scans the catalogue, so a 10-song playlist takes milliseconds even at 1.2M tracks.
@@ -21,6 +21,7 @@ from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neig
 from helpers.paths import ProjectPaths
 from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
+from helpers.songs import ALIASES_FILE, resolve_song_ids
 
 DEFAULT_ARCHITECTURE = "candidate"
 NEIGHBOURS_FILE = "neighbours.npz"
@@ -58,23 +59,32 @@ def version_rewards_path(models_dir: str | Path, version: int, architecture: str
 
 
 class PlaylistStep(TypedDict):
-    """One step of a playlist: the current track, its candidates with their probabilities, the pick."""
+    """One step of a playlist: the current track, its candidates with their probabilities, the pick.
+
+    The first four keys are the contract every consumer relies on; the names and artists of the
+    current and the chosen track are there for people (None when the catalogue has no names).
+    """
 
     track_id: str
     candidates: list[str]
     probs: list[float]
     chosen: str
+    track_name: str | None
+    track_artist: str | None
+    chosen_name: str | None
+    chosen_artist: str | None
 
 
 class Recommender:
     """A trained policy over its catalogue. Build it with `Recommender.load()`."""
 
     def __init__(self, run: TrainingRun, catalogue: Catalogue, neighbours_path: Path,
-                 reward_weights: RewardWeights | None = None):
+                 reward_weights: RewardWeights | None = None, aliases: pd.DataFrame | None = None):
         self.run = run
         self.tracks = catalogue
         self.neighbours_path = neighbours_path
         self.reward_weights = reward_weights  # notebook 05's, read by `load`; None when not known
+        self.aliases = aliases  # notebook 01's id -> song_id; None: only the songs' own ids
         self.model_version: str = run.model_version()
         self.n_candidates: int = run.config.n_candidates
         self._envs: dict[int, VectorPlaylistEnv] = {}
@@ -104,7 +114,8 @@ class Recommender:
         catalogue = Catalogue.from_parquet(rewards)
         run = TrainingRun.load(version_path(models_dir, version, architecture), catalogue)
         weights = RewardWeights.load(data_dir / REWARD_WEIGHTS_FILE)
-        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE, weights)
+        aliases = pd.read_parquet(data_dir / ALIASES_FILE) if (data_dir / ALIASES_FILE).exists() else None
+        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE, weights, aliases)
         recommender._env(run.config.playlist_length)
         return recommender
 
@@ -112,6 +123,33 @@ class Recommender:
     def catalogue(self) -> pd.DataFrame:
         """The rewards table indexed by track id (artist, name when known, cluster, latent_*, ...)."""
         return self.tracks.table.set_index("id")
+
+    def song_id(self, track_id: str) -> str:
+        """The id of the song `track_id` is one of (any id of notebook 01's catalogue: another
+        release of the song, an id Spotify relinked); a ValueError when the catalogue lacks it."""
+        try:
+            song = resolve_song_ids(track_id, self.aliases) if self.aliases is not None else track_id
+        except ValueError:
+            song = None
+        if song not in self.catalogue.index:
+            raise ValueError(f"track {track_id!r} is not in the recommender's catalogue"
+                             + (f" (its song {song!r} is not in the rewards table)" if song else ""))
+        return song
+
+    def aliases_of(self, track_ids: list[str]) -> dict[str, str]:
+        """The other ids of the songs `track_ids` (id -> song id), e.g. for following playback."""
+        if self.aliases is None:
+            return {}
+        other = self.aliases[self.aliases["song_id"].isin(track_ids) & (self.aliases["id"] != self.aliases["song_id"])]
+        return dict(zip(other["id"], other["song_id"]))
+
+    @cached_property
+    def _labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each track's name and artist in catalogue order (None where unknown)."""
+        table = self.tracks.table
+        labels = [table[c].astype(object).where(table[c].notna(), None).to_numpy() if c in table.columns
+                  else np.full(len(table), None, dtype=object) for c in ("name", "artist")]
+        return labels[0], labels[1]
 
     def latent(self, track_id: str) -> list[float]:
         """The latent vector (the state) of `track_id`."""
@@ -121,14 +159,17 @@ class Recommender:
                  seed: int | None = None) -> list[PlaylistStep]:
         """A playlist of `length` tracks as `length - 1` steps.
 
-        Starts at `start_id` (default: a random track drawn with `seed`). `greedy` picks the
-        most probable candidate; otherwise candidates are sampled from the policy with `seed`.
+        Starts at `start_id`, any id of notebook 01's catalogue (resolved to its song with
+        `song_id`; default: a random track drawn with `seed`). `greedy` picks the most probable
+        candidate; otherwise candidates are sampled from the policy with `seed`.
         """
         env = self._env(length)
         rng = np.random.default_rng(seed)
-        start = self.tracks.rows_of(start_id)[0] if start_id is not None else rng.integers(self.tracks.n_tracks)
+        start = (self.tracks.rows_of(self.song_id(start_id))[0] if start_id is not None
+                 else rng.integers(self.tracks.n_tracks))
         generator = torch.Generator().manual_seed(int(rng.integers(2**32))) if not greedy else None
         ids = self.tracks.ids
+        names, artists = self._labels
         batch = env.reset(np.array([start]))
         steps: list[PlaylistStep] = []
         with torch.no_grad():
@@ -136,11 +177,14 @@ class Recommender:
                 probs = self.run.agent.policy(Observations.from_batch(batch)).probs[0]
                 action = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
                 real = batch.mask[0]
+                current, chosen = batch.current_rows[0], batch.candidate_rows[0][action]
                 steps.append(PlaylistStep(
-                    track_id=ids[batch.current_rows[0]],
+                    track_id=ids[current],
                     candidates=ids[batch.candidate_rows[0][real]].tolist(),
                     probs=probs[torch.from_numpy(real)].tolist(),
-                    chosen=ids[batch.candidate_rows[0][action]],
+                    chosen=ids[chosen],
+                    track_name=names[current], track_artist=artists[current],
+                    chosen_name=names[chosen], chosen_artist=artists[chosen],
                 ))
                 batch, _, _ = env.step(np.array([action]))
         return steps

@@ -131,16 +131,21 @@ def _check_same_ids(frame: pd.DataFrame, name: str, expected: pd.Index) -> None:
             "after it on the same tracks.parquet.")
 
 
+# What a listener can read about a track, carried from tracks.parquet where the catalogue has it.
+NAME_COLUMNS = ("name", "album", "genre")
+
+
 def build_rewards_table(tracks: pd.DataFrame, latents: pd.DataFrame, clusters: pd.DataFrame,
                         listeners: pd.DataFrame,
                         weights: RewardWeights = RewardWeights()) -> pd.DataFrame:
     """Join the four inputs on `id` and add interaction_score, proximity_score and reward.
 
-    Rows keep tracks.parquet's order. Columns: id, artist, [name], the 11 features,
+    Rows keep tracks.parquet's order. Columns: id, artist, [name], [album], [genre] (each
+    when tracks.parquet has it), the 11 features,
     latent_0 ... latent_{d-1}, cluster, distance_to_centroid, proximity_score, umap_x, umap_y,
     percentage_listened, liked, interaction_score, reward.
     """
-    track_columns = ["artist", *(["name"] if "name" in tracks.columns else []), *FEATURES]
+    track_columns = ["artist", *(c for c in NAME_COLUMNS if c in tracks.columns), *FEATURES]
     latent_cols = latent_columns(latents, "latents.parquet")
     inputs = {
         "tracks.parquet": (tracks, track_columns),

@@ -62,6 +62,8 @@ class PlaylistRecommender(Protocol):
 
     def latent(self, track_id: str) -> list[float]: ...
 
+    def song_id(self, track_id: str) -> str: ...
+
 
 class Listener(Protocol):
     """Plays tracks in order, reports each finished one, and says why it stopped."""
@@ -110,13 +112,14 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
                   greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
     """The recommender's playlist from `start_id` (random when None), checked.
 
+    `start_id` may be any id of notebook 01's catalogue: the recommender resolves it to its song.
     `greedy=False` draws each choice from the policy's probabilities, so the logged `probs` are
     the probabilities the tracks were really chosen with (what off-policy evaluation needs);
     `greedy=True` takes the most probable candidate every time.
     """
     check_length(recommender, length)
-    if start_id is not None and start_id not in catalogue_by_id(recommender.catalogue).index:
-        raise ValueError(f"start track {start_id!r} is not in the recommender's catalogue")
+    if start_id is not None:
+        start_id = recommender.song_id(start_id)
     steps = recommender.playlist(start_id=start_id, length=length, greedy=greedy, seed=seed)
     if len(steps) != length - 1:
         raise ValueError(f"the recommender returned {len(steps)} steps for a playlist of {length} tracks "
@@ -134,29 +137,36 @@ def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None,
     return steps
 
 
-def track_labels(track_ids: Sequence[str], catalogue: pd.DataFrame | None) -> dict[str, str]:
-    """"id · artist · name" for each track, with what the catalogue knows (the id alone without it)."""
-    tracks = None if catalogue is None else catalogue_by_id(catalogue)
-    columns = [] if tracks is None else [c for c in ("artist", "name") if c in tracks.columns]
-    labels = {}
-    for track_id in track_ids:
-        known = [] if tracks is None or track_id not in tracks.index else [tracks.at[track_id, c] for c in columns]
-        labels[track_id] = " · ".join([track_id, *(str(value) for value in known if not pd.isna(value))])
-    return labels
+def track_label(track_id: str, name: str | None = None, artist: str | None = None) -> str:
+    """'Name by Artist (id)' with what is known; the id alone when nothing is."""
+    known = " by ".join(str(part) for part in (name, artist) if part is not None and not pd.isna(part))
+    return f"{known} ({track_id})" if known else track_id
 
 
 def format_steps(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame | None = None) -> str:
     """Each step of the policy: the current track, the candidates by probability, the choice.
 
-    With `catalogue`, tracks are labelled with their artist and name where it knows them.
-    """
-    labels = track_labels({track for step in steps for track in (step["track_id"], *step["candidates"])},
-                          catalogue)
+    Tracks are named from `catalogue` (its `name` and `artist`) when given, else the current and
+    the chosen track from the steps' own names (`track_name`, `chosen_name`, ...)."""
+    known: dict[str, tuple[str | None, str | None]] = {}
+    for step in steps:
+        known[step["track_id"]] = (step.get("track_name"), step.get("track_artist"))
+        known[step["chosen"]] = (step.get("chosen_name"), step.get("chosen_artist"))
+    if catalogue is not None:
+        tracks = catalogue_by_id(catalogue)
+        ids = list(dict.fromkeys(track for step in steps for track in (step["track_id"], *step["candidates"])))
+        columns = [tracks[c].reindex(ids) if c in tracks.columns else pd.Series(None, index=ids, dtype=object)
+                   for c in ("name", "artist")]
+        known |= dict(zip(ids, zip(*columns)))
+
+    def label(track_id: str) -> str:
+        return track_label(track_id, *known.get(track_id, (None, None)))
+
     lines = []
     for position, step in enumerate(steps, start=1):
-        lines.append(f"step {position}: from {labels[step['track_id']]}")
+        lines.append(f"step {position}: from {label(step['track_id'])}")
         for candidate, prob in sorted(zip(step["candidates"], step["probs"]), key=lambda pair: -pair[1]):
-            lines.append(f"    {prob:6.3f}  {labels[candidate]}{'  <- chosen' if candidate == step['chosen'] else ''}")
+            lines.append(f"    {prob:6.3f}  {label(candidate)}{'  <- chosen' if candidate == step['chosen'] else ''}")
     return "\n".join(lines)
 
 

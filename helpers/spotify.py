@@ -568,12 +568,14 @@ class PlaybackFollower:
     whatever their positions, and tracks never seen playing are not reported.
     """
 
-    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000, in_order: bool = True) -> None:
+    def __init__(self, track_ids: Sequence[str], end_margin_ms: int = 5_000, in_order: bool = True,
+                 aliases: Mapping[str, str] | None = None) -> None:
         if len(set(track_ids)) != len(track_ids) or not track_ids:
             raise ValueError("a playlist to follow needs at least one track and no track twice")
         self.track_ids = list(track_ids)
         self.end_margin_ms = end_margin_ms
         self.in_order = in_order
+        self.aliases = dict(aliases or {})  # another id of a playlist's song -> the song's id
         self._position_of = {track_id: position for position, track_id in enumerate(track_ids)}
         self._progress_ms = [0] * len(track_ids)
         self._duration_ms = [0] * len(track_ids)
@@ -585,9 +587,13 @@ class PlaybackFollower:
         self.left_playlist = False
 
     def position_of(self, state: dict | None) -> int | None:
-        """The playlist position of the state's item (matched on its id or its linked_from id)."""
-        return next((self._position_of[track_id] for track_id in item_ids(state) if track_id in self._position_of),
-                    None)
+        """The playlist position of the state's item, or None when it is not the playlist's.
+
+        Spotify may play another id than the one asked for: a copy of the track for the
+        listener's market (the asked id is then the item's `linked_from`), or another release
+        of the same song (mapped back by `aliases`)."""
+        songs = (self.aliases.get(track_id, track_id) for track_id in item_ids(state))
+        return next((self._position_of[song] for song in songs if song in self._position_of), None)
 
     def _percentage(self, position: int) -> float:
         duration = self._duration_ms[position]
@@ -771,6 +777,14 @@ class _Reporter:
         return {position: int(any(in_library[track_id] for track_id in both)) for position, both in ids.items()}
 
 
+def now_playing(state: dict, position: int, n_tracks: int) -> str:
+    """'now playing 3/10: Name by Artist, Artist' from a playback state."""
+    item = state.get("item") or {}
+    artists = ", ".join(artist.get("name", "") for artist in item.get("artists") or [])
+    return f"now playing {position + 1}/{n_tracks}: {item.get('name') or item.get('id')}" + (
+        f" by {artists}" if artists else "")
+
+
 class SpotifyListener:
     """A person listening on Spotify: plays the tracks with one call and follows the playback.
 
@@ -788,12 +802,15 @@ class SpotifyListener:
 
     def __init__(self, player: SpotifyPlayer, *, device_name: str | None = None, poll_interval: float = 2.0,
                  pause_timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, aliases: Mapping[str, str] | None = None,
+                 announce: Callable[[str], None] | None = None) -> None:
         if not (math.isfinite(poll_interval) and math.isfinite(pause_timeout)) or poll_interval < 0 \
                 or pause_timeout < 0:
             raise ValueError("poll_interval and pause_timeout must be finite numbers >= 0, got "
                              f"{poll_interval}, {pause_timeout}")
         self.player = player
+        self.aliases = aliases  # other ids of the playlist's songs (see PlaybackFollower.position_of)
+        self.announce = announce  # told "now playing ..." with the name from the playback state
         self.device_name = device_name
         self.poll_interval = poll_interval
         self.pause_timeout = pause_timeout
@@ -808,7 +825,7 @@ class SpotifyListener:
         for error in refused:
             warnings.warn(f"{error}. Tracks are then matched by id in whatever order they play.", stacklevel=2)
         follower = PlaybackFollower(track_ids, end_margin_ms=int(self.poll_interval * 1000) + 2_000,
-                                    in_order=not refused)
+                                    in_order=not refused, aliases=self.aliases)
         try:
             self.player.start(track_ids, device["id"])
             with interrupt_flag() as interrupt:
@@ -853,7 +870,10 @@ class SpotifyListener:
             state = self.player.playback()
             if interrupt.is_set():
                 return "interrupted"
+            playing_before = follower.current
             reporter.take(lambda: follower.observe(state))
+            if self.announce and follower.current is not None and follower.current != playing_before:
+                self.announce(now_playing(state, follower.current, len(follower.track_ids)))
             reporter.report()
             if interrupt.is_set():
                 return "interrupted"

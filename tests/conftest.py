@@ -75,6 +75,14 @@ class FakeRecommender:
     def latent(self, track_id: str) -> list[float]:
         return self.catalogue.loc[track_id, self._latent_columns].astype(float).tolist()
 
+    def aliases_of(self, track_ids: list[str]) -> dict[str, str]:
+        return {}
+
+    def song_id(self, track_id: str) -> str:
+        if track_id not in self.catalogue.index:
+            raise ValueError(f"track {track_id!r} is not in the recommender's catalogue")
+        return track_id
+
     def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
                  seed: int | None = None) -> list[dict]:
         rng = np.random.default_rng(seed)

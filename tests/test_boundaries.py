@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-OFFLINE_MODULES = ("helpers.data", "helpers.validation", "helpers.vae", "helpers.clustering", "helpers.listeners",
+OFFLINE_MODULES = ("helpers.data", "helpers.layouts", "helpers.songs", "helpers.validation", "helpers.vae", "helpers.clustering", "helpers.listeners",
                    "helpers.rewards", "helpers.env", "helpers.ppo", "helpers.evaluation", "helpers.recommend",
                    "helpers.feedback", "helpers.session", "helpers.finetune", "helpers.off_policy", "helpers.drift",
                    "helpers.plots", "helpers.pipeline")

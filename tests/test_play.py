@@ -17,8 +17,8 @@ from helpers import play
 from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS, SIMULATED_LOG_NAME
 from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.paths import ProjectPaths
-from helpers.session import (choice_probability, missing_names, plan_playlist, play_session, playlist_table,
-                             playlist_tracks, simulated_listener)
+from helpers.session import (choice_probability, format_steps, missing_names, plan_playlist, play_session,
+                             playlist_table, playlist_tracks, simulated_listener)
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings, SpotifyUnavailable
 
 SPOTIFY_VARIABLES = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SPOTIPY_REDIRECT_URI",
@@ -49,7 +49,7 @@ def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
 
 
 def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender, monkeypatch):
-    with pytest.raises(ValueError, match="'nope' is not in the recommender's catalogue"):
+    with pytest.raises(ValueError, match="track 'nope' is not in the recommender's catalogue"):
         plan_playlist(fake_recommender, "nope")
     with pytest.raises(ValueError, match="a playlist has 2 to 57 tracks"):
         plan_playlist(fake_recommender, length=1)
@@ -64,7 +64,7 @@ def test_playlist_table_takes_names_from_the_catalogue_or_the_lookup(fake_recomm
     steps = plan_playlist(fake_recommender, "track00003", length=5, seed=0)
     entries = playlist_tracks(steps)
     table = playlist_table(steps, fake_recommender.catalogue)
-    assert list(table.columns) == ["position", "track_id", "artist", "name", "cluster", "probability"]
+    assert list(table.columns) == ["position", "track_id", "artist", "name", "cluster", "reward", "probability"]
     assert table["name"].tolist() == [f"Song {int(track_id[5:])}" for track_id in entries]
 
     nameless = fake_recommender.catalogue.drop(columns="name").reset_index()
@@ -174,7 +174,7 @@ def test_command_without_listener_model_says_which_notebook_to_run(cli, offline_
 
 def test_command_refuses_an_unknown_start_track(cli):
     code, _, err = cli("--offline", "--start", "no-such-track")
-    assert code == 1 and err.strip() == "error: start track 'no-such-track' is not in the recommender's catalogue"
+    assert code == 1 and err.strip() == "error: track 'no-such-track' is not in the recommender's catalogue"
 
 
 @pytest.fixture
@@ -338,3 +338,13 @@ def test_relinked_tracks_and_unknown_likes_reach_the_log_over_http(cli, spotify,
     assert [r["played_id"] for r in logged] == [None] * 3 + ["market-copy"] + [None] * 6
     assert None in [r["liked"] for r in logged]
     assert all(r["liked"] == int(r["track_id"] in fake.liked) for r in logged if r["liked"] is not None)
+
+
+def test_printed_steps_name_the_tracks():
+    steps = [{"track_id": "a", "candidates": ["b", "c"], "probs": [0.3, 0.7], "chosen": "c",
+              "track_name": "Halo", "track_artist": "Beyoncé", "chosen_name": None, "chosen_artist": "Sia"}]
+    assert format_steps(steps).splitlines() == [
+        "step 1: from Halo by Beyoncé (a)", "     0.700  Sia (c)  <- chosen", "     0.300  b"]
+    catalogue = pd.DataFrame({"id": ["a", "b", "c"], "name": ["Halo", "Flash", None],
+                              "artist": ["Beyoncé", "Queen", "Sia"]})
+    assert format_steps(steps, catalogue).splitlines()[2] == "     0.300  Flash by Queen (b)"

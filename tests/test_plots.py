@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from helpers.plots import drift_rounds_figure
+from helpers.plots import drift_rounds_figure, reward_map_figure, session_feedback_figure
 
 
 def test_the_drift_figure_states_the_share_closed_and_marks_the_target():
@@ -13,3 +13,23 @@ def test_the_drift_figure_states_the_share_closed_and_marks_the_target():
     (target,) = fig.layout.shapes
     assert target.y0 == target.y1 == pytest.approx(970.0)
     assert {trace.name for trace in fig.data} == {"fine-tuned after each round", "not fine-tuned", "exact optimum"}
+
+
+def test_map_hover_names_the_track_where_the_catalogue_has_names():
+    points = pd.DataFrame({"id": ["a", "b"], "artist": ["Queen", "Adele"], "name": ["Flash", None],
+                           "genre": ["rock", "pop"], "cluster": [0, 1], "umap_x": [0.0, 1.0], "umap_y": [0.0, 1.0],
+                           "reward": [50.0, 60.0]})
+    fig = reward_map_figure(points, max_points=None)
+    (trace,) = fig.data
+    assert trace.hovertemplate.startswith("name: %{customdata[0]}<br>artist: %{customdata[1]}<br>genre:")
+    assert trace.customdata[0].tolist()[:4] == ["Flash", "Queen", "rock", "a"]
+    assert trace.customdata[1].tolist()[0] == "", "an unknown name is blank, not nan"
+
+
+def test_session_hover_names_each_track():
+    heard = pd.DataFrame({"position": [0, 1], "track_id": ["a", "b"], "percentage_listened": [0.5, 1.0],
+                          "liked": [0, 1], "source": "simulated", "name": ["Flash", None], "artist": ["Queen", "Adele"]})
+    fig = session_feedback_figure(heard)
+    assert [trace.customdata.tolist() for trace in fig.data] == [[["a", "Flash by Queen"]], [["b", "Adele"]]]
+    unnamed = session_feedback_figure(heard.drop(columns=["name", "artist"]))
+    assert unnamed.data[0].customdata.tolist() == [["a", "track"]]

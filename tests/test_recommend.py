@@ -1,11 +1,13 @@
 """The Recommender contract that the notebooks and the Spotify player rely on."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers.env import Catalogue
 from helpers.ppo import PPOConfig, TrainingRun
 from helpers.recommend import Recommender, checkpoint_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
+from helpers.songs import ALIASES_FILE, save_aliases
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +18,11 @@ def run_dirs(tmp_path_factory, rewards_table):
     data_dir.mkdir(parents=True)
     rewards_table.to_parquet(data_dir / "rewards.parquet", index=False)
     RewardWeights(liked_weight=40.0).save(data_dir / REWARD_WEIGHTS_FILE)
+    # Two ids of the catalogue of notebook 01 that were merged into track00003: an album
+    # release and the id Spotify relinks to in some market.
+    songs = pd.DataFrame({"id": rewards_table["id"], "song_id": rewards_table["id"]})
+    merged = pd.DataFrame({"id": ["album-release", "relinked"], "song_id": ["track00003", "track00003"]})
+    save_aliases(pd.concat([songs, merged]), data_dir / ALIASES_FILE)
     catalogue = Catalogue.from_table(rewards_table)
     for make_config in (PPOConfig, PPOConfig.original):
         config = make_config(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
@@ -42,12 +49,28 @@ def test_playlist_has_length_minus_one_steps_that_chain(recommender, length):
 def test_every_step_has_candidates_probabilities_and_a_chosen_candidate(recommender):
     for seed in range(5):
         for step in recommender.playlist(greedy=False, seed=seed):
-            assert set(step) == {"track_id", "candidates", "probs", "chosen"}
+            assert set(step) == {"track_id", "candidates", "probs", "chosen",
+                                 "track_name", "track_artist", "chosen_name", "chosen_artist"}
             assert len(step["candidates"]) == len(step["probs"]) == 4
             assert all(isinstance(p, float) for p in step["probs"])
             assert sum(step["probs"]) == pytest.approx(1.0, abs=1e-6)
             assert step["chosen"] in step["candidates"]
             assert step["track_id"] not in step["candidates"]
+
+
+def test_steps_name_the_current_and_the_chosen_track(recommender, rewards_table):
+    by_id = rewards_table.set_index("id")
+    for step in recommender.playlist(start_id="track00010"):
+        assert (step["track_name"], step["track_artist"]) == tuple(by_id.loc[step["track_id"], ["name", "artist"]])
+        assert (step["chosen_name"], step["chosen_artist"]) == tuple(by_id.loc[step["chosen"], ["name", "artist"]])
+
+
+def test_any_id_of_a_song_starts_its_playlist(recommender):
+    expected = recommender.playlist(start_id="track00003")
+    assert recommender.playlist(start_id="album-release") == expected
+    assert recommender.playlist(start_id="relinked")[0]["track_id"] == "track00003"
+    with pytest.raises(ValueError, match="track 'nowhere' is not in the recommender's catalogue$"):
+        recommender.playlist(start_id="nowhere")
 
 
 def test_greedy_picks_the_most_probable_candidate(recommender):
@@ -94,3 +117,9 @@ def test_the_recommender_reads_the_reward_weights_notebook_05_saved(run_dirs, tm
     (tmp_path / REWARD_WEIGHTS_FILE).write_text('{"liked_weight": 50}')
     with pytest.raises(ValueError, match="not a reward weights file written by notebook 05"):
         Recommender.load(models_dir, tmp_path)
+
+
+def test_the_other_ids_of_a_playlists_songs(recommender):
+    assert recommender.aliases_of(["track00003", "track00004"]) == {"album-release": "track00003",
+                                                                    "relinked": "track00003"}
+    assert recommender.aliases_of(["track00004"]) == {}

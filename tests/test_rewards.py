@@ -84,6 +84,8 @@ def make_inputs(n_tracks: int = 12, with_name: bool = True, seed: int = 0) -> di
     tracks = pd.DataFrame({"id": ids, "artist": rng.choice(["Adele", "Sia"], n_tracks)})
     if with_name:
         tracks["name"] = [f"Song {i}" for i in range(n_tracks)]
+        tracks["album"] = "An album"
+        tracks["genre"] = rng.choice(["pop", "rock, edm"], n_tracks)
     for feature in FEATURES:
         tracks[feature] = rng.uniform(size=n_tracks)
     tracks["year"] = 2010
@@ -101,10 +103,10 @@ def make_inputs(n_tracks: int = 12, with_name: bool = True, seed: int = 0) -> di
 def test_the_table_has_the_contract_columns_in_order():
     table = build_rewards_table(**make_inputs())
     assert list(table.columns) == [
-        "id", "artist", "name", *FEATURES, "latent_0", "latent_1", "latent_2", "cluster",
+        "id", "artist", "name", "album", "genre", *FEATURES, "latent_0", "latent_1", "latent_2", "cluster",
         "distance_to_centroid", "proximity_score", "umap_x", "umap_y", "percentage_listened",
         "liked", "interaction_score", "reward"]
-    assert "name" not in build_rewards_table(**make_inputs(with_name=False)).columns
+    assert not {"name", "album", "genre"} & set(build_rewards_table(**make_inputs(with_name=False)).columns)
 
 
 def test_the_scores_are_those_of_the_formulas():

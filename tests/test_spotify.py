@@ -21,8 +21,7 @@ from fake_spotify import FakeSpotify, FakeTrack, error_answer
 from helpers.paths import REPO_ROOT
 from helpers.spotify import (DEFAULT_API_BASE, DEFAULT_TOKEN_CACHE, NoDevice, PlaybackFollower, PremiumRequired,
                              SCOPES, PrivateTokenCache, RateLimited, SignInError, SignInRevoked, SpotifyListener,
-                             SpotifyPlayer,
-                             SpotifySettings, SpotifyUnavailable, UserNotRegistered)
+                             SpotifyPlayer, SpotifySettings, SpotifyUnavailable, UserNotRegistered, now_playing)
 
 PLAYLIST = [f"track{i:03d}" for i in range(10)]
 LISTENED = [1.0, 0.5, 0.3, 0.0, 0.75, 1.0, 0.05, 0.9, 0.2, 1.0]
@@ -619,3 +618,30 @@ def test_an_os_error_during_sign_in_is_reported_as_what_it_is(tmp_path, monkeypa
                                api_base="http://127.0.0.1:9/v1/")
     with pytest.raises(SignInError, match=r"signing in to Spotify failed: Permission denied \(PermissionError\)"):
         SpotifyPlayer.connect(settings)
+
+
+def test_follower_knows_a_relinked_track_and_another_release_of_a_song():
+    follower = PlaybackFollower(["a", "b", "c"], aliases={"b-album": "b"})
+    relinked = state("a-market", 50_000)
+    relinked["item"]["linked_from"] = {"id": "a"}
+    assert follower.position_of(relinked) == 0 and follower.is_playing(relinked)
+    assert follower.observe(relinked) == []
+    assert follower.observe(state("b-album", 10_000)) == [(0, 0.5)], "another release of b is b"
+    assert follower.observe(state("c", 1_000)) == [(1, 0.1)] and not follower.left_playlist
+    assert follower.position_of({"item": {"id": "elsewhere"}}) is None
+
+
+def test_now_playing_names_the_track_from_the_playback_state():
+    playing = {"item": {"id": "a", "name": "Halo", "artists": [{"name": "Beyoncé"}, {"name": "X"}]}}
+    assert now_playing(playing, 2, 10) == "now playing 3/10: Halo by Beyoncé, X"
+    assert now_playing({"item": {"id": "a"}}, 0, 2) == "now playing 1/2: a"
+
+
+def test_the_listener_announces_each_track_by_the_name_spotify_reports():
+    announced: list[str] = []
+    with FakeSpotify(catalogue()) as fake:
+        _, listener = session(fake, announce=announced.append)
+        reason, _ = listen(listener)
+    assert reason == "finished" and len(announced) == len(PLAYLIST)
+    assert announced[0].startswith("now playing 1/10: ") and announced[0].endswith(" by Fake Artist")
+    assert announced[-1].startswith("now playing 10/10: ")

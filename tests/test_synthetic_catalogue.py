@@ -68,7 +68,7 @@ def test_features_are_resampled_from_the_embedded_catalogue(as_read):
 
 def test_loader_reads_it_and_the_default_filter_finds_tracks(catalogue_file):
     catalogue, report = load_catalogue(catalogue_file, return_report=True)
-    assert (report.schema, report.rows_kept) == ("kaggle", N_ROWS)
+    assert (report.layout, report.rows_kept) == ("kaggle", N_ROWS)
     tracks = filter_catalogue(catalogue, [*ORIGINAL_DESIGN_ARTISTS, "Beyonce"], 2000, 2020)
     assert len(tracks) > 0 and tracks["year"].between(2000, 2020).all()
     first_listed = tracks["artists"].map(lambda names: names[0])
