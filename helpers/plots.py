@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +19,11 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from helpers.paths import atomic_write
+
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _png_state: dict[str, bool] = {}
+PNG_TIMEOUT_SECONDS = 120.0  # a figure renders in about a second; a stuck browser never returns
 
 
 def find_chrome() -> str | None:
@@ -75,18 +79,54 @@ def _png_export_ready() -> bool:
     return _png_state["ready"]
 
 
+def _write_png(fig: go.Figure, path: Path, width: int, height: int, timeout_seconds: float) -> bool:
+    """Render `fig` to `path` through kaleido within `timeout_seconds`; False if it did not finish.
+
+    Kaleido waits without limit on its browser: a Chrome that crashed or hangs would freeze the
+    notebook. The render runs in a daemon thread, so a stuck one is abandoned, not waited for.
+    The PNG is written to a temporary file first: a render that fails leaves no partial file.
+    """
+    outcome: list[BaseException | None] = []
+
+    def render() -> None:
+        try:
+            with atomic_write(path) as temporary, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                fig.write_image(temporary, format="png", width=width, height=height)
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome.append(error)
+
+    worker = threading.Thread(target=render, name=f"png {path.name}", daemon=True)
+    worker.start()
+    worker.join(timeout_seconds)
+    if not outcome:
+        return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
+
+
 def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool = True,
-                width: int = 1000, height: int = 650) -> dict[str, Path]:
-    """Write `fig` to `figures_dir/name.html` (and `name.png`); return the paths written."""
+                width: int = 1000, height: int = 650,
+                png_timeout_seconds: float = PNG_TIMEOUT_SECONDS) -> dict[str, Path]:
+    """Write `fig` to `figures_dir/name.html` (and `name.png`); return the paths written.
+
+    A PNG that takes longer than `png_timeout_seconds` is given up with one warning, and the
+    figures after it are saved as HTML only (the browser behind the export is not responding).
+    """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = {"html": figures_dir / f"{name}.html"}
     fig.write_html(written["html"], include_plotlyjs="directory")
     if png and _png_export_ready():
-        written["png"] = figures_dir / f"{name}.png"
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-            fig.write_image(written["png"], width=width, height=height)
+        if _write_png(fig, figures_dir / f"{name}.png", width, height, png_timeout_seconds):
+            written["png"] = figures_dir / f"{name}.png"
+        else:
+            _png_state["ready"] = False
+            warnings.warn(f"PNG export of {name} did not finish within {png_timeout_seconds:g} s (the browser "
+                          "behind kaleido is not responding): this and later figures are saved as HTML only.",
+                          stacklevel=2)
     return written
 
 

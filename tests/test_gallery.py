@@ -1,7 +1,9 @@
 """The figure list, the committed gallery, and PNG export without a Chrome on the machine."""
 import json
 import re
+import threading
 import warnings
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -84,3 +86,28 @@ def test_without_chrome_a_downloaded_chrome_is_used(no_chrome, monkeypatch):
     monkeypatch.delenv("BROWSER_PATH", raising=False)
     assert plots._png_export_ready()
     assert started and plots.os.environ["BROWSER_PATH"] == "/opt/kaleido-chrome/chrome"
+
+
+class StuckFigure:
+    """A figure whose PNG export never returns, like kaleido waiting on a browser that crashed."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def write_html(self, path, **options) -> None:
+        Path(path).write_text("<html></html>")
+
+    def write_image(self, path, **options) -> None:
+        self.release.wait()
+
+
+def test_a_png_export_that_hangs_is_given_up_and_later_figures_are_html_only(monkeypatch, tmp_path):
+    monkeypatch.setattr(plots, "_png_state", {"ready": True})
+    stuck = StuckFigure()
+    with pytest.warns(UserWarning, match="PNG export of stuck did not finish within 0.2 s"):
+        written = plots.save_figure(stuck, "stuck", tmp_path, png_timeout_seconds=0.2)
+    assert set(written) == {"html"} and not list(tmp_path.glob("*.png")), "no partial PNG is left"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(plots.save_figure(StuckFigure(), "later", tmp_path)) == {"html"}, "no second wait"
+    stuck.release.set()
