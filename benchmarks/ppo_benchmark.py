@@ -47,7 +47,8 @@ def sb3_policy(model) -> Policy:
     """A batch policy from a Stable-Baselines3 model trained on PlaylistEnv(observation="candidates")."""
     def choose(batch: PlaylistBatch) -> np.ndarray:
         observation = {"current": batch.current, "candidates": batch.candidates,
-                       "mask": batch.mask.astype(np.int8), "steps_left": batch.steps_left[:, None]}
+                       "mask": batch.mask.astype(np.int8), "steps_left": batch.steps_left[:, None],
+                       "candidate_rewards": batch.candidate_rewards}
         return model.predict(observation, deterministic=True)[0]
     return choose
 
