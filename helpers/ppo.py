@@ -84,7 +84,7 @@ class PPOConfig:
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     reward_scale: float | None = None
-    total_timesteps: int | None = 600_000
+    total_timesteps: int | None = 300_000
     train_seconds: float | None = None
     torch_threads: int = 1
     seed: int = 42
