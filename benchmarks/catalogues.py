@@ -3,9 +3,9 @@
 A catalogue is given on the command line as `NAME=DIR`: the root of a chain run on it
 (`python -m helpers.pipeline --output-dir DIR ...`). `DIR` may be left out for the embedded
 catalogue (the repository's own run). With `--prepare`, a missing chain is run first:
-notebooks 01-05 on the embedded file, or on a synthetic file of `synthetic_catalogue.py`
-(run unfiltered); the default policy is then trained as notebook 06 trains it. Any other
-catalogue (e.g. TidyTuesday) is prepared with the pipeline, as the README says.
+notebooks 01-05 on a built-in catalogue (`embedded`, `tidytuesday`) or on a synthetic file of
+`synthetic_catalogue.py` (run unfiltered); the default policy is then trained as notebook 06
+trains it. Any other catalogue is prepared with the pipeline, as the README says.
 
     embedded  tidytuesday=/tmp/tt  synthetic-100k=/tmp/s100k  synthetic-1.2M=/tmp/s1m
 """
@@ -24,6 +24,7 @@ from helpers.ppo import PPOConfig, TrainingRun, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, checkpoint_path
 
 SYNTHETIC_ROWS = {"synthetic-100k": 100_000, "synthetic-1.2M": 1_204_025}
+BUILT_IN = ("embedded", "tidytuesday")  # helpers.data's built-in catalogue names
 UNFILTERED = {"artists": None, "year_min": None, "year_max": None}
 HELDOUT_FRACTION = 0.1  # notebook 06's default
 
@@ -69,9 +70,10 @@ class CatalogueRun:
             run.save(checkpoint_path(self.paths.models))
 
     def run_chain(self) -> None:
-        """Notebooks 01-05 on this catalogue (embedded or synthetic); other names must be run by hand."""
-        if self.output_dir is None:
-            run_chain(only=["01", "02", "03", "04", "05"], progress=False)
+        """Notebooks 01-05 on this catalogue (built-in or synthetic); other names must be run by hand."""
+        if self.name in BUILT_IN:
+            run_chain({"catalogue_path": self.name}, only=["01", "02", "03", "04", "05"], output_dir=self.output_dir,
+                      progress=False)
         elif self.name in SYNTHETIC_ROWS:
             from synthetic_catalogue import write_synthetic_catalogue
 
