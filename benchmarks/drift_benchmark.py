@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     for source in args.catalogues if args.prepare else []:
         source.prepare()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # spawn, not fork: --prepare may have trained in this process, and forked torch thread pools deadlock
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         demos = [pool.submit(demo_row, source, variant, seed, settings)
                  for source in args.catalogues for seed in args.drift_seeds for variant in args.variants]
         ceilings = [pool.submit(ceiling_rows, source, seed, settings)
