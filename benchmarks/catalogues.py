@@ -11,6 +11,7 @@ trains it. Any other catalogue is prepared with the pipeline, as the README says
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +86,18 @@ class CatalogueRun:
             raise FileNotFoundError(
                 f"{self.paths.processed / 'rewards.parquet'} is missing: run the chain on the {self.name} catalogue "
                 f"first (python -m helpers.pipeline --output-dir {self.output_dir} -p catalogue_path FILE ...)")
+
+
+def add_catalogue_arguments(parser: argparse.ArgumentParser, report: str, notebooks: str) -> None:
+    """The options every benchmark shares: `--catalogues NAME=DIR ...`, `--prepare`, `--results-dir`."""
+    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=CatalogueRun.parse,
+                        help=f"NAME=DIR of finished chains ({notebooks}), side by side (default: the repository's)")
+    parser.add_argument("--prepare", action="store_true", help="run a missing built-in or synthetic chain first")
+    parser.add_argument("--results-dir", help=f"where to write {report}.md/.csv (default: the first's runs/)")
+
+
+def results_folder(args: argparse.Namespace) -> Path:
+    """`--results-dir`, or the first catalogue's runs/ folder; created."""
+    folder = Path(args.results_dir) if args.results_dir else args.catalogues[0].paths.runs
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

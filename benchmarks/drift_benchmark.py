@@ -41,7 +41,7 @@ from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, version_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
-from catalogues import CatalogueRun
+from catalogues import CatalogueRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
 VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
@@ -156,10 +156,7 @@ def report(results: pd.DataFrame, settings: DriftSettings) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=CatalogueRun.parse,
-                        help="NAME=DIR of finished chains (01-06), side by side (default: the repository's)")
-    parser.add_argument("--prepare", action="store_true", help="run a missing embedded or synthetic chain first")
-    parser.add_argument("--results-dir", help="where to write drift_benchmark.md/.csv (default: the first's runs/)")
+    add_catalogue_arguments(parser, "drift_benchmark", "01-06")
     parser.add_argument("--drift-seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--ceilings", action="store_true", help="also train PPO on the true rewards (a bound)")
@@ -167,8 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = DriftSettings()
-    results_dir = Path(args.results_dir) if args.results_dir else args.catalogues[0].paths.runs
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = results_folder(args)
     for source in args.catalogues if args.prepare else []:
         source.prepare()
     # spawn, not fork: --prepare may have trained in this process, and forked torch thread pools deadlock

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from catalogues import HELDOUT_FRACTION, CatalogueRun
+from catalogues import HELDOUT_FRACTION, CatalogueRun, add_catalogue_arguments, results_folder
 
 from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, PlaylistEnv
 from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
@@ -148,10 +148,7 @@ def measure(source: CatalogueRun, args: argparse.Namespace, with_sb3: bool) -> t
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=CatalogueRun.parse,
-                        help="NAME=DIR of finished chains (01-05), side by side (default: the repository's)")
-    parser.add_argument("--prepare", action="store_true", help="run a missing embedded or synthetic chain first")
-    parser.add_argument("--results-dir", help="where to write ppo_benchmark.md/.csv (default: the first's runs/)")
+    add_catalogue_arguments(parser, "ppo_benchmark", "01-05")
     parser.add_argument("--budgets", type=float, nargs="*", default=[], help="also train for these seconds")
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--original-timesteps", type=int, default=PPOConfig.original().total_timesteps)
@@ -165,8 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/held-out split")
     args = parser.parse_args(argv)
 
-    results_dir = Path(args.results_dir) if args.results_dir else args.catalogues[0].paths.runs
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = results_folder(args)
     tables, latency, sb3_steps_per_second = [], {}, np.nan
     for position, source in enumerate(args.catalogues):
         if args.prepare:
