@@ -1,10 +1,13 @@
 """Drift benchmark: how much of the drift gap notebook 08's fine-tuning closes, and why not more.
 
     .venv/bin/python benchmarks/drift_benchmark.py                        # the repository's run
-    .venv/bin/python benchmarks/drift_benchmark.py --output-dir /tmp/run --drift-seeds 42 1 2 --jobs 2
+    .venv/bin/python benchmarks/drift_benchmark.py --drift-seeds 42 1 2 --jobs 2 --prepare --catalogues \\
+        embedded tidytuesday=/tmp/tt synthetic-100k=/tmp/s100k synthetic-1.2M=/tmp/s1m
 
-Needs a finished chain (notebooks 01-06) in `--output-dir`. Measures, on the same held-out
-starts and under the drifted listener's true rewards (see `helpers.drift.drifted_taste`):
+Needs a finished chain (notebooks 01-06) per catalogue (`NAME=DIR`, see `catalogues.py`;
+`--prepare` runs a missing embedded or synthetic one and trains notebook 06's default policy).
+Measures on each, on the same held-out starts and under the drifted listener's true rewards
+(see `helpers.drift.drifted_taste`):
 
 - the drift demo of notebook 08 (rounds of playlists, a reward update and a fine-tune after
   each) for every drift seed, with the default settings and without the policy-head reset;
@@ -12,12 +15,14 @@ starts and under the drifted listener's true rewards (see `helpers.drift.drifted
   steps as one round's fine-tune, continued from notebook 06's policy with and without the
   head reset, and trained from scratch.
 
-Writes `drift_benchmark.md` and `drift_benchmark.csv` to `--results-dir` (default: the run's runs/).
+Writes `drift_benchmark.md` and `drift_benchmark.csv` to `--results-dir` (default: the first
+catalogue's runs/).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -36,6 +41,7 @@ from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, version_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
+from catalogues import CatalogueRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
 VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
@@ -64,9 +70,9 @@ class Chain:
         return cls(paths, table, prior_model, neighbours, weights)
 
 
-def demo_row(output_dir: str | None, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
+def demo_row(source: CatalogueRun, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
     """Run notebook 08's drift demo once; the share of the gap closed after each round."""
-    chain = Chain.at(output_dir)
+    chain = Chain.at(source.output_dir)
     taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
     settings = dataclasses.replace(settings, seed=drift_seed, **VARIANTS[variant])
     start = time.perf_counter()
@@ -74,16 +80,16 @@ def demo_row(output_dir: str | None, variant: str, drift_seed: int, settings: Dr
         rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste,
                                 chain.neighbours, chain.paths.processed / NEIGHBOURS_FILE, chain.weights, settings,
                                 progress=False)
-    print(f"{variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
-    return {"kind": "drift demo", "variant": variant, "drift_seed": drift_seed,
+    print(f"{source.name}, {variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
+    return {"catalogue": source.name, "kind": "drift demo", "variant": variant, "drift_seed": drift_seed,
             "seconds": time.perf_counter() - start, "untuned": rounds["untuned"].iloc[0],
             "optimum": rounds["optimum"].iloc[0],
             **{f"gap_round_{r}": gap for r, gap in zip(rounds["round"], rounds["gap_closed"])}}
 
 
-def ceiling_rows(output_dir: str | None, drift_seed: int, settings: DriftSettings) -> list[dict]:
+def ceiling_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
     """PPO on the drifted listener's true rewards for `settings.finetune_timesteps` steps."""
-    chain = Chain.at(output_dir)
+    chain = Chain.at(source.output_dir)
     taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
     base_run = TrainingRun.load(version_path(chain.paths.models, 0))
     target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
@@ -91,9 +97,9 @@ def ceiling_rows(output_dir: str | None, drift_seed: int, settings: DriftSetting
     rows = []
 
     def record(variant: str, run: TrainingRun, seconds: float) -> None:
-        gap = target.gap_closed(target.mean_return(run))
-        print(f"true rewards, {variant}, drift seed {drift_seed}: {gap:.0%}", flush=True)
-        rows.append({"kind": "true rewards", "variant": variant, "drift_seed": drift_seed, "seconds": seconds,
+        gap = target.gap_closed(target.mean_return(run, target.true_catalogue))  # serving the true table: a ceiling
+        print(f"{source.name}, true rewards, {variant}, drift seed {drift_seed}: {gap:.0%}", flush=True)
+        rows.append({"catalogue": source.name, "kind": "true rewards", "variant": variant, "drift_seed": drift_seed, "seconds": seconds,
                      "untuned": target.untuned, "optimum": target.optimum, "gap_after_one_fine_tune": gap})
 
     for variant, reset in (("continued, head reset", True), ("continued, no head reset", False)):
@@ -119,48 +125,54 @@ def as_percent(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def by_seed(results: pd.DataFrame, column: str) -> pd.DataFrame:
-    """`column` per variant (rows) and drift seed (columns), with their mean."""
-    table = results.pivot_table(index="variant", columns="drift_seed", values=column, sort=False)
+    """`column` per catalogue and variant (rows) and drift seed (columns), with their mean."""
+    table = results.pivot_table(index=["catalogue", "variant"], columns="drift_seed", values=column, sort=False)
     return table.rename(columns=lambda seed: f"drift seed {seed}").assign(mean=table.mean(axis=1))
 
 
 def report(results: pd.DataFrame, settings: DriftSettings) -> str:
-    """The Markdown report: gap closed per round and variant (mean over drift seeds), the ceilings."""
+    """The Markdown report: gap closed per catalogue, round and variant (mean over drift seeds), the ceilings."""
     demo = results[results["kind"] == "drift demo"]
     rounds = [c for c in demo.columns if c.startswith("gap_round_")]
     per_seed = by_seed(demo, rounds[-1])
-    per_round = demo.groupby("variant")[rounds].mean().rename(columns=lambda c: f"round {c.split('_')[-1]}")
-    ceilings = by_seed(results[results["kind"] == "true rewards"], "gap_after_one_fine_tune")
-    return "\n\n".join([
+    per_seed["seconds per demo"] = demo.groupby(["catalogue", "variant"], sort=False)["seconds"].mean().round()
+    per_round = (demo.groupby(["catalogue", "variant"], sort=False)[rounds].mean()
+                 .rename(columns=lambda c: f"round {c.split('_')[-1]}"))
+    sections = [
         "# Drift benchmark",
         f"{os.cpu_count()} cores. {settings.n_rounds} rounds of {settings.playlists_per_round} playlists, "
         f"{settings.finetune_timesteps:,} PPO steps per fine-tune, {settings.n_eval_starts} held-out starts at most.",
         "## Share of the gap closed after the last round, per drift seed",
-        markdown_table(as_percent(per_seed).reset_index()),
+        markdown_table(as_percent(per_seed.drop(columns="seconds per demo")).join(
+            per_seed["seconds per demo"]).reset_index()),
         "## Mean share of the gap closed after each round",
         markdown_table(as_percent(per_round).reset_index()),
-        "## PPO given the true rewards, one fine-tune's steps",
-        markdown_table(as_percent(ceilings).reset_index()),
-    ]) + "\n"
+    ]
+    if (results["kind"] == "true rewards").any():
+        ceilings = by_seed(results[results["kind"] == "true rewards"], "gap_after_one_fine_tune")
+        sections += ["## PPO given the true rewards, one fine-tune's steps", markdown_table(as_percent(ceilings).reset_index())]
+    return "\n\n".join(sections) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", help="root of the chain's run (default: the repository)")
-    parser.add_argument("--results-dir", help="where to write drift_benchmark.md/.csv (default: <root>/runs)")
+    add_catalogue_arguments(parser, "drift_benchmark", "01-06")
     parser.add_argument("--drift-seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--ceilings", action="store_true", help="also train PPO on the true rewards (a bound)")
     parser.add_argument("--jobs", type=int, default=1, help="measurements run in parallel (one core each)")
     args = parser.parse_args(argv)
 
     settings = DriftSettings()
-    paths = ProjectPaths.at(args.output_dir)
-    results_dir = Path(args.results_dir) if args.results_dir else paths.runs
-    results_dir.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        demos = [pool.submit(demo_row, args.output_dir, variant, seed, settings)
-                 for seed in args.drift_seeds for variant in args.variants]
-        ceilings = [pool.submit(ceiling_rows, args.output_dir, seed, settings) for seed in args.drift_seeds]
+    results_dir = results_folder(args)
+    for source in args.catalogues if args.prepare else []:
+        source.prepare()
+    # spawn, not fork: --prepare may have trained in this process, and forked torch thread pools deadlock
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        demos = [pool.submit(demo_row, source, variant, seed, settings)
+                 for source in args.catalogues for seed in args.drift_seeds for variant in args.variants]
+        ceilings = [pool.submit(ceiling_rows, source, seed, settings)
+                    for source in args.catalogues for seed in args.drift_seeds if args.ceilings]
         rows = [future.result() for future in demos] + [row for future in ceilings for row in future.result()]
     results = pd.DataFrame(rows)
     results.to_csv(results_dir / "drift_benchmark.csv", index=False)

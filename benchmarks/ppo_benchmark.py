@@ -1,20 +1,22 @@
-"""PPO benchmark on the chain's rewards table: quality against training time, and throughput.
+"""PPO benchmark: every policy on every catalogue size, side by side, and throughput.
 
-    .venv/bin/python benchmarks/ppo_benchmark.py                      # the repository's data/processed
-    .venv/bin/python benchmarks/ppo_benchmark.py --output-dir /tmp/run --budgets 15 30 60
+    .venv/bin/python benchmarks/ppo_benchmark.py                      # the repository's run (embedded)
+    .venv/bin/python benchmarks/ppo_benchmark.py --prepare --catalogues embedded \\
+        tidytuesday=/tmp/tt synthetic-100k=/tmp/s100k synthetic-1.2M=/tmp/s1m --ablation embedded tidytuesday
 
-Measures, in one process and on the same held-out starts:
-- the candidate-aware PPO's share of the exact optimum after 15/30/60 s of training (one
-  fresh run per budget and training seed, the learning rate annealed over each budget);
-- the original architecture trained by our PPO, and the baselines (random, nearest, greedy
-  oracle, exact optimum);
+Measures, on each catalogue (a finished chain 01-05, see `catalogues.py`) and on the same
+held-out starts for every policy:
+- the default (candidate-aware) PPO with notebook 06's defaults and the original
+  architecture trained by our PPO, each with its training time; optionally the default
+  policy after `--budgets` seconds, and the ablation of its inputs (`--ablation`);
+- the baselines: uniform random, always nearest, the greedy oracle and the exact optimum;
 - environment steps per second during training: ours against Stable-Baselines3's PPO on the
-  same `PlaylistEnv` (needs the optional `bench` extra), and SB3's share of the optimum;
-- the Recommender's time for a 10-song playlist, optionally on a synthetic catalogue of
-  `--latency-tracks` tracks (e.g. 1200000, the full Kaggle size).
+  same `PlaylistEnv` (first catalogue; needs the optional `bench` extra);
+- the Recommender's time for a 10-song playlist on each catalogue (optionally also on random
+  latents of `--latency-tracks` tracks).
 
-Writes `ppo_benchmark.md` and `ppo_benchmark.csv` to `--results-dir` (default: the run's runs/).
-Timings depend on the machine and on what else runs on it; the report says how many cores.
+Writes `ppo_benchmark.md` and `ppo_benchmark.csv` to `--results-dir` (default: the first
+catalogue's runs/). Timings depend on the machine and on what else runs on it.
 """
 from __future__ import annotations
 
@@ -27,27 +29,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from catalogues import HELDOUT_FRACTION, CatalogueRun, add_catalogue_arguments, results_folder
 
-from helpers.env import (
-    Catalogue,
-    PlaylistBatch,
-    PlaylistEnv,
-    VectorPlaylistEnv,
-    load_neighbour_index,
-    neighbours_needed,
-)
+from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, PlaylistEnv
 from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
-from helpers.paths import ProjectPaths
-from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, train
+from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, Recommender
 from tables import markdown_table
+
+
+def without(*names: str) -> tuple[str, ...]:
+    """The reward inputs of the default policy except `names`."""
+    return tuple(name for name in REWARD_FEATURES if name not in names)
 
 
 def sb3_policy(model) -> Policy:
     """A batch policy from a Stable-Baselines3 model trained on PlaylistEnv(observation="candidates")."""
     def choose(batch: PlaylistBatch) -> np.ndarray:
         observation = {"current": batch.current, "candidates": batch.candidates,
-                       "mask": batch.mask.astype(np.int8), "steps_left": batch.steps_left[:, None]}
+                       "mask": batch.mask.astype(np.int8), "steps_left": batch.steps_left[:, None],
+                       "candidate_rewards": batch.candidate_rewards}
         return model.predict(observation, deterministic=True)[0]
     return choose
 
@@ -84,62 +85,48 @@ def synthetic_recommender(run: TrainingRun, n_tracks: int, folder: Path, seed: i
     return Recommender(run, Catalogue.from_table(table, "synthetic catalogue"), folder / "synthetic_neighbours.npz")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", help="root of the chain's run (default: the repository)")
-    parser.add_argument("--results-dir", help="where to write ppo_benchmark.md/.csv (default: <root>/runs)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[15, 30, 60], help="training seconds")
-    parser.add_argument("--training-seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--original-timesteps", type=int, default=PPOConfig.original().total_timesteps)
-    parser.add_argument("--sb3-timesteps", type=int, default=100_000)
-    parser.add_argument("--n-eval-starts", type=int, default=150)
-    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--latency-tracks", type=int, default=0,
-                        help="also time playlists on a synthetic catalogue this large (0: skip)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the train/held-out split")
-    args = parser.parse_args(argv)
+ABLATION = {
+    "every input": {},
+    "no reward inputs (latents only)": {"reward_inputs": ()},
+    "without the candidate's reward": {"reward_inputs": without("reward")},
+    "without its neighbourhood's best and mean": {"reward_inputs": without("neighbour_best", "neighbour_mean")},
+    "without the next offer's best and mean": {"reward_inputs": without("next_best", "next_mean")},
+    "without the plan value": {"reward_inputs": without("plan_value")},
+    "without Fourier features": {"n_fourier_features": 0},
+}
 
-    paths = ProjectPaths.at(args.output_dir)
-    results_dir = Path(args.results_dir) if args.results_dir else paths.runs
-    results_dir.mkdir(parents=True, exist_ok=True)
-    catalogue = Catalogue.from_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
+
+def measure(source: CatalogueRun, args: argparse.Namespace, with_sb3: bool) -> tuple[pd.DataFrame, float, TrainingRun]:
+    """Every policy on one catalogue: one row per policy (share of the optimum, training time, ...),
+    SB3's steps per second (NaN unless `with_sb3`) and the default PPO run."""
+    catalogue = source.catalogue()
     base = PPOConfig()
-    neighbours = load_neighbour_index(catalogue, neighbours_needed(base.playlist_length, base.n_candidates),
-                                      cache_path=paths.processed / NEIGHBOURS_FILE)
-    train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, 0.1, args.seed)
-    env = VectorPlaylistEnv(catalogue, neighbours, base.playlist_length, base.n_candidates)
+    neighbours = source.neighbours(catalogue, base)
+    train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, HELDOUT_FRACTION, args.seed)
+    env = make_env(base, catalogue, neighbours)
     rows: list[dict] = []
     policies = baseline_policies(catalogue)
 
-    def record(kind: str, name: str, seed: int | None, seconds: float, steps: int, agent_policy) -> None:
-        policies[name] = lambda eval_seed, policy=agent_policy: policy
-        rows.append({"kind": kind, "policy": name, "training_seed": seed, "train_seconds": seconds,
-                     "env_steps": steps, "steps_per_second": steps / seconds if seconds else np.nan})
+    def trained(kind: str, name: str, config: PPOConfig) -> TrainingRun:
+        run = train(TrainingRun.start(config, catalogue), env, train_rows, progress=False)
+        policies[name] = lambda eval_seed, agent=run.agent: greedy_policy(agent)
+        rows.append({"kind": kind, "policy": name, "training_seed": config.seed, "train_seconds": run.elapsed_seconds,
+                     "env_steps": run.global_step, "steps_per_second": run.global_step / run.elapsed_seconds})
+        print(f"{source.name}: {name}: {run.elapsed_seconds:.0f} s", flush=True)
+        return run
 
     for seed in args.training_seeds:
+        default_run = trained("default", f"PPO default (seed {seed})", PPOConfig(seed=seed))
+        trained("original", f"PPO original (seed {seed})",
+                PPOConfig.original(total_timesteps=args.original_timesteps, seed=seed))
         for budget in args.budgets:
-            config = PPOConfig(total_timesteps=None, train_seconds=budget, seed=seed)
-            run = train(TrainingRun.start(config, catalogue), env, train_rows, progress=False)
-            record("candidate-aware", f"PPO candidate-aware {budget:g} s (seed {seed})", seed,
-                   run.elapsed_seconds, run.global_step, greedy_policy(run.agent))
-            print(f"candidate-aware, seed {seed}, {budget:g} s: {run.global_step:,} steps", flush=True)
-        config = PPOConfig.original(total_timesteps=args.original_timesteps, seed=seed)
-        original = train(TrainingRun.start(config, catalogue), env, train_rows, progress=False)
-        record("original", f"PPO original (seed {seed})", seed, original.elapsed_seconds, original.global_step,
-               greedy_policy(original.agent))
-        print(f"original, seed {seed}: {original.elapsed_seconds:.0f} s", flush=True)
-    config = PPOConfig.original(learning_rate=1e-4, gamma=0.95, total_timesteps=args.original_timesteps,
-                                seed=args.training_seeds[0])
-    as_designed = train(TrainingRun.start(config, catalogue), env, train_rows, progress=False)
-    record("original", "PPO original, the original lr 1e-4 and gamma 0.95", config.seed,
-           as_designed.elapsed_seconds, as_designed.global_step, greedy_policy(as_designed.agent))
-    default_run = train(TrainingRun.start(PPOConfig(seed=args.training_seeds[0]), catalogue), env, train_rows,
-                        progress=False)
-    record("candidate-aware", "PPO candidate-aware, default timesteps", args.training_seeds[0],
-           default_run.elapsed_seconds, default_run.global_step, greedy_policy(default_run.agent))
-
+            trained("budget", f"PPO default {budget:g} s (seed {seed})",
+                    PPOConfig(total_timesteps=None, train_seconds=budget, seed=seed))
+    if source.name in args.ablation:
+        for name, overrides in list(ABLATION.items())[1:]:
+            trained("ablation", f"PPO {name}", PPOConfig(seed=args.training_seeds[0], **overrides))
     sb3_steps_per_second = np.nan
-    if args.sb3_timesteps:
+    if with_sb3 and args.sb3_timesteps:
         torch.set_num_threads(base.torch_threads)
         model, sb3_steps_per_second = train_sb3(catalogue, neighbours, train_rows, args.sb3_timesteps,
                                                 default_run.reward_scale, args.training_seeds[0])
@@ -153,53 +140,88 @@ def main(argv: list[str] | None = None) -> None:
     quality = compare_policies(env, policies, heldout_rows, args.n_eval_starts, tuple(args.eval_seeds),
                                progress=False)
     table = quality.reset_index().merge(pd.DataFrame(rows), on="policy", how="left")
-    table["kind"] = table["kind"].fillna("baseline")
+    table["kind"] = table["kind"].fillna(table["policy"])
     table = table.astype({"env_steps": "Int64", "training_seed": "Int64"})
     table["steps_per_second"] = table["steps_per_second"].round().astype("Int64")
-    table.to_csv(results_dir / "ppo_benchmark.csv", index=False)
+    return table.assign(catalogue=source.name, n_tracks=catalogue.n_tracks), sb3_steps_per_second, default_run
 
-    recommender = Recommender(default_run, catalogue, paths.processed / NEIGHBOURS_FILE)
-    latency = {"embedded catalogue": playlist_latency(recommender)}
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_catalogue_arguments(parser, "ppo_benchmark", "01-05")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[], help="also train for these seconds")
+    parser.add_argument("--training-seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--original-timesteps", type=int, default=PPOConfig.original().total_timesteps)
+    parser.add_argument("--ablation", nargs="*", default=[], metavar="NAME",
+                        help="on these catalogues, also train without each input (notebook 06)")
+    parser.add_argument("--sb3-timesteps", type=int, default=100_000, help="on the first catalogue (0: skip)")
+    parser.add_argument("--n-eval-starts", type=int, default=150)
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--latency-tracks", type=int, default=0,
+                        help="also time playlists on a synthetic catalogue this large (0: skip)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the train/held-out split")
+    args = parser.parse_args(argv)
+
+    results_dir = results_folder(args)
+    tables, latency, sb3_steps_per_second = [], {}, np.nan
+    for position, source in enumerate(args.catalogues):
+        if args.prepare:
+            source.prepare(args.seed)
+        table, sb3, default_run = measure(source, args, with_sb3=position == 0)
+        tables.append(table)
+        sb3_steps_per_second = sb3 if position == 0 else sb3_steps_per_second
+        recommender = Recommender(default_run, source.catalogue(), source.paths.processed / NEIGHBOURS_FILE)
+        latency[f"{source.name}, {table['n_tracks'].iloc[0]:,} tracks"] = playlist_latency(recommender)
+        pd.concat(tables).to_csv(results_dir / "ppo_benchmark.csv", index=False)  # kept as each size finishes
     if args.latency_tracks:
         large = synthetic_recommender(default_run, args.latency_tracks, results_dir, args.seed)
         large.playlist(seed=0)  # builds (and caches) the neighbour index
-        latency[f"synthetic, {args.latency_tracks:,} tracks"] = playlist_latency(large)
-
-    write_report(results_dir / "ppo_benchmark.md", table, rows, sb3_steps_per_second, latency, catalogue, args)
+        latency[f"random latents, {args.latency_tracks:,} tracks"] = playlist_latency(large)
+    write_report(results_dir / "ppo_benchmark.md", pd.concat(tables, ignore_index=True), sb3_steps_per_second,
+                 latency, args)
     print((results_dir / "ppo_benchmark.md").read_text())
 
 
-def write_report(path: Path, table: pd.DataFrame, rows: list[dict], sb3_steps_per_second: float,
-                 latency: dict[str, float], catalogue: Catalogue, args: argparse.Namespace) -> None:
-    """The benchmark's markdown report: quality by training budget, throughput, latency."""
-    candidate = table[table["kind"] == "candidate-aware"].copy()
-    candidate["budget"] = candidate["policy"].str.extract(r"aware (\S+) s")[0]
-    by_budget = (candidate.dropna(subset=["budget"]).groupby("budget", sort=False)
-                 .agg(share_mean=("share_of_optimum", "mean"), share_min=("share_of_optimum", "min"),
-                      share_max=("share_of_optimum", "max"), env_steps=("env_steps", "mean"),
-                      steps_per_second=("steps_per_second", "mean")).round({"env_steps": 0, "steps_per_second": 0})
-                 .astype({"env_steps": int, "steps_per_second": int}))
-    ours = pd.DataFrame(rows)
-    ours = ours[ours["kind"] == "candidate-aware"]["steps_per_second"].mean()
-    columns = ["policy", "kind", "mean_return", "ci95", "share_of_optimum", "repeats_per_episode", "diversity",
-               "distinct_tracks", "distinct_clusters", "train_seconds", "env_steps", "steps_per_second"]
+def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
+    """Share of the optimum (and training seconds) of each kind of policy, one column per catalogue."""
+    def cell(group: pd.DataFrame) -> str:
+        share, seconds = group["share_of_optimum"].mean(), group["train_seconds"].mean()
+        spread = f" ({group['share_of_optimum'].min():.3f}–{group['share_of_optimum'].max():.3f})" if len(group) > 1 else ""
+        return f"{share:.3f}{spread}" + ("" if np.isnan(seconds) else f", {seconds:.0f} s")
+    kinds = ["uniform random", "always nearest", "greedy oracle", "original", "default", "exact optimum"]
+    grouped = table[table["kind"].isin(kinds)].groupby(["kind", "catalogue"], sort=False).apply(cell, include_groups=False)
+    columns = [f"{name} ({n:,})" for name, n in table.groupby("catalogue", sort=False)["n_tracks"].first().items()]
+    frame = grouped.unstack("catalogue").reindex(kinds)
+    frame.columns = columns
+    return frame.rename_axis("policy").reset_index()
+
+
+def write_report(path: Path, table: pd.DataFrame, sb3_steps_per_second: float, latency: dict[str, float],
+                 args: argparse.Namespace) -> None:
+    """The benchmark's markdown report: every size side by side, ablation, throughput, latency, every policy."""
+    ours = table.loc[table["kind"] == "default", "steps_per_second"].astype(float)
+    ablation = table[table["kind"].isin(["ablation", "default"])].pivot_table(
+        index="policy", columns="catalogue", values="share_of_optimum", sort=False)
+    columns = ["catalogue", "policy", "mean_return", "ci95", "share_of_optimum", "repeats_per_episode", "diversity",
+               "distinct_tracks", "train_seconds", "env_steps", "steps_per_second"]
     lines = [
         "# PPO benchmark",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads outside training. "
-        f"Catalogue: {catalogue.n_tracks:,} tracks (fingerprint {catalogue.fingerprint}); "
-        f"{args.n_eval_starts} held-out starts × seeds {args.eval_seeds}; training seeds {args.training_seeds}.",
+        f"torch {torch.__version__}. {args.n_eval_starts} held-out starts × seeds {args.eval_seeds}; "
+        f"training seeds {args.training_seeds}.",
         "",
-        "## Candidate-aware PPO: share of the exact optimum by training budget",
+        "## Share of the exact optimum, training seconds (greedy playlists on held-out starts)",
         "",
-        markdown_table(by_budget.reset_index()),
+        markdown_table(side_by_side(table)),
         "",
+        *(["## Ablation: the default policy without each input (training seed "
+           f"{args.training_seeds[0]})", "", markdown_table(ablation.reset_index()), ""] if args.ablation else []),
         "## Throughput during training (environment steps per second)",
         "",
-        f"- ours, candidate-aware: {ours:,.0f}",
-        f"- Stable-Baselines3 PPO on the same PlaylistEnv: {sb3_steps_per_second:,.0f}",
-        f"- ratio: {ours / sb3_steps_per_second:.1f}x",
+        f"- ours, default policy: {ours.mean():,.0f} (min {ours.min():,.0f})",
+        f"- Stable-Baselines3 PPO on the same PlaylistEnv ({args.catalogues[0].name}): {sb3_steps_per_second:,.0f}",
+        f"- ratio: {ours.mean() / sb3_steps_per_second:.1f}x",
         "",
         "## Playlist latency (Recommender.playlist, 10 songs, greedy)",
         "",

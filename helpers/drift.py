@@ -4,10 +4,14 @@ The simulated listener now loves the clusters notebook 04 rated lowest. Each rou
 playlists sampled from the current policy, logs them, updates the rewards from the whole log
 (`helpers.finetune.update_rewards`) and fine-tunes a new version. The policy never sees the
 listener's true rewards; they only measure it: the share of the gap between the un-tuned
-policy and the exact optimum (under the true rewards) that fine-tuning closes.
+policy and the exact optimum (under the true rewards) that fine-tuning closes. A policy is
+always run on the reward table it serves (the prior table, then each round's updated one),
+because the candidate-aware policy reads its inputs from that table; only the playlists it
+builds are scored with the true rewards.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +22,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.env import Catalogue
-from helpers.evaluation import evaluation_starts, exact_optimum, rollout
+from helpers.evaluation import Policy, evaluation_starts, exact_optimum, rollout
 from helpers.feedback import read_interactions
-from helpers.finetune import fine_tune, greedy_returns, log_provenance, save_version, update_rewards
+from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel, SimulatedListener, expected_listening
 from helpers.off_policy import off_policy_estimates
-from helpers.ppo import TrainingRun, make_env, sampling_policy
+from helpers.ppo import TrainingRun, greedy_policy, make_env, sampling_policy
 from helpers.recommend import Recommender, version_path
 from helpers.rewards import RewardWeights, reward
 from helpers.session import plan_playlist, play_session
@@ -80,12 +84,18 @@ class DriftTarget:
         heldout_rows = evaluation_starts(true_catalogue.rows_of(base_run.heldout_ids), n_eval_starts, seed)
         env = make_env(base_run.config, true_catalogue, neighbours)
         optimum = float(exact_optimum(env, heldout_rows, progress=False)[1].sum(axis=1).mean())
-        untuned = float(greedy_returns(base_run, true_catalogue, neighbours, heldout_rows).mean())
-        return cls(true_catalogue, neighbours, heldout_rows, untuned, optimum)
+        target = cls(true_catalogue, neighbours, heldout_rows, float("nan"), optimum)
+        untuned = target.mean_return(base_run, Catalogue.from_table(table))
+        return dataclasses.replace(target, untuned=untuned)
 
-    def mean_return(self, run: TrainingRun) -> float:
-        """The greedy policy's mean return over the held-out starts, under the true rewards."""
-        return float(greedy_returns(run, self.true_catalogue, self.neighbours, self.heldout_rows).mean())
+    def true_return(self, run: TrainingRun, served: Catalogue, start_rows: np.ndarray, policy: Policy) -> float:
+        """Mean true return of the playlists `policy` builds from `start_rows` while serving the table `served`."""
+        playlists, _ = rollout(make_env(run.config, served, self.neighbours), start_rows, policy)
+        return float(self.true_catalogue.rewards[playlists[:, 1:]].sum(axis=1).mean())
+
+    def mean_return(self, run: TrainingRun, served: Catalogue) -> float:
+        """The greedy policy's mean return over the held-out starts, serving `served`, under the true rewards."""
+        return self.true_return(run, served, self.heldout_rows, greedy_policy(run.agent))
 
     def gap_closed(self, mean_return: float) -> float:
         """(R - R_untuned) / (R* - R_untuned); NaN when the un-tuned policy is already optimal."""
@@ -153,27 +163,26 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
                                  play_noise=settings.play_noise)
     rng = np.random.default_rng(settings.seed)
 
-    def row(round_number: int, run: TrainingRun, estimates: dict[str, float]) -> dict:
-        tuned = target.mean_return(run)
+    def row(round_number: int, run: TrainingRun, served: Catalogue, estimates: dict[str, float]) -> dict:
+        tuned = target.mean_return(run, served)
         return {"round": round_number, "fine_tuned": tuned, "untuned": target.untuned, "optimum": target.optimum,
                 "gap_closed": target.gap_closed(tuned), **estimates}
 
-    rows, run = [row(0, base_run, {})], base_run
+    rows, run, served = [row(0, base_run, prior_catalogue, {})], base_run, prior_catalogue
     for round_number in tqdm(range(1, settings.n_rounds + 1), desc="drift rounds", disable=not progress):
         start_ids = rng.choice(train_ids, settings.playlists_per_round, replace=False)
         before = len(read_interactions(log_path)) if log_path.exists() else 0
-        play_round(run, prior_catalogue, neighbours_path, listener, start_ids, log_path,
+        play_round(run, served, neighbours_path, listener, start_ids, log_path,
                    seed=settings.seed + 1000 * round_number, weights=weights)
         log = read_interactions(log_path)
         updated, _ = update_rewards(table, log, prior_model, confidence_plays=settings.confidence_plays,
                                     prior_plays=settings.prior_plays, weights=weights)
-        catalogue = Catalogue.from_table(updated)
-        run = fine_tune(models_dir, catalogue, neighbours, settings.finetune_timesteps, settings.learning_rate,
+        served = Catalogue.from_table(updated)
+        run = fine_tune(models_dir, served, neighbours, settings.finetune_timesteps, settings.learning_rate,
                         settings.reset_policy_head)
         save_version(run, models_dir, updated, log_provenance(log))
         round_log = log.iloc[before:]
-        estimates = off_policy_estimates(run, round_log, catalogue, weights)
-        env = make_env(run.config, target.true_catalogue, neighbours)
-        simulated = rollout(env, target.true_catalogue.rows_of(start_ids), sampling_policy(run.agent, settings.seed))[1]
-        rows.append(row(round_number, run, {**estimates, "simulated": float(simulated.sum(axis=1).mean())}))
+        estimates = off_policy_estimates(run, round_log, served, neighbours, weights)
+        simulated = target.true_return(run, served, served.rows_of(start_ids), sampling_policy(run.agent, settings.seed))
+        rows.append(row(round_number, run, served, {**estimates, "simulated": simulated}))
     return pd.DataFrame(rows)

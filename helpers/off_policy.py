@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from helpers.env import Catalogue
-from helpers.ppo import Observations, TrainingRun
+from helpers.ppo import Observations, TrainingRun, make_env
 from helpers.rewards import RewardWeights, interaction_score, reward
 
 
@@ -30,18 +30,32 @@ def logged_steps(log: pd.DataFrame, playlist_length: int) -> pd.DataFrame:
     return steps
 
 
-def target_probabilities(run: TrainingRun, steps: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
+def target_probabilities(run: TrainingRun, steps: pd.DataFrame, log: pd.DataFrame, catalogue: Catalogue,
+                         neighbours: np.ndarray) -> np.ndarray:
     """π_new(· | logged state) over each logged step's candidates, shape (n_steps, n_candidates).
 
-    The state is rebuilt from the catalogue; a step with fewer candidates is padded with zeros.
+    The state (latents, the tracks played before it, the candidates' reward inputs from
+    `catalogue`) is rebuilt from the log; a step with fewer candidates is padded with zeros.
     """
     rows = candidate_rows(steps, catalogue, run.config.n_candidates)
+    env = make_env(run.config, catalogue, neighbours)
     padded = np.vstack([catalogue.latents, np.zeros((1, catalogue.latent_dim), np.float32)])
+    played = played_before(steps, log, catalogue, run.config.playlist_length)
     obs = Observations(current=torch.from_numpy(catalogue.latents[catalogue.rows_of(steps["current_id"])]),
                        candidates=torch.from_numpy(padded[rows]), mask=torch.from_numpy(rows >= 0),
-                       steps_left=torch.tensor(steps["steps_left"].to_numpy(np.float32)))
+                       steps_left=torch.tensor(steps["steps_left"].to_numpy(np.float32)),
+                       candidate_rewards=torch.from_numpy(env.candidate_rewards(rows, rows >= 0, played)))
     with torch.no_grad():
         return run.agent.policy(obs).probs.numpy()
+
+
+def played_before(steps: pd.DataFrame, log: pd.DataFrame, catalogue: Catalogue, playlist_length: int) -> np.ndarray:
+    """Catalogue rows of the tracks each step's session played before it, (n_steps, playlist_length), -1 padded."""
+    played = log.assign(row=catalogue.rows_of(log["track_id"])).pivot_table(
+        index="session_id", columns="position", values="row", aggfunc="first")
+    played = played.reindex(columns=range(playlist_length)).reindex(steps["session_id"]).to_numpy()
+    before = (np.arange(playlist_length) < steps["position"].to_numpy()[:, None]) & ~np.isnan(played)
+    return np.where(before, np.nan_to_num(played, nan=-1), -1).astype(np.int64)
 
 
 def candidate_rows(steps: pd.DataFrame, catalogue: Catalogue, n_candidates: int) -> np.ndarray:
@@ -65,7 +79,7 @@ def observed_rewards(steps: pd.DataFrame, catalogue: Catalogue, weights: RewardW
     return observed
 
 
-def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalogue,
+def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalogue, neighbours: np.ndarray,
                          weights: RewardWeights) -> dict[str, float]:
     """Per-decision IPS, self-normalised IPS and doubly-robust estimates of `run`'s playlist value
     (the sum of the picks' rewards) on the logged sessions.
@@ -82,7 +96,7 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalog
     DR is unbiased whatever r̂ (given correct logged probabilities); a good r̂ cuts its variance.
     """
     steps = logged_steps(log, run.config.playlist_length)
-    probs = target_probabilities(run, steps, catalogue)
+    probs = target_probabilities(run, steps, log, catalogue, neighbours)
     actions = steps["action"].to_numpy()
     ratio = probs[np.arange(len(steps)), actions] / steps["logged_prob"].to_numpy()
     sessions = steps["session_id"]

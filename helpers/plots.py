@@ -468,6 +468,7 @@ TRAINING_METRICS = {
     "entropy": "policy entropy",
     "approx_kl": "approximate KL(old || new)",
     "clip_fraction": "clip fraction",
+    "explained_variance": "explained variance (critic)",
 }
 
 

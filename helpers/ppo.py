@@ -17,8 +17,10 @@ Two actor-critics share the loop (`PPOConfig.architecture`):
   5→128→LeakyReLU→LayerNorm→128→LeakyReLU→LayerNorm→1.
 - "candidate": one MLP scores every candidate from what it knows about that candidate (its
   latent, a Fourier encoding of it, its offset from the current track, the share of picks
-  left); a softmax over the scores is the policy. The same weights serve any number of
-  candidates and any catalogue. The critic encodes the candidates the same way and pools them.
+  left, and what the reward table the policy serves says about it and about what it leads
+  to: `helpers.env.REWARD_FEATURES`); a softmax over the scores is the policy. The same
+  weights serve any number of candidates and any catalogue. The critic encodes the
+  candidates the same way and pools them.
 
 Training is reproducible for a fixed `total_timesteps` (same seed, same machine, same weights);
 a wall-clock budget `train_seconds` is not, as the number of updates depends on the machine.
@@ -40,10 +42,11 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
-from helpers.env import Catalogue, PlaylistBatch, VectorPlaylistEnv
+from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, VectorPlaylistEnv
 from helpers.paths import load_checkpoint, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
+CHECKPOINT_FORMAT = 2  # 2: num_minibatches, reward inputs; 1 (unmarked): minibatch_size, latents only
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,16 @@ class PPOConfig:
     Training stops at `total_timesteps` environment steps or after `train_seconds`, whichever
     comes first; at least one must be set. `torch_threads` is 1 because these small networks
     gain nothing from more threads, and on a busy machine extra threads only wait for cores.
+    As in CleanRL, each rollout of `batch_size` steps is split into `num_minibatches`
+    minibatches of `minibatch_size` steps. `reward_inputs` names the `REWARD_FEATURES` the
+    candidate-aware networks see (the ablation of notebook 06 removes them one by one).
     """
 
     architecture: str = "candidate"
     hidden_size: int = 64
     n_fourier_features: int = 32
     fourier_scale: float = 2.0
+    reward_inputs: tuple[str, ...] = REWARD_FEATURES
     playlist_length: int = 10
     n_candidates: int = 4
     learning_rate: float = 2e-3
@@ -71,13 +78,13 @@ class PPOConfig:
     clip_epsilon: float = 0.1
     update_epochs: int = 4
     num_envs: int = 512
-    minibatch_size: int = 1024
+    num_minibatches: int = 4
     normalize_advantages: bool = True
     entropy_coef: float = 0.01
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     reward_scale: float | None = None
-    total_timesteps: int | None = 600_000
+    total_timesteps: int | None = 300_000
     train_seconds: float | None = None
     torch_threads: int = 1
     seed: int = 42
@@ -88,18 +95,22 @@ class PPOConfig:
         if self.total_timesteps is None and self.train_seconds is None:
             raise ValueError("set total_timesteps or train_seconds (or both): training needs a budget.")
         positive = ("hidden_size", "playlist_length", "n_candidates", "learning_rate", "clip_epsilon",
-                    "update_epochs", "num_envs", "minibatch_size", "max_grad_norm", "torch_threads")
+                    "update_epochs", "num_envs", "num_minibatches", "max_grad_norm", "torch_threads")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}.")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"PPOConfig.{name} must lie in [0, 1], got {getattr(self, name)}.")
-        if self.minibatch_size > self.batch_size:
+        if self.num_minibatches > self.batch_size:
             raise ValueError(
-                f"minibatch_size {self.minibatch_size} exceeds the rollout of {self.batch_size} steps "
+                f"num_minibatches {self.num_minibatches} exceeds the rollout of {self.batch_size} steps "
                 f"(num_envs × (playlist_length - 1))."
             )
+        unknown = sorted(set(self.reward_inputs) - set(REWARD_FEATURES))
+        if unknown:
+            raise ValueError(f"PPOConfig.reward_inputs: unknown input(s) {unknown}; choose among {REWARD_FEATURES}.")
+        object.__setattr__(self, "reward_inputs", tuple(self.reward_inputs))
 
     @classmethod
     def original(cls, **overrides) -> "PPOConfig":
@@ -109,14 +120,19 @@ class PPOConfig:
         policy stays at random level; lr 1e-2 and gamma 0.5 (a shorter horizon: this policy
         cannot plan far, and nearer rewards are a less noisy signal) make it learn.
         """
-        values = dict(architecture="original", hidden_size=128, n_fourier_features=0, learning_rate=1e-2,
-                      gamma=0.5, clip_epsilon=0.1, total_timesteps=1_000_000)
+        values = dict(architecture="original", hidden_size=128, n_fourier_features=0, reward_inputs=(),
+                      learning_rate=1e-2, gamma=0.5, clip_epsilon=0.1, total_timesteps=1_000_000)
         return cls(**(values | overrides))
 
     @property
     def batch_size(self) -> int:
         """Environment steps per rollout (and per update)."""
         return self.num_envs * (self.playlist_length - 1)
+
+    @property
+    def minibatch_size(self) -> int:
+        """Steps per minibatch, derived as in CleanRL: batch_size // num_minibatches."""
+        return self.batch_size // self.num_minibatches
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -134,6 +150,7 @@ class Observations:
     candidates: torch.Tensor
     mask: torch.Tensor
     steps_left: torch.Tensor
+    candidate_rewards: torch.Tensor
 
     @classmethod
     def from_batch(cls, batch: PlaylistBatch) -> "Observations":
@@ -234,17 +251,26 @@ class CandidateActorCritic(ActorCritic):
     """Scores each candidate with shared weights, so it serves any K and any catalogue.
 
     A candidate is described by [current latent, candidate latent, their difference, the
-    share of picks left, sin/cos(2π B·candidate)]. The rewards are mostly per-track noise,
-    so the actor must in effect memorise a bumpy function of the candidate's latent; the
-    random Fourier encoding (fixed Gaussian frequencies B with scale `fourier_scale`) makes
-    such functions easy for an MLP to fit.
+    share of picks left, its `reward_inputs` standardised, sin/cos(2π B·candidate)].
+    The reward inputs come from the table the policy serves (see `helpers.env`): rewards are
+    mostly per-track noise that no latent reveals, so reading them beats memorising them,
+    and an updated table changes the policy's choices at once. They are standardised with
+    the mean and std of the table the policy was first trained on (`reward_mean`,
+    `reward_std`, buffers saved with the weights), so later tables keep the same units. The
+    random Fourier encoding (fixed Gaussian frequencies B with scale `fourier_scale`) lets the
+    MLP fit bumpy functions of the latent.
     """
 
     def __init__(self, latent_dim: int = 5, hidden_size: int = 64, n_fourier_features: int = 32,
-                 fourier_scale: float = 2.0):
+                 fourier_scale: float = 2.0, reward_inputs: tuple[str, ...] = REWARD_FEATURES,
+                 reward_mean: float = 0.0, reward_std: float = 1.0):
         super().__init__()
         self.register_buffer("fourier_frequencies", torch.randn(latent_dim, n_fourier_features) * fourier_scale)
-        n_features = 3 * latent_dim + 1 + 2 * n_fourier_features
+        self.register_buffer("reward_columns", torch.tensor([REWARD_FEATURES.index(n) for n in reward_inputs],
+                                                            dtype=torch.int64))
+        self.register_buffer("reward_mean", torch.tensor(float(reward_mean)))
+        self.register_buffer("reward_std", torch.tensor(max(float(reward_std), 1e-6)))
+        n_features = 3 * latent_dim + 1 + len(reward_inputs) + 2 * n_fourier_features
         self.actor = nn.Sequential(
             layer_init(nn.Linear(n_features, hidden_size)), nn.ReLU(),
             layer_init(nn.Linear(hidden_size, hidden_size)), nn.ReLU(),
@@ -264,8 +290,9 @@ class CandidateActorCritic(ActorCritic):
         n_candidates = obs.candidates.shape[1]
         current = obs.current[:, None, :].expand(-1, n_candidates, -1)
         steps_left = obs.steps_left[:, None, None].expand(-1, n_candidates, 1)
+        rewards = (obs.candidate_rewards[..., self.reward_columns] - self.reward_mean) / self.reward_std
         phase = 2 * torch.pi * obs.candidates @ self.fourier_frequencies
-        return torch.cat([current, obs.candidates, obs.candidates - current, steps_left,
+        return torch.cat([current, obs.candidates, obs.candidates - current, steps_left, rewards,
                           torch.sin(phase), torch.cos(phase)], dim=-1)
 
     def forward(self, obs: Observations) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,18 +306,20 @@ class CandidateActorCritic(ActorCritic):
         return logits, value
 
 
-def make_agent(config: PPOConfig, latent_dim: int, latents: np.ndarray | None = None) -> ActorCritic:
+def make_agent(config: PPOConfig, latent_dim: int, catalogue: Catalogue | None = None) -> ActorCritic:
     """The actor-critic named by `config.architecture`, initialised from `config.seed`.
 
-    `latents` (the catalogue's) give the original architecture its observation statistics;
-    a checkpoint restores them instead.
+    `catalogue` gives the networks their input statistics (the original architecture's latent
+    mean and std, the candidate-aware one's reward mean and std); a checkpoint restores them instead.
     """
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         if config.architecture == "original":
-            mean, std = (None, None) if latents is None else (latents.mean(axis=0), latents.std(axis=0))
+            mean, std = (None, None) if catalogue is None else (catalogue.latents.mean(0), catalogue.latents.std(0))
             return OriginalActorCritic(latent_dim, config.n_candidates, config.hidden_size, mean, std)
-        return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale)
+        mean, std = (0.0, 1.0) if catalogue is None else (catalogue.rewards.mean(), catalogue.rewards.std())
+        return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale,
+                                    config.reward_inputs, mean, std)
 
 
 def make_env(config: PPOConfig, catalogue: Catalogue, neighbours: np.ndarray) -> VectorPlaylistEnv:
@@ -348,7 +377,7 @@ class TrainingRun:
     @classmethod
     def start(cls, config: PPOConfig, catalogue: Catalogue, heldout_ids: list[str] | None = None) -> "TrainingRun":
         """A fresh run on `catalogue`; `heldout_ids` (start tracks kept for evaluation) are recorded."""
-        agent = make_agent(config, catalogue.latent_dim, catalogue.latents)
+        agent = make_agent(config, catalogue.latent_dim, catalogue)
         reward_scale = config.reward_scale or 1.0 / float(np.std(catalogue.rewards) or 1.0)
         return cls(
             config=config,
@@ -381,6 +410,7 @@ class TrainingRun:
         """Write the checkpoint (weights, optimiser, generator, config, history, held-out starts),
         atomically: a crash never leaves a truncated checkpoint."""
         checkpoint = {
+            "format": CHECKPOINT_FORMAT,
             "config": asdict(self.config),
             "architecture": self.config.architecture,
             "model_version": self.model_version(),
@@ -401,16 +431,29 @@ class TrainingRun:
 
     @classmethod
     def load(cls, path: str | Path, catalogue: Catalogue | None = None) -> "TrainingRun":
-        """Read a checkpoint; with `catalogue`, check it is the one the policy was trained on.
-        A truncated or foreign file is a DamagedArtefact naming the notebook to re-run."""
+        """Read a checkpoint; with `catalogue`, check it is the reward table the policy serves.
+
+        The candidate-aware policy reads its reward inputs from whatever catalogue its
+        environment is built on, so they are never stale; the check stops a policy from being
+        silently paired with a table other than the one it was trained (or fine-tuned) on.
+        A truncated or foreign file is a DamagedArtefact naming the notebook to re-run;
+        checkpoints of the first format (`minibatch_size`, no reward inputs) are refused.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: train a policy first (notebook 06_ppo).")
         checkpoint = load_checkpoint(path, CHECKPOINT_KEYS, "08_finetune" if "_v" in path.stem else "06_ppo")
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path} is a checkpoint of format {checkpoint.get('format', 1)}, this code reads format "
+                f"{CHECKPOINT_FORMAT} (PPOConfig.num_minibatches instead of minibatch_size, reward inputs): "
+                "re-run notebook 06_ppo to train a policy in the current format."
+            )
         if catalogue is not None and catalogue.fingerprint != checkpoint["catalogue_fingerprint"]:
             raise ValueError(
-                f"{path} was trained on another rewards table (fingerprint {checkpoint['catalogue_fingerprint']}, "
-                f"this one is {catalogue.fingerprint}): re-run notebook 06_ppo."
+                f"{path} serves another rewards table (fingerprint {checkpoint['catalogue_fingerprint']}, "
+                f"this one is {catalogue.fingerprint}): load the table saved with that version, or re-run "
+                "notebook 06_ppo."
             )
         config = PPOConfig(**checkpoint["config"])
         agent = make_agent(config, checkpoint["latent_dim"])
@@ -464,11 +507,10 @@ def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Ro
     """Several epochs of clipped-surrogate updates over shuffled minibatches; mean losses and diagnostics."""
     b_actions, b_logprobs = rollout.actions.reshape(-1), rollout.logprobs.reshape(-1)
     b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
-    n_minibatches = config.batch_size // config.minibatch_size
     stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": []}
     for _ in range(config.update_epochs):
         permutation = torch.randperm(config.batch_size, generator=generator)
-        for mb in torch.tensor_split(permutation, n_minibatches):
+        for mb in torch.tensor_split(permutation, config.num_minibatches):
             new_logprob, entropy, new_value = agent.evaluate(rollout.observations[mb], b_actions[mb])
             log_ratio = new_logprob - b_logprobs[mb]
             ratio = log_ratio.exp()
@@ -494,7 +536,18 @@ def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Ro
                 stats["entropy"].append(entropy_bonus.item())
                 stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
                 stats["clip_fraction"].append(((ratio - 1).abs() > config.clip_epsilon).float().mean().item())
-    return {name: float(np.mean(values)) for name, values in stats.items()}
+    return {name: float(np.mean(values)) for name, values in stats.items()} | {
+        "explained_variance": explained_variance(rollout.values.reshape(-1), b_returns)}
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[R - V] / Var[R], CleanRL's critic diagnostic: 1 is perfect, 0 no better than a constant.
+
+    Measured on the rollout's value predictions V(s_t) against the GAE targets R_t; NaN when the
+    targets do not vary.
+    """
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.env import (
+    REWARD_FEATURES,
     Catalogue,
     PlaylistEnv,
     VectorPlaylistEnv,
@@ -173,3 +174,43 @@ def test_catalogue_smaller_than_a_playlist_is_rejected():
     catalogue = Catalogue.from_table(make_rewards_table(n_tracks=4, n_duplicates=0))
     with pytest.raises(ValueError, match="at least"):
         PlaylistEnv(catalogue, playlist_length=10)
+
+
+def brute_force_plan_value(latents: np.ndarray, rewards: np.ndarray, track: int, picks: int, k: int) -> float:
+    """Best return of `picks` more picks from `track` among its k nearest, repeats allowed (plain recursion)."""
+    if picks == 0:
+        return 0.0
+    return max(rewards[j] + brute_force_plan_value(latents, rewards, j, picks - 1, k)
+               for j in brute_force_candidates(latents, track, [track], k))
+
+
+def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(catalogue):
+    rng = np.random.default_rng(0)
+    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(6, 3))
+    env = VectorPlaylistEnv(catalogue, neighbours, playlist_length=6, n_candidates=3)
+    rewards, latents = catalogue.rewards, catalogue.latents
+    batch, done = env.reset(rng.integers(0, catalogue.n_tracks, 8)), False
+    while not done:
+        for b in range(8):
+            playlist = [int(r) for r in env.playlists[b] if r >= 0]
+            for slot in np.flatnonzero(batch.mask[b]):
+                c = int(batch.candidate_rows[b, slot])
+                near = rewards[brute_force_candidates(latents, c, [c], 3)]
+                offer = rewards[brute_force_candidates(latents, c, [*playlist, c], 3)]
+                picks_after = env.n_picks - len(playlist)
+                expected = [rewards[c], near.max(), near.mean(), offer.max(), offer.mean(),
+                            brute_force_plan_value(latents, rewards, c, picks_after, 3)]
+                np.testing.assert_allclose(batch.candidate_rewards[b, slot], expected, rtol=1e-5)
+            assert (batch.candidate_rewards[b][~batch.mask[b]] == 0).all()
+        batch, _, done = env.step(np.argmax(rng.random(batch.mask.shape) * batch.mask, axis=1))
+
+
+def test_reward_inputs_follow_the_table_the_environment_serves(catalogue, rewards_table):
+    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(10, 4))
+    first = VectorPlaylistEnv(catalogue, neighbours).reset(np.array([0]))
+    raised = rewards_table.assign(reward=rewards_table["reward"].where(
+        rewards_table.index != first.candidate_rows[0, 1], 1_000.0))
+    again = VectorPlaylistEnv(Catalogue.from_table(raised), neighbours).reset(np.array([0]))
+    reward = REWARD_FEATURES.index("reward")
+    assert again.candidate_rewards[0, 1, reward] == 1_000.0
+    assert again.candidate_rewards[0, 0, reward] == first.candidate_rewards[0, 0, reward]

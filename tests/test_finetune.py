@@ -142,7 +142,7 @@ def test_unknown_track_in_the_log_is_an_error(small_log):
 
 
 def tiny_config(**overrides) -> PPOConfig:
-    return PPOConfig(**{"hidden_size": 16, "n_fourier_features": 4, "num_envs": 64, "minibatch_size": 192,
+    return PPOConfig(**{"hidden_size": 16, "n_fourier_features": 4, "num_envs": 64, "num_minibatches": 3,
                         "total_timesteps": 2_000, **overrides})
 
 
@@ -196,7 +196,7 @@ def test_drift_demo_improves_the_return(tmp_path):
     neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), neighbours_path)
     heldout = catalogue.ids[::8].tolist()
     starts = np.setdiff1d(np.arange(catalogue.n_tracks), catalogue.rows_of(heldout))
-    run = TrainingRun.start(tiny_config(num_envs=128, minibatch_size=384, total_timesteps=30_000, seed=0),
+    run = TrainingRun.start(tiny_config(num_envs=128, num_minibatches=3, total_timesteps=30_000, seed=0),
                             catalogue, heldout)
     train(run, VectorPlaylistEnv(catalogue, neighbours), starts, progress=False)
     run.save(checkpoint_path(tmp_path / "models"))
@@ -274,11 +274,11 @@ def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
     target = TrainingRun.start(tiny_config(seed=4), catalogue, heldout)
     true_value = rollout(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
     logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
-    estimates = off_policy_estimates(target, log, catalogue, WEIGHTS)
+    estimates = off_policy_estimates(target, log, catalogue, neighbours, WEIGHTS)
     assert logged_value == 10 and estimates["n_sessions"] == len(starts)
     assert estimates["logged"] > 1.1 * true_value  # the logging policy is much better: a naive mean is off
     for name in ("ips", "snips", "dr"):
         assert estimates[name] == pytest.approx(true_value, rel=0.03), name
     # DR stays unbiased with a wrong reward model, and an exact one makes it the most precise
     wrong_model = Catalogue.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
-    assert off_policy_estimates(target, log, wrong_model, WEIGHTS)["dr"] == pytest.approx(true_value, rel=0.05)
+    assert off_policy_estimates(target, log, wrong_model, neighbours, WEIGHTS)["dr"] == pytest.approx(true_value, rel=0.05)

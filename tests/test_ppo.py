@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_rewards_table
 
-from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
-from helpers.evaluation import random_policy, rollout, split_start_tracks
+from helpers.env import REWARD_FEATURES, Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
+from helpers.evaluation import compare_policies, greedy_oracle_policy, random_policy, rollout, split_start_tracks
 from helpers.ppo import (
     CandidateActorCritic,
     Observations,
@@ -12,11 +13,12 @@ from helpers.ppo import (
     PPOConfig,
     TrainingRun,
     compute_gae,
+    explained_variance,
     greedy_policy,
     train,
 )
 
-SMALL = dict(hidden_size=32, n_fourier_features=8, playlist_length=6, num_envs=64, minibatch_size=160,
+SMALL = dict(hidden_size=32, n_fourier_features=8, playlist_length=6, num_envs=64, num_minibatches=2,
              total_timesteps=64 * 5 * 4)
 
 
@@ -42,6 +44,7 @@ def random_observations(batch: int, n_candidates: int, seed: int = 0) -> Observa
         candidates=torch.rand(batch, n_candidates, 5, generator=generator),
         mask=torch.ones(batch, n_candidates, dtype=torch.bool),
         steps_left=torch.rand(batch, generator=generator),
+        candidate_rewards=torch.rand(batch, n_candidates, len(REWARD_FEATURES), generator=generator),
     )
 
 
@@ -60,7 +63,8 @@ def test_candidate_actor_serves_any_k_and_scores_each_candidate_with_shared_weig
     logits, values = agent(obs)
     assert logits.shape == (3, n_candidates) and values.shape == (3,)
     permutation = torch.randperm(n_candidates)
-    shuffled = Observations(obs.current, obs.candidates[:, permutation], obs.mask[:, permutation], obs.steps_left)
+    shuffled = Observations(obs.current, obs.candidates[:, permutation], obs.mask[:, permutation], obs.steps_left,
+                            obs.candidate_rewards[:, permutation])
     permuted_logits, permuted_values = agent(shuffled)
     torch.testing.assert_close(permuted_logits, logits[:, permutation])
     torch.testing.assert_close(permuted_values, values)
@@ -72,7 +76,7 @@ def test_masked_candidates_get_zero_probability_and_are_never_sampled(agent):
     mask = torch.ones(500, 4, dtype=torch.bool)
     mask[:, 2:] = False
     mask[:100, 1] = False
-    obs = Observations(obs.current, obs.candidates, mask, obs.steps_left)
+    obs = Observations(obs.current, obs.candidates, mask, obs.steps_left, obs.candidate_rewards)
     probs = agent.policy(obs).probs
     assert (probs[~mask] == 0).all()
     torch.testing.assert_close(probs.sum(-1), torch.ones(500))
@@ -137,7 +141,8 @@ def test_short_seeded_training_beats_random_on_held_out_starts(catalogue, env, s
     history = run.history_frame()
     assert len(history) == 40 and history["global_step"].iloc[-1] == 64 * 5 * 40
     assert history["mean_return"].iloc[-5:].mean() > history["mean_return"].iloc[:5].mean()
-    columns = ["mean_return", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "steps_per_second"]
+    columns = ["mean_return", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+               "explained_variance", "steps_per_second"]
     assert np.isfinite(history[columns].to_numpy()).all()
 
 
@@ -188,7 +193,8 @@ def test_checkpoint_refuses_another_catalogue_and_missing_files(catalogue, tmp_p
     [
         (dict(architecture="transformer"), "architecture"),
         (dict(total_timesteps=None, train_seconds=None), "budget"),
-        (dict(num_envs=8, minibatch_size=1024), "minibatch_size"),
+        (dict(num_envs=8, num_minibatches=1024), "num_minibatches"),
+        (dict(reward_inputs=("popularity",)), "reward_inputs"),
         (dict(gamma=1.5), "gamma"),
         (dict(learning_rate=0.0), "learning_rate"),
     ],
@@ -202,3 +208,37 @@ def test_original_config_keeps_the_original_network_and_clip():
     config = PPOConfig.original(learning_rate=1e-4)
     assert (config.architecture, config.hidden_size, config.clip_epsilon, config.learning_rate) == (
         "original", 128, 0.1, 1e-4)
+
+
+def test_a_seeded_short_training_on_a_mid_size_catalogue_beats_the_greedy_oracle():
+    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=5_000, n_clusters=20, seed=1))
+    env = VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(10, 4),
+                                                             show_progress=False))
+    train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, 0.1, seed=0)
+    run = train(TrainingRun.start(PPOConfig(total_timesteps=120_000, seed=0), catalogue), env, train_rows,
+                progress=False)
+    results = compare_policies(env, {"greedy oracle": lambda seed: greedy_oracle_policy(catalogue.rewards),
+                                     "PPO": lambda seed: greedy_policy(run.agent)},
+                               heldout_rows, n_eval_starts=100, eval_seeds=(0,), progress=False)
+    assert results.loc["PPO", "mean_return"] > results.loc["greedy oracle", "mean_return"]
+    assert results.loc["PPO", "repeats_per_episode"] == 0
+
+
+def test_minibatches_are_counted_as_in_cleanrl_and_the_critic_reports_explained_variance(catalogue, env, split):
+    config = PPOConfig(**SMALL)
+    assert config.batch_size == 64 * 5 and config.minibatch_size == 64 * 5 // 2
+    history = train(TrainingRun.start(config, catalogue), env, split[0], progress=False).history_frame()
+    assert history["explained_variance"].between(-10, 1).all()
+    assert explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])) == 1.0
+    assert explained_variance(torch.full((3,), 2.0), torch.tensor([1.0, 2.0, 3.0])) == 0.0
+
+
+def test_a_checkpoint_of_the_first_format_is_refused_clearly(catalogue, tmp_path):
+    path = TrainingRun.start(PPOConfig(**SMALL), catalogue).save(tmp_path / "run.pt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["format"]
+    checkpoint["config"] = {k: v for k, v in checkpoint["config"].items()
+                            if k not in ("num_minibatches", "reward_inputs")} | {"minibatch_size": 160}
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match="format 1.*re-run notebook 06_ppo"):
+        TrainingRun.load(path, catalogue)

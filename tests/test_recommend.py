@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.env import Catalogue
-from helpers.ppo import PPOConfig, TrainingRun
+from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
+from helpers.ppo import PPOConfig, TrainingRun, train
 from helpers.recommend import Recommender, checkpoint_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
 from helpers.songs import ALIASES_FILE, save_aliases
@@ -123,3 +123,39 @@ def test_the_other_ids_of_a_playlists_songs(recommender):
     assert recommender.aliases_of(["track00003", "track00004"]) == {"album-release": "track00003",
                                                                     "relinked": "track00003"}
     assert recommender.aliases_of(["track00004"]) == {}
+
+
+@pytest.fixture(scope="module")
+def trained(rewards_table):
+    """A candidate-aware policy trained briefly on the small table."""
+    catalogue = Catalogue.from_table(rewards_table)
+    env = VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(10, 4),
+                                                             show_progress=False))
+    return train(TrainingRun.start(PPOConfig(hidden_size=32, total_timesteps=40_000, seed=0), catalogue), env,
+                 np.arange(catalogue.n_tracks), progress=False)
+
+
+def test_the_policy_reads_the_reward_table_it_serves(trained, rewards_table, tmp_path):
+    """Raising one candidate's reward in the served table makes the policy choose it, without retraining."""
+    served = Recommender(trained, Catalogue.from_table(rewards_table), tmp_path / "neighbours.npz")
+    first = served.playlist(start_id="track00003")[0]
+    other = next(track for track in first["candidates"] if track != first["chosen"])
+    table = rewards_table.assign(reward=np.where(rewards_table["id"] == other, 500.0, rewards_table["reward"]))
+    updated = Recommender(trained, Catalogue.from_table(table), tmp_path / "neighbours.npz")
+    assert updated.model_version == served.model_version  # the same weights
+    assert updated.playlist(start_id="track00003")[0]["chosen"] == other
+
+
+def test_a_checkpoint_with_another_reward_table_fails_clearly_and_tables_are_read_only(trained, rewards_table,
+                                                                                       tmp_path):
+    data_dir, models_dir = tmp_path / "processed", tmp_path / "models"
+    data_dir.mkdir()
+    trained.save(checkpoint_path(models_dir))
+    changed = rewards_table.assign(reward=rewards_table["reward"].where(rewards_table.index != 7, 0.0))
+    changed.to_parquet(data_dir / "rewards.parquet", index=False)
+    RewardWeights().save(data_dir / REWARD_WEIGHTS_FILE)
+    with pytest.raises(ValueError, match="another rewards table"):
+        Recommender.load(models_dir, data_dir)
+    catalogue = Catalogue.from_table(rewards_table)
+    with pytest.raises(ValueError, match="read-only"):
+        catalogue.rewards[7] = 0.0  # inputs derived from the table can never go stale
