@@ -11,9 +11,12 @@ Measures on each, on the same held-out starts and under the drifted listener's t
 
 - the drift demo of notebook 08 (rounds of playlists, a reward update and a fine-tune after
   each) for every drift seed, with the default settings and without the policy-head reset;
-- ceilings that skip the estimation: PPO given the **true** rewards for the same number of
-  steps as one round's fine-tune, continued from notebook 06's policy with and without the
-  head reset, and trained from scratch.
+- ceilings that skip the estimation (`--ceilings`): PPO given the **true** rewards for the same
+  number of steps as one round's fine-tune, continued from notebook 06's policy with and without
+  the head reset, and trained from scratch;
+- what a reward table allows (`--knowledge`): notebook 05's table, that table with the loved
+  clusters' new means known exactly (the best the cluster step of the reward update can learn)
+  and the true table, each served by the un-tuned policy and read by an exact planner.
 
 Writes `drift_benchmark.md` and `drift_benchmark.csv` to `--results-dir` (default: the first
 catalogue's runs/).
@@ -35,7 +38,7 @@ import pandas as pd
 
 from helpers.env import Catalogue, load_neighbour_index, neighbours_needed
 from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo
-from helpers.finetune import fine_tune
+from helpers.finetune import fine_tune, shift_through_clusters
 from helpers.listeners import ListenerModel
 from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
@@ -119,6 +122,38 @@ def ceiling_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings)
     return rows
 
 
+def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
+    """How much of the gap each reward table allows: the un-tuned policy serving it, and an exact
+    planner reading it (`DriftTarget.planned_return`), both scored under the true rewards."""
+    chain = Chain.at(source.output_dir)
+    taste, loved = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
+    base_run = TrainingRun.load(version_path(chain.paths.models, 0))
+    target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
+                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed, chain.weights)
+    clusters = chain.table["cluster"].to_numpy(np.int64)
+    loved_means = chain.prior_model.cluster_mean.copy()
+    for cluster in loved:
+        loved_means[cluster] = taste.to_numpy()[clusters == cluster].mean()
+    knowing_means = dataclasses.replace(chain.prior_model, cluster_mean=loved_means)
+    tables = {
+        "notebook 05's table (no feedback)": chain.table["reward"].to_numpy(),
+        "the loved clusters' new means, exactly": shift_through_clusters(chain.table, chain.prior_model,
+                                                                        knowing_means, chain.weights),
+        "every song's true reward": target.true_catalogue.rewards,
+    }
+    rows = []
+    for table_name, rewards in tables.items():
+        served = Catalogue.from_table(chain.table.assign(reward=rewards))
+        served_gap = target.gap_closed(target.mean_return(base_run, served))
+        planned_gap = target.gap_closed(target.planned_return(base_run, served))
+        print(f"{source.name}, {table_name}, drift seed {drift_seed}: served {served_gap:.0%}, "
+              f"planned {planned_gap:.0%}", flush=True)
+        rows.append({"catalogue": source.name, "kind": "knowledge", "variant": table_name, "drift_seed": drift_seed,
+                     "untuned": target.untuned, "optimum": target.optimum,
+                     "served_gap": served_gap, "planned_gap": planned_gap})
+    return rows
+
+
 def as_percent(frame: pd.DataFrame) -> pd.DataFrame:
     """Shares as whole percentages, e.g. 0.634 -> "63 %"."""
     return frame.map(lambda share: f"{100 * share:.0f} %")
@@ -135,7 +170,8 @@ def report(results: pd.DataFrame, settings: DriftSettings) -> str:
     demo = results[results["kind"] == "drift demo"]
     rounds = [c for c in demo.columns if c.startswith("gap_round_")]
     per_seed = by_seed(demo, rounds[-1])
-    per_seed["seconds per demo"] = demo.groupby(["catalogue", "variant"], sort=False)["seconds"].mean().round()
+    per_seed["seconds per demo"] = (demo.groupby(["catalogue", "variant"], sort=False)["seconds"].mean()
+                                   .round().astype(int))
     per_round = (demo.groupby(["catalogue", "variant"], sort=False)[rounds].mean()
                  .rename(columns=lambda c: f"round {c.split('_')[-1]}"))
     sections = [
@@ -151,6 +187,14 @@ def report(results: pd.DataFrame, settings: DriftSettings) -> str:
     if (results["kind"] == "true rewards").any():
         ceilings = by_seed(results[results["kind"] == "true rewards"], "gap_after_one_fine_tune")
         sections += ["## PPO given the true rewards, one fine-tune's steps", markdown_table(as_percent(ceilings).reset_index())]
+    if (results["kind"] == "knowledge").any():
+        knowledge = results[results["kind"] == "knowledge"]
+        shares = knowledge.groupby(["catalogue", "variant"], sort=False)[["served_gap", "planned_gap"]].mean()
+        sections += ["## What each reward table allows (mean over drift seeds): the un-tuned policy serving it, "
+                     "an exact planner reading it",
+                     markdown_table(as_percent(shares.rename(columns={"served_gap": "served by the un-tuned policy",
+                                                                      "planned_gap": "planned exactly"}))
+                                    .reset_index().rename(columns={"variant": "reward table"}))]
     return "\n\n".join(sections) + "\n"
 
 
@@ -160,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drift-seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--ceilings", action="store_true", help="also train PPO on the true rewards (a bound)")
+    parser.add_argument("--knowledge", action="store_true",
+                        help="also measure what each reward table allows (served and planned exactly)")
     parser.add_argument("--jobs", type=int, default=1, help="measurements run in parallel (one core each)")
     args = parser.parse_args(argv)
 
@@ -173,7 +219,10 @@ def main(argv: list[str] | None = None) -> None:
                  for source in args.catalogues for seed in args.drift_seeds for variant in args.variants]
         ceilings = [pool.submit(ceiling_rows, source, seed, settings)
                     for source in args.catalogues for seed in args.drift_seeds if args.ceilings]
-        rows = [future.result() for future in demos] + [row for future in ceilings for row in future.result()]
+        knowledge = [pool.submit(knowledge_rows, source, seed, settings)
+                     for source in args.catalogues for seed in args.drift_seeds if args.knowledge]
+        rows = [future.result() for future in demos] + [row for future in ceilings + knowledge
+                                                        for row in future.result()]
     results = pd.DataFrame(rows)
     results.to_csv(results_dir / "drift_benchmark.csv", index=False)
     markdown = report(results, settings)

@@ -97,6 +97,12 @@ class DriftTarget:
         """The greedy policy's mean return over the held-out starts, serving `served`, under the true rewards."""
         return self.true_return(run, served, self.heldout_rows, greedy_policy(run.agent))
 
+    def planned_return(self, run: TrainingRun, served: Catalogue) -> float:
+        """Mean true return of the best playlists by `served`'s rewards (exact search): what a
+        perfect planner reading that table reaches, whatever the policy."""
+        playlists, _ = exact_optimum(make_env(run.config, served, self.neighbours), self.heldout_rows, progress=False)
+        return float(self.true_catalogue.rewards[playlists[:, 1:]].sum(axis=1).mean())
+
     def gap_closed(self, mean_return: float) -> float:
         """(R - R_untuned) / (R* - R_untuned); NaN when the un-tuned policy is already optimal."""
         if self.optimum <= self.untuned:

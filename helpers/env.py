@@ -16,8 +16,9 @@ Besides the latents, the agent observes what its reward table says about each ca
 (`REWARD_FEATURES`, in the table's units): the candidate's own reward, the best and mean
 reward among the candidate's `n_candidates` nearest tracks, and the best and mean reward of
 the candidates that choosing it would offer at the next pick (its first `n_candidates`
-neighbours not yet in the playlist), and the best return the picks left after it could
-collect if repeats were allowed (`plan_values`, a dynamic programme over the neighbour index).
+neighbours not yet in the playlist), and a plan value: the best return of the picks left
+after it, exact at the next pick and, beyond it, for paths that never go straight back to the
+track they just left (`plan_values`, a dynamic programme over the neighbour index).
 They are always computed from the environment's own
 `Catalogue`, so a policy serving an updated reward table sees the updated values at once.
 """
@@ -248,19 +249,36 @@ def neighbourhood_rewards(neighbours: np.ndarray, rewards: np.ndarray, n_candida
     return best_and_mean(rows, rows >= 0, rewards)
 
 
-def plan_values(neighbours: np.ndarray, rewards: np.ndarray, n_candidates: int, n_picks: int) -> np.ndarray:
-    """(n_picks, n_tracks): `values[h, i]`, the best return of h more picks from track i, repeats allowed.
+def came_from(neighbours: np.ndarray, rows: np.ndarray, previous: np.ndarray, n_candidates: int) -> np.ndarray:
+    """Where `previous` stands among the `n_candidates` nearest tracks of each of `rows` (0 nearest),
+    `n_candidates` when it is not among them; `rows` and `previous` broadcast together."""
+    hit = neighbours[rows, :n_candidates] == np.asarray(previous)[..., None]
+    return np.where(hit.any(axis=-1), hit.argmax(axis=-1), n_candidates)
 
-    values[0] = 0 and values[h, i] = max over i's `n_candidates` nearest tracks j of
-    (reward[j] + values[h - 1, j]): h vectorised passes over the index (seconds at 1.2M tracks).
-    It is what a planner that ignores "no repeats" would expect after choosing track i.
+
+def plan_values(neighbours: np.ndarray, rewards: np.ndarray, n_candidates: int, n_picks: int) -> np.ndarray:
+    """(n_picks, n_tracks, n_candidates + 1): the best return of h more picks from track i when the
+    playlist just came from the s-th of i's nearest tracks (`came_from`), never going straight back.
+
+    Relaxing "no repeats" to "no immediate return" keeps the planner from counting a bounce
+    between two good neighbours (A, B, A, B, ...), the common case in a nearest-neighbour graph.
+    From track i with the s-th nearest excluded, the candidates are the first `n_candidates` of
+    i's `n_candidates + 1` nearest other than the s-th, so
+
+        values[h, i, s] = max over those j of (reward[j] + values[h - 1, j, came_from(j, i)])
+
+    with values[0] = 0: h vectorised passes over the index (seconds at 1.2M tracks).
     """
-    rows = neighbours[:, :n_candidates]
+    rows = neighbours[:, : n_candidates + 1]
     real = rows >= 0
-    values = np.zeros((n_picks, len(rewards)), dtype=np.float32)
+    back = came_from(neighbours, np.where(real, rows, 0), np.arange(len(rewards))[:, None], n_candidates)
+    values = np.zeros((n_picks, len(rewards), n_candidates + 1), dtype=np.float32)
     for h in range(1, n_picks):
-        step = np.where(real, rewards[rows] + values[h - 1, rows], -np.inf).max(axis=1)
-        values[h] = np.where(np.isfinite(step), step, 0.0)
+        gains = np.where(real, rewards[rows] + values[h - 1][rows, back], -np.inf)
+        for excluded in range(n_candidates + 1):
+            kept = [m for m in range(n_candidates + 1) if m != excluded][:n_candidates]
+            best = gains[:, kept].max(axis=1)
+            values[h, :, excluded] = np.where(np.isfinite(best), best, 0.0)
     return values
 
 
@@ -379,9 +397,19 @@ class VectorPlaylistEnv:
             self.catalogue.rewards[rows, None],
             self._neighbourhood[rows],
             best_and_mean(next_rows, next_mask, self.catalogue.rewards),
-            self._plan_values[picks_left_after, rows][:, None],
+            self._plan_value(rows, next_rows, next_mask, picks_left_after)[:, None],
         ], axis=1).reshape(batch, n_candidates, len(REWARD_FEATURES))
         return np.where(mask[..., None], features, 0.0).astype(np.float32)
+
+    def _plan_value(self, rows: np.ndarray, next_rows: np.ndarray, next_mask: np.ndarray,
+                    picks_left: np.ndarray) -> np.ndarray:
+        """Best return of the `picks_left` picks after each of `rows`: its exact next offer, then `plan_values`."""
+        offered = np.where(next_mask, next_rows, 0)
+        later = np.maximum(picks_left - 1, 0)[:, None]
+        gains = self.catalogue.rewards[offered] + self._plan_values[
+            later, offered, came_from(self.neighbours, offered, rows[:, None], self.n_candidates)]
+        best = np.where(next_mask, gains, -np.inf).max(axis=1, initial=-np.inf)
+        return np.where((picks_left > 0) & np.isfinite(best), best, 0.0)
 
 
 class PlaylistEnv(gym.Env):

@@ -104,6 +104,16 @@ def expected_interaction(model: ListenerModel, weights: RewardWeights) -> np.nda
     return weights.listened_weight * model.cluster_mean + weights.liked_weight * like_probability(model)
 
 
+def shift_through_clusters(table: pd.DataFrame, model: ListenerModel, updated_model: ListenerModel,
+                           weights: RewardWeights) -> np.ndarray:
+    """Step 1 of the update: every track's reward moved by the change of its cluster's expected
+    interaction score from `model` to `updated_model`, clipped to the reward's range."""
+    shift = weights.interaction_weight * (expected_interaction(updated_model, weights)
+                                          - expected_interaction(model, weights))
+    low, high = reward_range(weights)
+    return np.clip(table["reward"].to_numpy(np.float64) + shift[table["cluster"].to_numpy(np.int64)], low, high)
+
+
 def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel, *, confidence_plays: float = 3.0,
                    prior_plays: float = 1.0,
                    weights: RewardWeights) -> tuple[pd.DataFrame, ListenerModel]:
@@ -131,12 +141,9 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
     like_rate = np.where(np.isnan(like_rate), like_probability(updated_model)[clusters], like_rate)
     observed = reward(mean_interaction(feedback["percentage_listened"].to_numpy(), like_rate, weights),
                       table["proximity_score"].to_numpy(), weights)
-    shift = weights.interaction_weight * (expected_interaction(updated_model, weights)
-                                          - expected_interaction(model, weights))
-    low, high = reward_range(weights)
     prior = table["reward"].to_numpy(np.float64)
     confidence = plays / (plays + confidence_plays)
-    through_cluster = np.clip(prior + shift[clusters], low, high)
+    through_cluster = shift_through_clusters(table, model, updated_model, weights)
     new_reward = np.where(plays > 0, confidence * np.nan_to_num(observed) + (1 - confidence) * through_cluster,
                           through_cluster)
     updated = table.assign(prior_reward=prior, plays=plays.astype(np.int64), confidence=confidence,

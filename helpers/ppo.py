@@ -46,7 +46,7 @@ from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, VectorPlaylis
 from helpers.paths import load_checkpoint, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
-CHECKPOINT_FORMAT = 2  # 2: num_minibatches, reward inputs; 1 (unmarked): minibatch_size, latents only
+CHECKPOINT_FORMAT = 3  # 3: plan value without immediate return; 2: num_minibatches, reward inputs; 1: latents only
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ class TrainingRun:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{path} is a checkpoint of format {checkpoint.get('format', 1)}, this code reads format "
-                f"{CHECKPOINT_FORMAT} (PPOConfig.num_minibatches instead of minibatch_size, reward inputs): "
+                f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value no longer lets a playlist go straight back): "
                 "re-run notebook 06_ppo to train a policy in the current format."
             )
         if catalogue is not None and catalogue.fingerprint != checkpoint["catalogue_fingerprint"]:

@@ -176,12 +176,14 @@ def test_catalogue_smaller_than_a_playlist_is_rejected():
         PlaylistEnv(catalogue, playlist_length=10)
 
 
-def brute_force_plan_value(latents: np.ndarray, rewards: np.ndarray, track: int, picks: int, k: int) -> float:
-    """Best return of `picks` more picks from `track` among its k nearest, repeats allowed (plain recursion)."""
+def brute_force_plan_value(latents: np.ndarray, rewards: np.ndarray, track: int, excluded: list[int], picks: int,
+                           k: int) -> float:
+    """Best return of `picks` more picks from `track` among its k nearest outside `excluded`, then
+    among the k nearest other than the track just left (plain recursion)."""
     if picks == 0:
         return 0.0
-    return max(rewards[j] + brute_force_plan_value(latents, rewards, j, picks - 1, k)
-               for j in brute_force_candidates(latents, track, [track], k))
+    return max(rewards[j] + brute_force_plan_value(latents, rewards, j, [j, track], picks - 1, k)
+               for j in brute_force_candidates(latents, track, excluded, k))
 
 
 def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(catalogue):
@@ -199,7 +201,7 @@ def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(catal
                 offer = rewards[brute_force_candidates(latents, c, [*playlist, c], 3)]
                 picks_after = env.n_picks - len(playlist)
                 expected = [rewards[c], near.max(), near.mean(), offer.max(), offer.mean(),
-                            brute_force_plan_value(latents, rewards, c, picks_after, 3)]
+                            brute_force_plan_value(latents, rewards, c, [*playlist, c], picks_after, 3)]
                 np.testing.assert_allclose(batch.candidate_rewards[b, slot], expected, rtol=1e-5)
             assert (batch.candidate_rewards[b][~batch.mask[b]] == 0).all()
         batch, _, done = env.step(np.argmax(rng.random(batch.mask.shape) * batch.mask, axis=1))

@@ -9,7 +9,7 @@ import pytest
 from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
 from helpers.feedback import Interaction, MalformedLineWarning, append_interaction, read_interactions
 from helpers.evaluation import rollout
-from helpers.drift import DriftSettings, drifted_taste, run_drift_demo, true_rewards
+from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo, true_rewards
 from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save_version, update_rewards
 from helpers.off_policy import observed_rewards, off_policy_estimates
 from helpers.listeners import ListenerModel
@@ -212,6 +212,10 @@ def test_drift_demo_improves_the_return(tmp_path):
     assert results["gap_closed"].iloc[-1] > 0.3
     assert versions(tmp_path / "demo" / "models") == [0, 1, 2, 3]
     assert np.isfinite(results[["ips", "snips", "dr", "simulated"]].iloc[1:].to_numpy()).all()
+    # an exact planner reading the true table builds the optimal playlists; reading the prior table it cannot beat them
+    target = DriftTarget.build(run, table, taste, neighbours, 0.05, model.like_threshold, 40, 0, WEIGHTS)
+    assert target.gap_closed(target.planned_return(run, target.true_catalogue)) == pytest.approx(1.0)
+    assert target.planned_return(run, catalogue) < target.optimum
 
 
 def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_expectations():
