@@ -15,8 +15,10 @@ Measures on each, on the same held-out starts and under the drifted listener's t
   number of steps as one round's fine-tune, continued from notebook 06's policy with and without
   the head reset, and trained from scratch;
 - what a reward table allows (`--knowledge`): notebook 05's table, that table with the loved
-  clusters' new means known exactly (the best the cluster step of the reward update can learn)
-  and the true table, each served by the un-tuned policy and read by an exact planner.
+  clusters' new means known exactly (the best the cluster step of the reward update can learn),
+  the table that puts every loved song at its cluster's mean true reward (the best guess for a
+  song never heard, whose taste is a fresh draw) and the true table, each served by the
+  un-tuned policy and read by an exact planner.
 
 Writes `drift_benchmark.md` and `drift_benchmark.csv` to `--results-dir` (default: the first
 catalogue's runs/).
@@ -135,10 +137,17 @@ def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSetting
     for cluster in loved:
         loved_means[cluster] = taste.to_numpy()[clusters == cluster].mean()
     knowing_means = dataclasses.replace(chain.prior_model, cluster_mean=loved_means)
+    # What no play can beat for an unheard song whose taste is a fresh draw: its cluster's mean
+    # true interaction score (plus its own proximity term).
+    proximity = chain.weights.proximity_weight * chain.table["proximity_score"].to_numpy()
+    interaction = pd.Series(target.true_catalogue.rewards - proximity).groupby(clusters).transform("mean").to_numpy()
+    in_loved = np.isin(clusters, loved)
     tables = {
         "notebook 05's table (no feedback)": chain.table["reward"].to_numpy(),
         "the loved clusters' new means, exactly": shift_through_clusters(chain.table, chain.prior_model,
                                                                         knowing_means, chain.weights),
+        "each loved song at its cluster's mean true reward": np.where(in_loved, interaction + proximity,
+                                                                      chain.table["reward"].to_numpy()),
         "every song's true reward": target.true_catalogue.rewards,
     }
     rows = []
