@@ -74,6 +74,15 @@ class Chain:
         weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
         return cls(paths, table, prior_model, neighbours, weights)
 
+    def drift_target(self, drift_seed: int,
+                     settings: DriftSettings) -> tuple[TrainingRun, DriftTarget, pd.Series, np.ndarray]:
+        """Notebook 06's policy, the target it is measured against, the drifted taste and the loved clusters."""
+        taste, loved = drifted_taste(self.table, self.prior_model, seed=drift_seed)
+        base_run = TrainingRun.load(version_path(self.paths.models, 0))
+        target = DriftTarget.build(base_run, self.table, taste, self.neighbours, settings.play_noise,
+                                   self.prior_model.like_threshold, settings.n_eval_starts, drift_seed, self.weights)
+        return base_run, target, taste, loved
+
 
 def demo_row(source: CatalogueRun, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
     """Run notebook 08's drift demo once; the share of the gap closed after each round."""
@@ -95,10 +104,7 @@ def demo_row(source: CatalogueRun, variant: str, drift_seed: int, settings: Drif
 def ceiling_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
     """PPO on the drifted listener's true rewards for `settings.finetune_timesteps` steps."""
     chain = Chain.at(source.output_dir)
-    taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
-    base_run = TrainingRun.load(version_path(chain.paths.models, 0))
-    target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
-                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed, chain.weights)
+    base_run, target, _, _ = chain.drift_target(drift_seed, settings)
     rows = []
 
     def record(variant: str, run: TrainingRun, seconds: float) -> None:
@@ -128,10 +134,7 @@ def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSetting
     """How much of the gap each reward table allows: the un-tuned policy serving it, and an exact
     planner reading it (`DriftTarget.planned_return`), both scored under the true rewards."""
     chain = Chain.at(source.output_dir)
-    taste, loved = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
-    base_run = TrainingRun.load(version_path(chain.paths.models, 0))
-    target = DriftTarget.build(base_run, chain.table, taste, chain.neighbours, settings.play_noise,
-                               chain.prior_model.like_threshold, settings.n_eval_starts, drift_seed, chain.weights)
+    base_run, target, taste, loved = chain.drift_target(drift_seed, settings)
     clusters = chain.table["cluster"].to_numpy(np.int64)
     loved_means = chain.prior_model.cluster_mean.copy()
     for cluster in loved:
