@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm.auto import tqdm
 
+from helpers.env import LATENT_DTYPE, nearest_others
 from helpers.validation import check_unique_ids, latent_columns, numeric_matrix
 
 ALGORITHMS = ("auto", "kmeans", "minibatch")
@@ -207,38 +208,21 @@ def umap_map(latents: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
     return LatentMap(xy, fitted)
 
 
-def nearest_neighbours(latents: np.ndarray, sources: np.ndarray,
-                       k: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """The `k` nearest other tracks of each source track in latent space, nearest first.
-
-    Exact brute force, one pass over the catalogue per source: meant for a handful of sources.
-    Returns (positions, distances), both of shape (len(sources), k).
-    """
-    latents = np.asarray(latents, dtype=np.float64)
-    sources = np.asarray(sources)
-    if not 1 <= k < len(latents):
-        raise ValueError(f"k must be between 1 and the number of tracks minus one "
-                         f"({len(latents) - 1}), got {k}")
-    distances = np.stack([np.linalg.norm(latents - latents[source], axis=1) for source in sources])
-    distances[np.arange(len(sources)), sources] = np.inf  # a track is not its own neighbour
-    nearest = np.argpartition(distances, k, axis=1)[:, :k]
-    nearest_distances = np.take_along_axis(distances, nearest, axis=1)
-    order = np.argsort(nearest_distances, axis=1, kind="stable")
-    return (np.take_along_axis(nearest, order, axis=1),
-            np.take_along_axis(nearest_distances, order, axis=1))
-
-
 def gridworld_edges(ids: np.ndarray, latents: np.ndarray, n_tracks: int = 6, k: int = 4,
                     seed: int = 42) -> pd.DataFrame:
     """Arrows from `n_tracks` seeded random tracks to their `k` nearest neighbours in latent space.
 
+    The targets are the environment's `k` candidates at a playlist's first pick from each source
+    (`helpers.env.nearest_others` on the latents at the environment's precision, ties by row).
     Columns: source (S1, S2, ...), source_id, target_id, rank (1 = nearest), latent_distance.
     """
     if not 1 <= n_tracks <= len(latents):
         raise ValueError(f"n_tracks must be between 1 and the number of tracks ({len(latents)}), "
                          f"got {n_tracks}")
     sources = np.random.default_rng(seed).choice(len(latents), size=n_tracks, replace=False)
-    targets, distances = nearest_neighbours(latents, sources, k)
+    latents = np.asarray(latents, dtype=LATENT_DTYPE).astype(np.float64)
+    targets = nearest_others(latents, sources, k)
+    distances = np.linalg.norm(latents[targets] - latents[sources, None], axis=2)
     ids = np.asarray(ids)
     return pd.DataFrame({
         "source": np.repeat([f"S{number}" for number in range(1, n_tracks + 1)], k),

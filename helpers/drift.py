@@ -29,8 +29,9 @@ from helpers.listeners import ListenerModel, SimulatedListener, expected_listeni
 from helpers.off_policy import off_policy_estimates
 from helpers.ppo import TrainingRun, greedy_policy, make_env, sampling_policy
 from helpers.recommend import Recommender, version_path
-from helpers.rewards import RewardWeights, reward
-from helpers.session import plan_playlist, play_session
+from helpers.rewards import RewardWeights, interaction_score, reward
+from helpers.playlists import plan_playlist
+from helpers.session import play_session
 
 
 def drifted_taste(table: pd.DataFrame, model: ListenerModel, n_loved: int = 2, loved_mean: float = 0.95,
@@ -57,8 +58,7 @@ def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_
     """Each track's expected reward when a listener with `taste` hears it (notebook 05's formula on
     the expected listening and like probability of `SimulatedListener(taste=..., play_noise=...)`)."""
     listened, like_probability = expected_listening(taste.loc[table["id"]].to_numpy(), play_noise, like_threshold)
-    expected_interaction_score = weights.listened_weight * listened + weights.liked_weight * like_probability
-    return reward(expected_interaction_score, table["proximity_score"].to_numpy(), weights)
+    return reward(interaction_score(listened, like_probability, weights), table["proximity_score"].to_numpy(), weights)
 
 
 @dataclass(frozen=True)

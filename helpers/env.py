@@ -42,6 +42,7 @@ from helpers.paths import atomic_write, read_parquet
 from helpers.validation import check_columns, check_unique_ids, latent_columns
 
 OBSERVATIONS = ("latent", "candidates")
+LATENT_DTYPE = np.float32  # the precision the environment holds latents in: its neighbours are computed on these
 REWARD_FEATURES = ("reward", "neighbour_best", "neighbour_mean", "next_best", "next_mean", "plan_value")
 
 
@@ -66,7 +67,7 @@ class Catalogue:
         if len(table) < 2:
             raise ValueError(f"{source} has {len(table)} track(s): a playlist needs at least 2.")
         check_unique_ids(table, source)
-        latents = table[columns].to_numpy(np.float32)
+        latents = table[columns].to_numpy(LATENT_DTYPE)
         rewards = table["reward"].to_numpy(np.float64)
         for name, values in (("latent_*", latents), ("reward", rewards)):
             if not np.isfinite(values).all():
@@ -148,6 +149,18 @@ def build_neighbour_index(latents: np.ndarray, n_neighbours: int, batch_size: in
         rows = np.arange(start, min(start + batch_size, n_tracks))
         index[rows, :width] = _nearest_others(tree, latents, rows, width)
     return index
+
+
+def nearest_others(latents: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """The `width` nearest other tracks of each of `rows`, ordered by (distance, row): the
+    candidates the environment offers from a track at the first pick, for a few tracks (the
+    gridworld figure). Pass latents at `LATENT_DTYPE` to get exactly the environment's."""
+    latents = np.asarray(latents, dtype=np.float64)
+    if not 1 <= width < len(latents):
+        raise ValueError(f"width must be between 1 and the number of tracks minus one ({len(latents) - 1}), "
+                         f"got {width}")
+    tree = NearestNeighbors(algorithm="kd_tree").fit(latents)
+    return _nearest_others(tree, latents, np.asarray(rows, dtype=np.int64), width)
 
 
 def _nearest_others(tree: NearestNeighbors, latents: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from helpers.env import Catalogue
 from helpers.evaluation import rollout
@@ -50,7 +49,7 @@ from helpers.listeners import ListenerModel
 from helpers.paths import save_parquet, write_text_atomic
 from helpers.ppo import TrainingRun, greedy_policy, make_env, make_optimizer, train
 from helpers.recommend import DEFAULT_ARCHITECTURE, version_path, version_rewards_path, versions
-from helpers.rewards import RewardWeights, reward, reward_range
+from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
 
 
 def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights) -> pd.DataFrame:
@@ -70,14 +69,8 @@ def aggregate_feedback(log: pd.DataFrame, weights: RewardWeights) -> pd.DataFram
                      like_rate=("liked", "mean"))
                 .reset_index())
     feedback["like_rate"] = feedback["like_rate"].astype("float64")
-    feedback["interaction_score"] = mean_interaction(feedback["percentage_listened"], feedback["like_rate"], weights)
+    feedback["interaction_score"] = interaction_score(feedback["percentage_listened"], feedback["like_rate"], weights)
     return feedback
-
-
-def mean_interaction(percentage_listened: pd.Series | np.ndarray, like_rate: pd.Series | np.ndarray,
-                     weights: RewardWeights) -> pd.Series | np.ndarray:
-    """Mean interaction score of a track's plays: listened_weight * mean listened + liked_weight * like rate."""
-    return weights.listened_weight * percentage_listened + weights.liked_weight * like_rate
 
 
 def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, prior_plays: float) -> ListenerModel:
@@ -93,15 +86,9 @@ def update_listener_model(model: ListenerModel, cluster_plays: pd.DataFrame, pri
     return ListenerModel(mean, model.cluster_std, model.like_threshold, model.seed)
 
 
-def like_probability(model: ListenerModel) -> np.ndarray:
-    """Per cluster: P(N(mu_c, sigma_c) > threshold)."""
-    std = np.maximum(model.cluster_std, 1e-9)
-    return norm.cdf((model.cluster_mean - model.like_threshold) / std)
-
-
 def expected_interaction(model: ListenerModel, weights: RewardWeights) -> np.ndarray:
     """Per cluster: listened_weight * mu_c + liked_weight * P(N(mu_c, sigma_c) > threshold)."""
-    return weights.listened_weight * model.cluster_mean + weights.liked_weight * like_probability(model)
+    return interaction_score(model.cluster_mean, model.like_probability(), weights)
 
 
 def shift_through_clusters(table: pd.DataFrame, model: ListenerModel, updated_model: ListenerModel,
@@ -138,16 +125,19 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
                              "percentage_listened": log["percentage_listened"].to_numpy(),
                              "expected_listened": played["percentage_listened"].to_numpy()}), prior_plays)
     like_rate = feedback["like_rate"].to_numpy()
-    like_rate = np.where(np.isnan(like_rate), like_probability(updated_model)[clusters], like_rate)
-    observed = reward(mean_interaction(feedback["percentage_listened"].to_numpy(), like_rate, weights),
-                      table["proximity_score"].to_numpy(), weights)
+    like_rate = np.where(np.isnan(like_rate), updated_model.like_probability()[clusters], like_rate)
+    observed = np.full(len(table), np.nan)
+    heard = plays > 0
+    observed[heard] = reward(interaction_score(feedback["percentage_listened"].to_numpy()[heard],
+                                               like_rate[heard], weights),
+                             table["proximity_score"].to_numpy()[heard], weights)
     prior = table["reward"].to_numpy(np.float64)
     confidence = plays / (plays + confidence_plays)
     through_cluster = shift_through_clusters(table, model, updated_model, weights)
-    new_reward = np.where(plays > 0, confidence * np.nan_to_num(observed) + (1 - confidence) * through_cluster,
+    new_reward = np.where(heard, confidence * np.nan_to_num(observed) + (1 - confidence) * through_cluster,
                           through_cluster)
     updated = table.assign(prior_reward=prior, plays=plays.astype(np.int64), confidence=confidence,
-                           observed_reward=np.where(plays > 0, observed, np.nan), reward=new_reward)
+                           observed_reward=observed, reward=new_reward)
     return updated, updated_model
 
 

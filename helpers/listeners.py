@@ -11,7 +11,7 @@ of its length, and liked when percentage_listened > like_threshold.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from helpers.paths import write_text_atomic
+from helpers.paths import ProjectPaths, write_text_atomic
 
 if TYPE_CHECKING:
-    from helpers.session import StopReason
+    from helpers.playback import OnFinished, StopReason
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +73,11 @@ class ListenerModel:
         if clusters.size and (clusters.min() < 0 or clusters.max() >= self.n_clusters):
             raise ValueError(f"cluster ids must lie in [0, {self.n_clusters - 1}] for this model, "
                              f"got ids from {clusters.min()} to {clusters.max()}")
-        listened = rng.normal(self.cluster_mean[clusters], self.cluster_std[clusters])
-        percentage_listened = np.clip(listened, 0.0, 1.0)
-        liked = (percentage_listened > self.like_threshold).astype(np.int64)
-        return percentage_listened, liked
+        return sample_listening(self.cluster_mean[clusters], self.cluster_std[clusters], self.like_threshold, rng)
+
+    def like_probability(self) -> np.ndarray:
+        """Per cluster: P(liked) = Φ((mu_c - like_threshold) / sigma_c) (`like_probability`)."""
+        return like_probability(self.cluster_mean, self.cluster_std, self.like_threshold)
 
     def to_json(self, path: str | Path) -> None:
         """Write the model as readable JSON (atomically): one {cluster, mean, std} entry per cluster."""
@@ -134,12 +135,35 @@ def simulate_listening(clusters: np.ndarray, model: ListenerModel, seed: int) ->
     return pd.DataFrame({"percentage_listened": percentage_listened, "liked": liked})
 
 
+def sample_listening(mean: np.ndarray, std: np.ndarray | float, like_threshold: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One play per entry of `mean`: percentage_listened = clip(N(mean, std), 0, 1), and liked
+    (0/1) when it is above `like_threshold`. Every simulated play of the project is drawn here."""
+    percentage_listened = np.clip(rng.normal(mean, std), 0.0, 1.0)
+    liked = (percentage_listened > like_threshold).astype(np.int64)
+    return percentage_listened, liked
+
+
+def like_probability(mean: np.ndarray, std: np.ndarray | float, like_threshold: float) -> np.ndarray:
+    """P(liked) = P(Y > like_threshold) = Φ((mean - like_threshold) / std) for Y ~ N(mean, std).
+
+    A zero `std` is a listener without noise: 1 where mean > like_threshold, else 0 (the limit
+    of the sampled plays of `sample_listening`, which like only strictly above the threshold).
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64), mean.shape)
+    if (std < 0).any():
+        raise ValueError("std must be non-negative")
+    safe = np.where(std > 0, std, 1.0)
+    return np.where(std > 0, norm.cdf((mean - like_threshold) / safe), (mean > like_threshold) * 1.0)
+
+
 def expected_listening(mean: np.ndarray, std: np.ndarray | float,
                        like_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """E[percentage_listened] and P(liked) when percentage_listened = clip(Y, 0, 1), Y ~ N(mean, std).
 
     With clip(Y, 0, 1) = max(Y, 0) - max(Y - 1, 0) and E[max(Y - a, 0)] = (m - a) Φ((m - a)/s) + s φ((m - a)/s);
-    P(liked) = P(Y > like_threshold) = Φ((m - like_threshold) / s). A zero `std` gives the clipped mean.
+    P(liked) from `like_probability`. A zero `std` gives the clipped mean.
     """
     mean = np.asarray(mean, dtype=np.float64)
     std = np.broadcast_to(np.asarray(std, dtype=np.float64), mean.shape)
@@ -151,9 +175,7 @@ def expected_listening(mean: np.ndarray, std: np.ndarray | float,
         z = (mean - shift) / safe
         return np.where(std > 0, (mean - shift) * norm.cdf(z) + safe * norm.pdf(z), np.maximum(mean - shift, 0.0))
 
-    listened = above(0.0) - above(1.0)
-    like_probability = np.where(std > 0, norm.cdf((mean - like_threshold) / safe), (mean > like_threshold) * 1.0)
-    return listened, like_probability
+    return above(0.0) - above(1.0), like_probability(mean, std, like_threshold)
 
 
 class SimulatedListener:
@@ -179,8 +201,7 @@ class SimulatedListener:
         self.play_noise = play_noise
         self.rng = np.random.default_rng(seed)
 
-    def listen(self, track_ids: Sequence[str],
-               on_finished: Callable[[int, float, int], None]) -> StopReason:
+    def listen(self, track_ids: Sequence[str], on_finished: OnFinished) -> StopReason:
         """Report every track at once, in order; the playlist always plays to the end."""
         known = self.clusters.index if self.taste is None else self.taste.index
         unknown = [track_id for track_id in track_ids if track_id not in known]
@@ -190,9 +211,16 @@ class SimulatedListener:
             clusters = self.clusters.loc[list(track_ids)].to_numpy()
             percentage_listened, liked = self.listener_model.sample(clusters, self.rng)
         else:
-            heard = self.rng.normal(self.taste.loc[list(track_ids)].to_numpy(np.float64), self.play_noise)
-            percentage_listened = np.clip(heard, 0.0, 1.0)
-            liked = (percentage_listened > self.listener_model.like_threshold).astype(np.int64)
+            percentage_listened, liked = sample_listening(self.taste.loc[list(track_ids)].to_numpy(np.float64),
+                                                          self.play_noise, self.listener_model.like_threshold,
+                                                          self.rng)
         for position, (percentage, like) in enumerate(zip(percentage_listened, liked)):
             on_finished(position, float(percentage), int(like))
         return "finished"
+
+
+def simulated_listener(paths: ProjectPaths, clusters: pd.Series, seed: int | None = None) -> SimulatedListener:
+    """The offline listener of the run at `paths`: notebook 04's listener model over `clusters`
+    (each track's cluster, indexed by track id)."""
+    model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
+    return SimulatedListener(model, clusters, seed=seed)

@@ -33,8 +33,10 @@ from pathlib import Path
 from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
 from helpers.paths import ProjectPaths
 from helpers.recommend import NEIGHBOURS_FILE, Recommender, versions
-from helpers.session import (Listener, PlaybackError, check_length, format_steps, missing_names, plan_playlist,
-                             play_session, playlist_table, playlist_tracks, simulated_listener)
+from helpers.listeners import simulated_listener
+from helpers.playback import Listener, PlaybackError
+from helpers.playlists import check_length, format_steps, missing_names, plan_playlist, playlist_table, playlist_tracks
+from helpers.session import play_session
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings
 
 EXIT_STOPPED_EARLY = 3
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_steps(steps, recommender.catalogue))
         print(playlist_table(steps, recommender.catalogue, names).to_string(index=False))
         if player is None:
-            listener: Listener = simulated_listener(recommender, paths, seed=args.seed)
+            listener: Listener = simulated_listener(paths, recommender.catalogue["cluster"], seed=args.seed)
         else:
             listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
                                        pause_timeout=args.pause_timeout, announce=print,

@@ -18,6 +18,8 @@ from helpers.data import FEATURES
 from helpers.paths import write_text_atomic
 from helpers.validation import check_columns, check_unique_ids, latent_columns
 
+# Expected and mean shares computed in floating point may leave [0, 1] by a rounding error.
+RANGE_TOLERANCE = 1e-9
 REWARD_WEIGHTS_FILE = "reward_weights.json"  # written by notebook 05 beside rewards.parquet
 
 # Which notebook writes each input, for error messages that say what to re-run.
@@ -68,14 +70,27 @@ class RewardWeights:
 
 def interaction_score(percentage_listened: np.ndarray, liked: np.ndarray,
                       weights: RewardWeights = RewardWeights()) -> np.ndarray:
-    """listened_weight * percentage_listened + liked_weight * liked, element-wise."""
+    """listened_weight * percentage_listened + liked_weight * liked, element-wise.
+
+    `liked` is 0 or 1 for one play; a like rate or a like probability in [0, 1] gives the mean
+    or the expected score (with `percentage_listened` the mean or expected share heard). A NaN
+    `liked` (not known) gives a NaN score. Every interaction score of the project is this one.
+    """
     percentage_listened = np.asarray(percentage_listened, dtype=np.float64)
-    liked = np.asarray(liked)
-    if not ((percentage_listened >= 0) & (percentage_listened <= 1)).all():
+    liked = np.asarray(liked, dtype=np.float64)
+    if not ((percentage_listened >= -RANGE_TOLERANCE) & (percentage_listened <= 1 + RANGE_TOLERANCE)).all():
         raise ValueError("percentage_listened must lie in [0, 1]")
-    if not np.isin(liked, (0, 1)).all():
-        raise ValueError("liked must be 0 or 1")
+    if not (np.isnan(liked) | ((liked >= -RANGE_TOLERANCE) & (liked <= 1 + RANGE_TOLERANCE))).all():
+        raise ValueError("liked must be 0 or 1 (or a like rate in [0, 1], NaN when unknown)")
     return weights.listened_weight * percentage_listened + weights.liked_weight * liked
+
+
+def interaction_scores(interactions: pd.DataFrame, weights: RewardWeights) -> pd.Series:
+    """The interaction score of each logged record (`helpers.feedback`); NaN where `liked` is
+    unknown (a failed library check is not scored as "not liked")."""
+    liked = pd.to_numeric(interactions["liked"]).astype("Float64").to_numpy(np.float64, na_value=np.nan)
+    return pd.Series(interaction_score(interactions["percentage_listened"], liked, weights),
+                     index=interactions.index, name="interaction_score")
 
 
 def proximity_score(distance_to_centroid: np.ndarray, cluster: np.ndarray) -> np.ndarray:

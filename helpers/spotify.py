@@ -63,7 +63,7 @@ from spotipy.oauth2 import SpotifyOAuth, SpotifyOauthError, SpotifyPKCE
 from urllib3.util.retry import Retry
 
 from helpers.paths import REPO_ROOT
-from helpers.session import PlaybackError, StopReason
+from helpers.playback import PlaybackError, StopReason
 
 SCOPES = ("user-modify-playback-state", "user-read-playback-state", "user-library-read")
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8888/callback"

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
 from helpers.clustering import (LatentMap, cluster_table, compare_kmeans_inertia, fit_kmeans, gridworld_edges,
-                                latent_matrix, nearest_neighbours, place_by_neighbours, resolve_algorithm,
+                                latent_matrix, place_by_neighbours, resolve_algorithm,
                                 sample_indices, umap_map)
 
 
@@ -149,20 +149,6 @@ def test_sample_indices_are_seeded_sorted_and_distinct():
     assert not np.array_equal(first, sample_indices(1_000, 100, seed=5))
 
 
-def test_nearest_neighbours_match_sklearn_and_exclude_the_track_itself(latents):
-    sources = np.array([0, 17, 399])
-    positions, distances = nearest_neighbours(latents, sources, k=4)
-    reference_distances, reference = NearestNeighbors(n_neighbors=5).fit(latents).kneighbors(latents[sources])
-    np.testing.assert_array_equal(positions, reference[:, 1:])
-    np.testing.assert_allclose(distances, reference_distances[:, 1:])
-
-
-def test_a_duplicate_track_is_a_neighbour_but_never_the_track_itself():
-    latents = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
-    positions, distances = nearest_neighbours(latents, np.array([1]), k=2)
-    assert positions.tolist() == [[0, 2]] and distances.tolist() == [[0.0, 1.0]]
-
-
 def test_gridworld_edges_give_k_ranked_arrows_per_seeded_source(latents):
     ids = np.array([f"t{i}" for i in range(len(latents))])
     edges = gridworld_edges(ids, latents, n_tracks=6, k=4, seed=11)
@@ -171,3 +157,17 @@ def test_gridworld_edges_give_k_ranked_arrows_per_seeded_source(latents):
     assert (edges.groupby("source")["latent_distance"].apply(lambda d: d.is_monotonic_increasing)).all()
     assert not (edges["source_id"] == edges["target_id"]).any()
     pd.testing.assert_frame_equal(edges, gridworld_edges(ids, latents, n_tracks=6, k=4, seed=11))
+
+
+def test_the_gridworld_shows_the_environments_first_candidates_ties_included():
+    from conftest import make_rewards_table
+    from helpers.env import Catalogue, PlaylistEnv
+
+    table = make_rewards_table(n_tracks=120, n_duplicates=30)  # many tied distances
+    catalogue = Catalogue.from_table(table)
+    latents = table[[c for c in table.columns if c.startswith("latent_")]].to_numpy()
+    edges = gridworld_edges(table["id"].to_numpy(), latents, n_tracks=40, k=4, seed=3)
+    env = PlaylistEnv(catalogue, n_candidates=4)
+    for source_id, arrows in edges.groupby("source_id", sort=False):
+        _, info = env.reset(options={"start_id": source_id})
+        assert arrows.sort_values("rank")["target_id"].tolist() == info["candidate_ids"]

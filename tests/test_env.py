@@ -13,6 +13,7 @@ from helpers.env import (
     VectorPlaylistEnv,
     build_neighbour_index,
     load_neighbour_index,
+    nearest_others,
     neighbours_needed,
 )
 
@@ -145,6 +146,14 @@ def test_ties_are_ordered_by_row_and_a_track_is_never_its_own_neighbour():
     # Eight equidistant tracks tie across the cut of a narrow index: the lowest rows win.
     many_ties = np.vstack([[0.0, 0.0], np.full((8, 2), 0.5), [[1.0, 1.0]] * 3]).astype(np.float32)
     assert build_neighbour_index(many_ties[::-1].copy(), 2)[-1].tolist() == [3, 4]
+
+
+def test_nearest_others_of_a_few_tracks_are_their_rows_of_the_neighbour_index(catalogue):
+    rows = np.array([0, 17, 235, 239])  # the last tracks duplicate the first ones' latents
+    index = build_neighbour_index(catalogue.latents, 6, show_progress=False)
+    np.testing.assert_array_equal(nearest_others(catalogue.latents, rows, 6), index[rows])
+    with pytest.raises(ValueError, match="width must be between 1"):
+        nearest_others(catalogue.latents, rows, catalogue.n_tracks)
 
 
 def test_neighbour_index_is_cached_and_reused(catalogue, tmp_path, monkeypatch):

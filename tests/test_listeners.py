@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
 from helpers.listeners import ListenerModel, draw_listener_model, expected_listening, simulate_listening
 
@@ -119,3 +120,13 @@ def test_expected_listening_matches_a_monte_carlo_of_the_clipped_normal():
     exact, liked = expected_listening(mean, 0.0, like_threshold=0.6)
     np.testing.assert_array_equal(exact, mean)
     np.testing.assert_array_equal(liked, [0, 0, 1, 1])
+
+
+def test_like_probability_is_a_step_at_zero_spread_for_every_caller():
+    from helpers.listeners import like_probability
+
+    mean = np.array([0.3, 0.6, 0.61, 0.9])
+    assert like_probability(mean, 0.0, 0.6).tolist() == [0.0, 0.0, 1.0, 1.0]  # liked only strictly above
+    model = ListenerModel(mean, np.array([0.0, 0.1, 0.0, 0.2]), like_threshold=0.6, seed=0)
+    np.testing.assert_allclose(model.like_probability(), [0.0, 0.5, 1.0, norm.cdf(1.5)])
+    np.testing.assert_array_equal(expected_listening(mean, model.cluster_std, 0.6)[1], model.like_probability())

@@ -15,10 +15,11 @@ import pytest
 from fake_spotify import FakeSpotify, FakeTrack
 from helpers import play
 from helpers.feedback import DEFAULT_LOG_NAME, INTERACTION_KEYS, SIMULATED_LOG_NAME
-from helpers.listeners import ListenerModel, SimulatedListener
+from helpers.listeners import ListenerModel, SimulatedListener, simulated_listener
 from helpers.paths import ProjectPaths
-from helpers.session import (choice_probability, format_steps, missing_names, plan_playlist, play_session,
-                             playlist_table, playlist_tracks, simulated_listener)
+from helpers.playlists import (choice_probability, format_steps, missing_names, plan_playlist, playlist_table,
+                               playlist_tracks)
+from helpers.session import play_session
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings, SpotifyUnavailable
 
 SPOTIFY_VARIABLES = ("SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET", "SPOTIPY_REDIRECT_URI",
@@ -111,7 +112,7 @@ def test_a_session_appends_one_complete_record_per_track(fake_recommender, offli
     log = paths.feedback / DEFAULT_LOG_NAME
     log.write_text("earlier line kept as is\n")
     steps = plan_playlist(fake_recommender, length=10, seed=2)
-    listener = simulated_listener(fake_recommender, paths, seed=2)
+    listener = simulated_listener(paths, fake_recommender.catalogue["cluster"], seed=2)
 
     result = play_session(fake_recommender, listener, steps, log, progress=False)
 

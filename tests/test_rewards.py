@@ -169,3 +169,12 @@ def test_listeners_from_another_clustering_are_refused():
     inputs["listeners"]["cluster"] = (inputs["listeners"]["cluster"] + 1) % 3
     with pytest.raises(ValueError, match="different clusters to 12 tracks"):
         build_rewards_table(**inputs)
+
+
+def test_interaction_score_of_like_rates_is_the_mean_score_and_unknown_likes_stay_unknown():
+    plays = interaction_score([0.2, 0.6, 0.9, 0.5], [0, 1, 1, 0])
+    mean = interaction_score([0.4, 0.7], [0.5, 0.5])
+    np.testing.assert_allclose(mean, [plays[:2].mean(), plays[2:].mean()])
+    assert np.isnan(interaction_score([0.5], [np.nan])).all()
+    with pytest.raises(ValueError, match="liked must be 0 or 1"):
+        interaction_score([0.5], [1.5])
