@@ -54,6 +54,9 @@ SECRETS_MESSAGE = (
 # The kernel talks to the runner over Unix sockets in Jupyter's private runtime folder: TCP
 # sockets on localhost are open to every local user, and ipykernel warns about them.
 KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
+# Seconds to wait for a finished cell's output to arrive (nbclient's default, 4 s, is too short for the
+# cluster map's 100,000 points on a loaded machine: the chain then failed with "Timeout waiting for IOPub output").
+IOPUB_TIMEOUT_SECONDS = 300
 
 
 class ChainError(RuntimeError):
@@ -160,7 +163,7 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
                 str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
                 kernel_name="python3", log_output=False,
                 progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
-                config=KERNEL_CONFIG,
+                config=KERNEL_CONFIG, iopub_timeout=IOPUB_TIMEOUT_SECONDS,
             )
         except PapermillExecutionError as error:
             raise ChainError(
