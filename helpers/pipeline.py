@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from traitlets.config import Config
 
 from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
+from helpers.validation import check_plain_data
 
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
 QUICK_PARAMETERS: dict[str, object] = {
@@ -42,6 +43,10 @@ QUICK_PARAMETERS: dict[str, object] = {
     "offline": True,
 }
 
+
+BOOLEAN_WORDS = {"true": True, "false": False}
+# A value starting with one of these is meant as a literal: if it does not parse, it is an error.
+LITERAL_OPENERS = set("[{(\"'")
 
 SECRET_NAME = re.compile(r"token|secret|password", re.IGNORECASE)
 SECRETS_MESSAGE = (
@@ -95,12 +100,52 @@ def select_notebooks(notebooks: list[Path], only: list[str] | None = None,
     return notebooks
 
 
-def parse_value(text: str) -> object:
-    """A command-line parameter value: a Python literal (3, 0.5, True, None, [1, 2]) or a string."""
+def parse_value(text: str, name: str = "the parameter") -> object:
+    """A command-line parameter value: a Python literal (3, 0.5, True, None, [1, 2], {'a': 1}) or a
+    string; `true`/`false` in any case are booleans. Raises ChainError, naming the parameter, for
+    text that looks like a literal but does not parse (it starts with [, {, ( or a quote) and for
+    a literal that is not plain data (bytes, tuples, sets, non-string keys: see
+    `helpers.validation.check_plain_data`), since papermill writes such values as unescaped code."""
+    if text.strip().lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[text.strip().lower()]
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        if text.lstrip()[:1] in LITERAL_OPENERS:
+            raise ChainError(f"-p {name}: {_shorten(text)!r} starts like a Python literal but does not parse; "
+                             "write a list as [1, 2], a dict as {'key': 'value'}, or quote the whole text "
+                             "for a string") from None
         return text
+    return checked_parameters({name: value})[name]
+
+
+def checked_parameters(parameters: dict[str, object]) -> dict[str, object]:
+    """`parameters`, checked to be plain data (ChainError naming the parameter otherwise)."""
+    for name, value in parameters.items():
+        try:
+            check_plain_data(value, f"parameter {name!r}")
+        except ValueError as error:
+            raise ChainError(str(error)) from None
+    return parameters
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def check_parameter_types(given: dict[str, object], defaults: dict[str, str]) -> None:
+    """ChainError for a value whose notebook default is a bool but is not one, or whose default is
+    a number and the value a bool (`-p greedy yes`, `-p n_clusters true`)."""
+    for name, value in given.items():
+        try:
+            default = ast.literal_eval(defaults.get(name, "None"))
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ChainError(f"-p {name}: expected True or False (its notebook default is {default}), "
+                             f"got {_shorten(repr(value))}")
+        if isinstance(value, bool) and type(default) in (int, float):
+            raise ChainError(f"-p {name}: expected a number (its notebook default is {default}), got {value}")
 
 
 def refuse_secrets(parameters: dict[str, object]) -> None:
@@ -110,15 +155,20 @@ def refuse_secrets(parameters: dict[str, object]) -> None:
         raise ChainError(f"refused the parameter(s) {secrets}: {SECRETS_MESSAGE}")
 
 
-def declared_parameters(notebook: Path) -> set[str]:
-    """Names in the notebook's cell tagged `parameters`."""
+def parameter_defaults(notebook: Path) -> dict[str, str]:
+    """Name -> default (as written) of each parameter in the notebook's cell tagged `parameters`."""
     import nbformat
     import papermill
 
     if "kernelspec" not in nbformat.read(notebook, as_version=4).metadata:
         raise ChainError(f"{notebook} has no kernelspec in its metadata: open it in Jupyter, "
                          "choose the Python 3 kernel and save it")
-    return set(papermill.inspect_notebook(str(notebook)))
+    return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names in the notebook's cell tagged `parameters`."""
+    return set(parameter_defaults(notebook))
 
 
 def new_run_folder(paths: ProjectPaths) -> Path:
@@ -139,16 +189,21 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     from papermill.exceptions import PapermillExecutionError
 
     refuse_secrets(parameters or {})
+    checked_parameters(parameters or {})
     paths = ProjectPaths.at(output_dir)
     chain = discover_notebooks()
     notebooks = select_notebooks(chain, only, start)
     given = {**(QUICK_PARAMETERS if quick else {}), **(parameters or {})}
     if output_dir:
         given["output_dir"] = str(paths.root)
-    declared = {nb: declared_parameters(nb) for nb in chain}
+    defaults = {nb: parameter_defaults(nb) for nb in chain}
+    declared = {nb: set(names) for nb, names in defaults.items()}
     unknown = set(parameters or {}) - set().union(*declared.values())
     if unknown:
         raise ChainError(f"no notebook declares the parameter(s) {sorted(unknown)}: check the spelling")
+    for notebook in notebooks:
+        check_parameter_types({n: v for n, v in (parameters or {}).items() if n in declared[notebook]},
+                              defaults[notebook])
 
     run_folder = new_run_folder(paths)
     runs: list[NotebookRun] = []
@@ -198,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small settings, for tests")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"),
-                        help="a parameter for every notebook that declares NAME (VALUE is a Python literal or a string)")
+                        help="a parameter for every notebook that declares NAME (VALUE: a number, True/False, None, "
+                             "a list, a dict with string keys, or a string)")
     parser.add_argument("--only", action="append", metavar="NN", help="run only notebook NN (repeatable)")
     parser.add_argument("--from", dest="start", metavar="NN", help="run notebooks NN and after")
     parser.add_argument("--output-dir", help="write every output below this folder instead of the repository")
@@ -211,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and args.start:
         print("error: use --only or --from, not both", file=sys.stderr)
         return 2
-    parameters = {name: parse_value(value) for name, value in args.parameter}
     try:
+        parameters = {name: parse_value(value, name) for name, value in args.parameter}
         runs = run_chain(parameters, quick=args.quick, only=args.only, start=args.start,
                          output_dir=args.output_dir, progress=not args.no_progress)
     except ChainError as error:

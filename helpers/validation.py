@@ -70,3 +70,28 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], source: str) -> 
         raise ValueError(f"{source}: column '{columns[position]}' has {int(not_finite[position])} missing or "
                          "infinite value(s); expected finite numbers.")
     return values
+
+
+PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_plain_data(value: object, source: str) -> None:
+    """`value` is plain data: a str, int, float (finite), bool or None, or a list or a dict with
+    str keys of such values, checked recursively. Anything else (bytes, tuples, sets, objects) is
+    a ValueError naming `source` and where inside the value it is."""
+    stack = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not np.isfinite(item):
+            raise ValueError(f"{source}{where} is {item}; expected a finite number.")
+        if isinstance(item, list):
+            stack.extend((element, f"{where}[{i}]") for i, element in enumerate(item))
+        elif isinstance(item, dict):
+            for key, element in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{source}{where} has the key {key!r} of type {type(key).__name__}; "
+                                     "expected string keys.")
+                stack.append((element, f"{where}[{key!r}]"))
+        elif type(item) not in PLAIN_SCALARS:
+            raise ValueError(f"{source}{where} is a {type(item).__name__}; expected a str, int, float, bool, "
+                             "None, or a list or dict (string keys) of these.")

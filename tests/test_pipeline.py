@@ -23,9 +23,49 @@ def test_select_only_and_from():
 
 
 @pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("True", True), ("None", None),
-                                         ("[1, 2]", [1, 2]), ("some/path.csv", "some/path.csv")])
+                                         ("false", False), ("TRUE", True), (" False ", False),
+                                         ("[1, 2]", [1, 2]), ("{'a': [1, None]}", {"a": [1, None]}),
+                                         ("some/path.csv", "some/path.csv"), ("'quoted'", "quoted")])
 def test_parse_value(text, value):
-    assert pipeline.parse_value(text) == value
+    parsed = pipeline.parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def injection(marker) -> str:
+    """The bytes literal that papermill wrote unescaped into the parameters cell: it runs a command."""
+    return f"""b'";__import__("os").system("touch {marker}");"'"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (injection("/nonexistent/x"), "is a bytes"), ("(1, 2)", "is a tuple"), ("{1, 2}", "is a set"),
+    ("{1: 'a'}", "has the key 1 of type int"), ("[1, {'a': (2,)}]", r"\[1\]\['a'\] is a tuple"),
+    ("1e999", "is inf"), ("[1, 2", "starts like a Python literal"), ("'unclosed", "starts like"),
+    ("{'a': 1", "starts like"), ("(", "starts like"),
+])
+def test_parameter_values_that_are_not_plain_data_are_refused(text, expected):
+    with pytest.raises(pipeline.ChainError, match=rf"artists.*{expected}"):
+        pipeline.parse_value(text, "artists")
+
+
+def test_injected_code_in_a_parameter_never_runs(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    code = pipeline.main(["--only", "01", "-p", "artists", injection(marker), "--output-dir", str(tmp_path),
+                          "--no-progress"])
+    assert code == 1 and "parameter 'artists' is a bytes" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+    with pytest.raises(pipeline.ChainError, match="parameter 'artists' is a bytes"):
+        pipeline.run_chain({"artists": b'";open("x", "w");"'}, only=["01"], output_dir=tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("greedy", "false ", r"-p greedy: expected True or False \(its notebook default is False\), got 'false '"),
+    ("greedy", 0, "expected True or False"), ("seed", True, "-p seed: expected a number"),
+])
+def test_parameter_with_a_bool_or_number_default_takes_only_that_type(tmp_path, name, value, expected):
+    with pytest.raises(pipeline.ChainError, match=expected):
+        pipeline.run_chain({name: value}, output_dir=tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.name)
