@@ -12,13 +12,16 @@ the values repeat), so the 1.2M-row file loads in seconds.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import gzip
 import io
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, overload
@@ -30,10 +33,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from helpers.layouts import (
-    FEATURES, TEXT_FIELDS, Layout, LayoutError, decade_from_file_name, detect_layout,
+    FEATURE_RANGES, FEATURES, TEXT_FIELDS, Layout, LayoutError, decade_from_file_name, detect_layout,
     mapped_layout, mode_numbers, pitch_classes, years_from_release_dates,
 )
 from helpers.paths import DEFAULT_CATALOGUE, REPO_ROOT, TIDYTUESDAY_CATALOGUE, save_parquet
+from helpers.validation import check_value_ranges
 
 # The popular artists of 2000-2020 that the original design's step 1 kept.
 ORIGINAL_DESIGN_ARTISTS = (
@@ -60,6 +64,16 @@ _LIST_SEPARATOR = r"""['"], ['"]"""
 # Python's repr escapes a quote or a backslash inside a name with a backslash.
 _ESCAPED_CHARACTER = r"""\\(['"\\])"""
 _GLOB_CHARACTERS = set("*?[")
+
+# Bounds on what a catalogue file can make the reader hold. The largest public table (Kaggle's
+# 1.2M tracks) is 350 MB of CSV that deflates about 3 times; a decompression bomb inflates 1000 times.
+MAX_UNCOMPRESSED_BYTES = 1 << 30
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_AFTER_BYTES = 16 << 20  # a small file may compress better than any table
+MAX_HEADER_BYTES = 1 << 20
+MAX_COLUMNS = 10_000
+ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".tar")
+READ_CHUNK = 1 << 20
 
 
 class CatalogueError(ValueError):
@@ -94,6 +108,10 @@ class LoadReport:
     rows_read: int
     rows_missing_values: int
     duplicate_ids: int
+    rows_expected: int  # data rows a strict CSV parser counts: equal to rows_read, or the load fails
+    newlines_in_values: bool = False  # the parser that allows line breaks inside quoted values ran
+    duplicates_differing: int = 0  # repeated ids whose features differ from their first row's
+    duplicate_example: str = ""
 
     @property
     def rows_kept(self) -> int:
@@ -102,10 +120,16 @@ class LoadReport:
     def __str__(self) -> str:
         files = str(self.paths[0]) if len(self.paths) == 1 else (
             f"{len(self.paths)} files ({', '.join(p.name for p in self.paths)})")
+        parser = (f" (line breaks inside quoted values: read with the parser that allows them, "
+                  f"{self.rows_read:,} rows as a strict CSV parser counts {self.rows_expected:,})"
+                  if self.newlines_in_values else "")
+        differing = (f" ({self.duplicates_differing:,} of them with other features than the first row, e.g. "
+                     f"{self.duplicate_example}: the first row's are kept)" if self.duplicates_differing else "")
         return (
-            f"{files} ({self.layout} layout): {self.rows_read:,} rows read, "
+            f"{files} ({self.layout} layout): {self.rows_read:,} rows read{parser}, "
             f"{self.rows_missing_values:,} dropped for a missing id or feature, "
-            f"{self.duplicate_ids:,} repeated ids merged into their first row, {self.rows_kept:,} tracks kept."
+            f"{self.duplicate_ids:,} repeated ids merged into their first row{differing}, "
+            f"{self.rows_kept:,} tracks kept."
         )
 
 
@@ -146,82 +170,280 @@ def filter_settings(catalogue_path: object, artists: object = "default", year_mi
             own.year_max if year_max == "default" else year_max)
 
 
-def _zip_member(archive: zipfile.ZipFile, path: Path) -> str:
-    """The one CSV file inside a zip archive."""
-    members = [m for m in archive.namelist() if not m.endswith("/") and not m.startswith("__MACOSX/")]
-    csvs = [m for m in members if m.lower().endswith(".csv")] or members
+def _zip_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
+    """The one CSV file inside a zip archive, checked before anything is inflated: no archive
+    inside it, a declared size within `MAX_UNCOMPRESSED_BYTES` and a sane compression ratio."""
+    members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
+    nested = [m.filename for m in members if m.filename.lower().endswith(ARCHIVE_SUFFIXES)]
+    if nested:
+        raise CatalogueError(f"{path} holds another archive ({', '.join(nested[:5])}); archives inside "
+                             "archives are not read: extract it and give the CSV file.")
+    csvs = [m for m in members if m.filename.lower().endswith(".csv")]
     if len(csvs) != 1:
-        raise CatalogueError(f"{path} holds {len(csvs)} files ({', '.join(csvs[:5])}); expected one CSV file.")
-    return csvs[0]
+        found = ", ".join(m.filename for m in members[:5]) or "nothing"
+        raise CatalogueError(f"{path} holds {len(csvs)} .csv files (it holds {found}); expected one CSV file.")
+    member = csvs[0]
+    if member.file_size > MAX_UNCOMPRESSED_BYTES:
+        raise CatalogueError(f"{path}: {member.filename} declares {member.file_size:,} bytes, more than the "
+                             f"{MAX_UNCOMPRESSED_BYTES:,} bytes a catalogue may inflate to.")
+    if member.file_size > RATIO_CHECK_AFTER_BYTES and \
+            member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1):
+        raise CatalogueError(f"{path}: {member.filename} inflates {member.compress_size:,} bytes to "
+                             f"{member.file_size:,}, more than {MAX_COMPRESSION_RATIO} times: "
+                             "not a table of tracks (a decompression bomb?).")
+    return member
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed (.gz, .zip)."""
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")
-    if path.suffix.lower() == ".zip":
-        archive = zipfile.ZipFile(path)
-        return archive.open(_zip_member(archive, path))
-    return path.open("rb")
+class _CountedStream(io.RawIOBase):
+    """The (decompressed) bytes of a catalogue file, counted as they are read: their line breaks,
+    to check the parser's row count, and their size, an error past `MAX_UNCOMPRESSED_BYTES` or
+    `MAX_COMPRESSION_RATIO` times `compressed_size` (None: a plain file, not bounded)."""
+
+    def __init__(self, raw: IO[bytes], path: Path, compressed_size: int | None) -> None:
+        super().__init__()
+        self._raw, self.path, self._compressed_size = raw, path, compressed_size
+        self.size = self._lf = self._cr = self._crlf = 0
+        self._last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[:len(data)] = data
+        if data:
+            self._count(data)
+        return len(data)
+
+    def _count(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._compressed_size is not None:
+            if self.size > MAX_UNCOMPRESSED_BYTES:
+                raise CatalogueError(f"{self.path} inflates to more than {MAX_UNCOMPRESSED_BYTES:,} bytes, the "
+                                     "most a catalogue may: not read further.")
+            if self.size > RATIO_CHECK_AFTER_BYTES and self.size > MAX_COMPRESSION_RATIO * self._compressed_size:
+                raise CatalogueError(f"{self.path} inflates {self._compressed_size:,} bytes to more than "
+                                     f"{MAX_COMPRESSION_RATIO} times as many: not a table of tracks (a "
+                                     "decompression bomb?).")
+        self._lf += data.count(b"\n")
+        self._cr += data.count(b"\r")
+        self._crlf += data.count(b"\r\n") + (self._last == b"\r" and data[:1] == b"\n")
+        self._last = data[-1:]
+
+    @property
+    def lines(self) -> int:
+        """Lines read so far, ended by \\n, \\r\\n or \\r (a last line without its line break counts)."""
+        return self._lf + self._cr - self._crlf + (self.size > 0 and self._last not in (b"\n", b"\r"))
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
-def _arrow_source(path: Path) -> str | pa.BufferReader:
-    """What pyarrow's CSV reader reads: the path (it decompresses .gz itself) or a zip's CSV."""
-    if path.suffix.lower() == ".zip":
-        with _open_binary(path) as member:
-            return pa.BufferReader(member.read())
-    return str(path)
+def _open_binary(path: Path) -> _CountedStream:
+    """The file's bytes, decompressed (.gz, .zip) and counted; compressed ones bounded in size."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".gz":
+            return _CountedStream(gzip.open(path, "rb"), path, path.stat().st_size)
+        if suffix == ".zip":
+            archive = zipfile.ZipFile(path)
+            member = _zip_member(archive, path)
+            return _CountedStream(archive.open(member), path, member.compress_size)
+        return _CountedStream(path.open("rb"), path, None)
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:  # damaged, encrypted, unknown method
+        raise CatalogueError(f"{path} cannot be read as a zip archive: {error}.") from None
+
+
+@contextmanager
+def _damage_as_catalogue_error(path: Path) -> Iterator[None]:
+    """A damaged archive, an unreadable file or bytes that are not UTF-8, found while reading it,
+    as a CatalogueError."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise _not_utf8_error(path) from None
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise CatalogueError(f"{path} cannot be read: {error}.") from None
 
 
 def _not_utf8_error(path: Path) -> CatalogueError:
-    """Where a file stops being UTF-8, as an error that says how to fix it."""
-    with _open_binary(path) as file:
-        data = file.read()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        return CatalogueError(
-            f"{path} is not UTF-8 text: line {line} holds the byte 0x{data[error.start]:02x}. "
-            "Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`).")
+    """Where a file stops being UTF-8, as an error that says how to fix it; read a chunk at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with _damage_as_catalogue_error(path), _open_binary(path) as file:
+        while chunk := file.read(READ_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                start = min(max(error.start, 0), len(chunk) - 1)
+                line += chunk.count(b"\n", 0, start)
+                return CatalogueError(
+                    f"{path} is not UTF-8 text: line {line} holds the byte "
+                    f"0x{chunk[start]:02x}. Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > "
+                    "out.csv`).")
+            line += chunk.count(b"\n")
     return CatalogueError(f"{path} could not be read as UTF-8 text.")
 
 
 def read_header(path: Path) -> list[str]:
-    """The column names on the first line of a CSV file; an error for a repeated name."""
+    """The column names on the first line of a CSV file; an error for a repeated name, a line
+    longer than `MAX_HEADER_BYTES`, more than `MAX_COLUMNS` names or a field the CSV module refuses."""
+    with _damage_as_catalogue_error(path), io.BufferedReader(_open_binary(path), READ_CHUNK) as file:
+        line = file.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise CatalogueError(f"{path}: the header line is longer than {MAX_HEADER_BYTES:,} bytes, the limit; "
+                             "expected a CSV header line with the column names.")
     try:
-        with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="") as file:
-            header = next(csv.reader(file), None)
+        header = next(csv.reader([line.decode("utf-8-sig")], strict=True), None)
     except UnicodeDecodeError:
         raise _not_utf8_error(path) from None
-    except (OSError, zipfile.BadZipFile) as error:
-        raise CatalogueError(f"{path} cannot be read: {error}.") from None
+    except csv.Error as error:
+        raise CatalogueError(f"{path}: the header line is not valid CSV ({error}; the limit is "
+                             f"{csv.field_size_limit():,} characters per field).") from None
     if not header:
         raise CatalogueError(f"{path} is empty: expected a CSV header line with the column names.")
+    if len(header) > MAX_COLUMNS:
+        raise CatalogueError(f"{path}: the header has {len(header):,} columns, more than the {MAX_COLUMNS:,} "
+                             "a catalogue may have.")
     repeated = [name for name, count in Counter(header).items() if count > 1]
     if repeated:
         where = "; ".join(f"{name!r} at columns {[i + 1 for i, c in enumerate(header) if c == name]}"
-                          for name in repeated)
+                          for name in repeated[:5])
         raise CatalogueError(f"{path} has repeated column names: {where}. Rename them so that each "
                              "column has a name of its own.")
     return header
 
 
-def _read_csv(path: Path, convert_options: pa_csv.ConvertOptions) -> pa.Table:
+@dataclass(frozen=True)
+class _Parsed:
+    """A table as pyarrow parsed it, the lines of the file and whether the slower parser ran."""
+
+    table: pa.Table
+    lines: int
+    newlines_in_values: bool
+
+
+def _parse(path: Path, convert_options: pa_csv.ConvertOptions, newlines_in_values: bool) -> _Parsed:
+    parse_options = pa_csv.ParseOptions(newlines_in_values=newlines_in_values)
+    with _damage_as_catalogue_error(path), _open_binary(path) as stream:
+        table = pa_csv.read_csv(io.BufferedReader(stream, READ_CHUNK), convert_options=convert_options,
+                                parse_options=parse_options)
+        return _Parsed(table, stream.lines, newlines_in_values)
+
+
+def _read_csv(path: Path, convert_options: pa_csv.ConvertOptions) -> _Parsed:
     """Read with pyarrow's parallel parser; if a row breaks (a line break inside a quoted
     value, as a track name may hold), read again with the slower parser that allows them."""
     try:
         try:
-            return pa_csv.read_csv(_arrow_source(path), convert_options=convert_options)
+            return _parse(path, convert_options, newlines_in_values=False)
         except pa.ArrowInvalid as error:
             if "CSV parse error" not in str(error):
                 raise
-            return pa_csv.read_csv(_arrow_source(path), convert_options=convert_options,
-                                   parse_options=pa_csv.ParseOptions(newlines_in_values=True))
+            return _parse(path, convert_options, newlines_in_values=True)
     except pa.ArrowInvalid as error:
         if "UTF8" in str(error):
             raise _not_utf8_error(path) from None
         raise
+
+
+def _strict_csv(path: Path) -> Iterator[csv.reader]:
+    """Python's CSV module reading the file strictly (what `_check_rows_add_up` compares with)."""
+    return csv.reader(io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline=""), strict=True)
+
+
+def _not_well_formed(path: Path, line: int, error: csv.Error) -> CatalogueError:
+    return CatalogueError(
+        f"{path}: the row at line {line} is not well-formed CSV ({error}; at most {csv.field_size_limit():,} "
+        "characters per field). A quote (\") that opens a value and does not close it before the next "
+        "delimiter runs the value over the rows after it: remove the quote, or double it inside a quoted value.")
+
+
+def _record_starts(path: Path, column: int) -> tuple[list[str], list[int], list[int]]:
+    """The value of `column`, the first line and the number of fields of each data record, as
+    Python's CSV module reads the file strictly; CatalogueError naming the line where the first
+    record that is not well-formed CSV starts. A loop per record: only called to locate an error."""
+    values, starts, lengths = [], [], []
+    with _damage_as_catalogue_error(path):
+        reader = _strict_csv(path)
+        try:
+            next(reader, None)
+            line = reader.line_num
+            for record in reader:
+                if record:
+                    values.append(record[column] if column < len(record) else "")
+                    starts.append(line + 1)
+                    lengths.append(len(record))
+                line = reader.line_num
+        except csv.Error as error:
+            raise _not_well_formed(path, line + 1, error) from None
+    return values, starts, lengths
+
+
+def _locate_bad_row(path: Path, header: Sequence[str], id_column: str, ids: list[str] | None = None,
+                    line_count: int = 0) -> CatalogueError | None:
+    """The error for the first row that a strict CSV reading finds not well-formed, with another
+    number of fields than the header, or (given the `ids` the parser read) where the two readings
+    first differ; None if the strict reading agrees."""
+    values, starts, lengths = _record_starts(path, list(header).index(id_column))
+    wrong = [i for i, length in enumerate(lengths) if length != len(header)]
+    if wrong:
+        return CatalogueError(f"{path}: the row at line {starts[wrong[0]]} has {lengths[wrong[0]]} fields; "
+                              f"expected {len(header)}, as the header.")
+    if ids is None or ids == values:
+        return None
+    diverge = next((i for i, (a, b) in enumerate(zip(values, ids)) if a != b), min(len(values), len(ids)))
+    line = starts[diverge] if diverge < len(starts) else line_count
+    return CatalogueError(f"{path}: the parser read {len(ids):,} rows where the file holds {len(values):,}; "
+                          f"they first differ at line {line}. Check that line's quotes (\").")
+
+
+def _check_rows_add_up(path: Path, parsed: _Parsed, header: Sequence[str], id_column: str) -> int:
+    """The number of data rows a strict CSV parser finds, checked to equal the rows pyarrow read.
+
+    When every row is one line (the common case) the line count settles it. Otherwise (line
+    breaks inside quoted values, blank lines) Python's CSV module reads the file strictly; an
+    unmatched quote, a row with another number of fields, a value holding what looks like whole
+    rows, or a count that differs is a CatalogueError naming the line.
+    """
+    if parsed.table.num_rows + 1 == parsed.lines:
+        return parsed.table.num_rows
+    with _damage_as_catalogue_error(path):
+        reader = _strict_csv(path)
+        try:
+            lengths = np.fromiter(map(len, reader), dtype=np.int64)[1:]
+        except csv.Error:
+            lengths = None
+    rows = None if lengths is None else int((lengths > 0).sum())
+    if lengths is None or rows != parsed.table.num_rows or ((lengths > 0) & (lengths != len(header))).any():
+        error = _locate_bad_row(path, header, id_column, parsed.table[id_column].to_pylist(), parsed.lines)
+        if error is not None:
+            raise error
+    _check_no_merged_rows(path, parsed.table, len(header))
+    return rows
+
+
+def _check_no_merged_rows(path: Path, table: pa.Table, n_columns: int) -> None:
+    """A text value holding a line break followed by a line with a whole row's delimiters is rows
+    that a stray quote merged into one value: an error naming the data row."""
+    merged = rf"[\r\n][^\r\n]*(,[^\r\n]*){{{max(n_columns - 1, 1)}}}"
+    for name in table.column_names:
+        column = table[name]
+        if not pa.types.is_string(column.type):
+            continue
+        hit = pc.fill_null(pc.match_substring_regex(column, merged), False)
+        if pc.any(hit).as_py():
+            row = int(np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0])
+            raise CatalogueError(f"{path}: the value of '{name}' in data row {row + 1} holds whole rows of the "
+                                 "file (a quote that opens a value and never closes it merged them): "
+                                 f"{_shorten(column[row].as_py())!r}.")
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _first_bad_number(path: Path, columns: Sequence[str], header: Sequence[str]) -> str | None:
@@ -230,7 +452,7 @@ def _first_bad_number(path: Path, columns: Sequence[str], header: Sequence[str])
         table = _read_csv(path, pa_csv.ConvertOptions(
             include_columns=list(columns), column_types={c: pa.string() for c in columns},
             strings_can_be_null=True,
-        ))
+        )).table
     except pa.ArrowInvalid:
         return None
     for column in columns:
@@ -250,18 +472,33 @@ def _column_types(layout: Layout, columns: Mapping[str, str]) -> dict[str, pa.Da
     return {column: pa.string() if field in text else pa.float64() for field, column in columns.items()}
 
 
-def _read_fields(path: Path, header: Sequence[str], layout: Layout) -> pa.Table:
+@dataclass(frozen=True)
+class _FileFields:
+    """One file's fields, and how its rows were counted."""
+
+    table: pa.Table
+    rows_expected: int
+    newlines_in_values: bool
+
+
+def _read_fields(path: Path, header: Sequence[str], layout: Layout) -> _FileFields:
     """The layout's columns of one file, named by field, with explicit types; a clear error on
-    a non-numeric value. Empty cells and the usual spellings of a missing number become nulls."""
+    a non-numeric value or on rows that do not add up (`_check_rows_add_up`). Empty cells and the
+    usual spellings of a missing number become nulls."""
     columns = layout.columns(header)
     types = _column_types(layout, columns)
     try:
-        table = _read_csv(path, pa_csv.ConvertOptions(include_columns=list(types), column_types=types))
+        parsed = _read_csv(path, pa_csv.ConvertOptions(include_columns=list(types), column_types=types))
     except pa.ArrowInvalid as error:
+        if "CSV parse error" in str(error):
+            raise _locate_bad_row(path, header, columns["id"]) or CatalogueError(
+                f"{path}: {_shorten(' '.join(str(error).split()), 300)}.") from None
         numeric = [c for c, t in types.items() if t == pa.float64()]
-        problem = _first_bad_number(path, numeric, header) or str(error)
+        problem = _first_bad_number(path, numeric, header) or _shorten(" ".join(str(error).split()), 300)
         raise CatalogueError(f"{path}: {problem}.") from None
-    return pa.table({field: table[column] for field, column in columns.items()})
+    rows_expected = _check_rows_add_up(path, parsed, header, columns["id"])
+    table = pa.table({field: parsed.table[column] for field, column in columns.items()})
+    return _FileFields(table, rows_expected, parsed.newlines_in_values)
 
 
 def _bad_value(path: Path, column: str, table: pa.Table, field: str, row: int, expected: str) -> CatalogueError:
@@ -399,6 +636,19 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
+def _differing_duplicates(frame: pd.DataFrame, first_row: np.ndarray, duplicate: np.ndarray) -> tuple[int, str]:
+    """How many repeated ids have other features than their id's first row, and one example."""
+    values = frame[list(FEATURES)].to_numpy()
+    firsts = np.flatnonzero(~duplicate)[first_row]
+    differs = values != values[firsts]
+    rows = np.flatnonzero(duplicate & differs.any(axis=1))
+    if not len(rows):
+        return 0, ""
+    row, feature = int(rows[0]), int(np.flatnonzero(differs[rows[0]])[0])
+    return len(rows), (f"id {frame['id'].iloc[row]!r} has {FEATURES[feature]} {values[firsts[row], feature]:g} "
+                       f"in its first row and {values[row, feature]:g} in a later one")
+
+
 def joined_per_group(values: pd.Series, groups: np.ndarray, separator: str = ", ") -> pd.Series:
     """Per group label, its distinct non-missing values joined in order of first appearance."""
     pairs = pd.DataFrame({"group": groups, "value": values.to_numpy()}).dropna().drop_duplicates()
@@ -437,24 +687,37 @@ def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[
     `column_map` maps fields to columns. Returns a DataFrame with the `CATALOGUE_COLUMNS` the
     files have: `id`, `artist` (for a list of artists the first), `name`, `album`, `genre`,
     `popularity`, `year`, `artists` (the parsed list) and the 11 `FEATURES` as float64. Rows
-    without an id or with a missing or non-finite feature are dropped, then repeated ids (keeping
-    the first row, with every genre of the id's rows); with `return_report=True` the counts come
-    back in a `LoadReport` as a second value.
+    without an id or with a missing feature are dropped, then repeated ids (keeping the first
+    row, with every genre of the id's rows; ids whose features differ are counted, with an
+    example); with `return_report=True` the counts come back in a `LoadReport` as a second value.
+    Every row of the file is accounted for: the parser's row count is checked against a strict
+    CSV reading (`_check_rows_add_up`), and compressed files are bounded in size
+    (`MAX_UNCOMPRESSED_BYTES`, `MAX_COMPRESSION_RATIO`; no archive inside an archive).
 
     Raises FileNotFoundError for a missing file and CatalogueError (a ValueError) naming the
     file and the column or line for: an unknown layout, a column mapping that does not fit,
     files of different layouts, repeated column names, a file that is not UTF-8, a bad value, a
-    column without any value or a file without a usable row.
+    feature outside its range (`helpers.layouts.FEATURE_RANGES`), rows that do not add up, a file
+    too large or a line too long, a column without any value or a file without a usable row.
     """
     files = catalogue_files(path)
     try:
         headers, layout = _layouts(files, column_map)
     except LayoutError as error:
         raise CatalogueError(str(error)) from None
-    tables = []
+    tables, rows_expected, newlines_in_values = [], 0, False
     for file, header in zip(files, headers):
-        table = _convert_fields(_read_fields(file, header, layout), layout, header, file)
+        fields = _read_fields(file, header, layout)
+        rows_expected += fields.rows_expected
+        newlines_in_values |= fields.newlines_in_values
+        table = _convert_fields(fields.table, layout, header, file)
         _check_has_values(table, layout.columns(header), file)
+        columns = layout.columns(header)
+        try:
+            check_value_ranges({f: table[f].to_numpy() for f in FEATURES}, FEATURE_RANGES, str(file),
+                               {f: columns[f] for f in FEATURES})
+        except ValueError as error:
+            raise CatalogueError(str(error)) from None
         if "artists" in table.column_names:
             _check_artist_lists(table["artists"], file, layout.columns(header)["artists"])
         tables.append(table)
@@ -466,13 +729,15 @@ def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[
     if not complete.all():
         frame = frame.loc[complete].reset_index(drop=True)
     duplicate = frame["id"].duplicated(keep="first").to_numpy()
+    conflicts, example = 0, ""
     if duplicate.any():
+        first_row = pd.factorize(frame["id"])[0]
+        conflicts, example = _differing_duplicates(frame, first_row, duplicate)
         if "genre" in frame.columns:
-            first_row = pd.factorize(frame["id"])[0]
             frame["genre"] = joined_per_group(frame["genre"], first_row).reindex(first_row).to_numpy()
         frame = frame.loc[~duplicate].reset_index(drop=True)
     report = LoadReport(tuple(files), layout.name, table.num_rows, int((~complete).sum()),
-                        int(duplicate.sum()))
+                        int(duplicate.sum()), rows_expected, newlines_in_values, conflicts, example)
     if frame.empty:
         raise CatalogueError(
             f"{', '.join(map(str, files))}: none of its {table.num_rows:,} rows has an id and all 11 "

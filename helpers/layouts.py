@@ -9,6 +9,7 @@ table is read through a column mapping (`mapped_layout`).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from helpers.validation import ValueRange
+
 FEATURES = (
     "danceability", "energy", "key", "loudness", "mode", "speechiness",
     "acousticness", "instrumentalness", "liveness", "valence", "tempo",
 )
+SHARES = ("danceability", "energy", "speechiness", "acousticness", "instrumentalness", "liveness", "valence")
+# What Spotify's audio features can be. Tempo 0 is Spotify's "no beat found" (silences, spoken
+# intros: 3 tracks of the embedded catalogue, 1 of TidyTuesday's).
+FEATURE_RANGES = {
+    **{share: ValueRange(0.0, 1.0, "a share in [0, 1]") for share in SHARES},
+    "key": ValueRange(-1, 11, "a pitch class: a whole number from -1 (no key found) to 11", whole=True),
+    "mode": ValueRange(0, 1, "0 (minor) or 1 (major)", whole=True),
+    "loudness": ValueRange(-100.0, 10.0, "a loudness in dB between -100 and 10"),
+    "tempo": ValueRange(0.0, 500.0, "a tempo in beats per minute between 0 (no beat found) and 500"),
+}
 TEXT_FIELDS = ("id", "artist", "artists", "name", "album", "genre", "release_date")
 NUMBER_FIELDS = ("popularity", "year")
 FIELDS = (*TEXT_FIELDS, *NUMBER_FIELDS, *FEATURES)
@@ -125,7 +138,15 @@ def mapped_layout(column_map: Mapping[str, str], header: Sequence[str], path: Pa
         raise LayoutError(
             f"{path} has no column {', '.join(repr(c) for c in absent.values())} (mapped by column_map "
             f"to {', '.join(absent)}); its columns are {list(header)}.")
-    columns = {f: f for f in FIELDS if f in header} | dict(column_map)
+    shared = [c for c, count in Counter(column_map.values()).items() if count > 1]
+    if shared:
+        fields_of = {c: [f for f, mapped in column_map.items() if mapped == c] for c in shared}
+        raise LayoutError(f"column_map maps several fields to one column: "
+                          f"{'; '.join(f'{fields_of[c]} to {c!r}' for c in shared)}; give each field a column "
+                          "of its own.")
+    # A column that column_map gives to a field is not also read as the field of its own name.
+    mapped = set(column_map.values())
+    columns = {f: f for f in FIELDS if f in header and f not in mapped} | dict(column_map)
     if "artist" in column_map and "artists" not in column_map:
         columns.pop("artists", None)
     if "year" in columns:

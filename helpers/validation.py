@@ -6,7 +6,8 @@ Each check takes the table and a `source` (the file or object it came from) and 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,40 @@ def check_plain_data(value: object, source: str) -> None:
         elif type(item) not in PLAIN_SCALARS:
             raise ValueError(f"{source}{where} is a {type(item).__name__}; expected a str, int, float, bool, "
                              "None, or a list or dict (string keys) of these.")
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The values a column may hold: [low, high], whole numbers only if `whole`; `expected` says so in words."""
+
+    low: float
+    high: float
+    expected: str
+    whole: bool = False
+
+    def outside(self, values: np.ndarray) -> np.ndarray:
+        """Which values are outside the range (infinite ones too); missing ones (NaN) are not."""
+        values = np.asarray(values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = (values < self.low) | (values > self.high)
+            if self.whole:
+                bad |= np.isfinite(values) & (values % 1 != 0)
+        return bad | np.isinf(values)
+
+
+def check_value_ranges(columns: Mapping[str, np.ndarray], ranges: Mapping[str, ValueRange], source: str,
+                       names: Mapping[str, str] | None = None) -> None:
+    """Every value of each column of `columns` that `ranges` names is in its range (NaN: missing, not
+    checked). ValueError naming, for each column with a value outside, the column (as `names` calls
+    it), the first such value, its data row (from 1) and how many there are."""
+    problems = []
+    for field, values in columns.items():
+        if field not in ranges:
+            continue
+        bad = np.flatnonzero(ranges[field].outside(values))
+        if len(bad):
+            more = f" (and {len(bad) - 1:,} more row(s))" if len(bad) > 1 else ""
+            problems.append(f"column '{(names or {}).get(field, field)}' has the value {float(values[bad[0]])!r} in data row "
+                            f"{bad[0] + 1}{more}; expected {ranges[field].expected}")
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems) + ".")

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
+import io
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +23,7 @@ from helpers.data import (
     FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, TRACKS_COLUMNS, CatalogueError,
     filter_catalogue, filter_settings, load_catalogue, parse_artist_lists, save_tracks,
 )
-from helpers.paths import DEFAULT_CATALOGUE, NOTEBOOKS_DIR
+from helpers.paths import DEFAULT_CATALOGUE, NOTEBOOKS_DIR, REPO_ROOT
 
 FEATURE_VALUES = dict(danceability=0.5, energy=0.6, key=5, loudness=-6.0, mode=1, speechiness=0.05,
                       acousticness=0.2, instrumentalness=0.0, liveness=0.1, valence=0.4, tempo=120.0)
@@ -250,3 +255,250 @@ def test_artists_must_be_a_list_of_names(kaggle_file, artists, error):
 def test_year_range_must_not_be_reversed(kaggle_file):
     with pytest.raises(ValueError, match=r"year_min \(2020\) is after year_max \(2000\)"):
         filter_catalogue(load_catalogue(kaggle_file), None, 2020, 2000)
+
+
+# --- hostile and careless files: every row accounted for, sizes bounded, values in range ----------
+
+def seven_rows(tmp_path) -> tuple[Path, list[str]]:
+    path = write_embedded(tmp_path / "c.csv", [embedded_row(f"t{i}", artist=f"Artist {i}") for i in range(7)])
+    return path, path.read_text().splitlines()
+
+
+@pytest.mark.parametrize("line, before, after", [
+    (3, ",Artist 2", ',"Artist 2'),  # the last value opens a quote that runs to the end of the file
+    (3, ",0.6,", ',"0.6,'),  # a number opens one: the row has too few fields
+])
+def test_a_stray_quote_is_an_error_naming_its_line_never_rows_lost(tmp_path, line, before, after):
+    path, lines = seven_rows(tmp_path)
+    lines[line] = lines[line].replace(before, after, 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogueError, match=r"c\.csv: the row at line 4 is not well-formed CSV .*quote"):
+        load_catalogue(path)
+
+
+def test_a_stray_quote_that_closes_rows_later_is_an_error(tmp_path):
+    path, lines = seven_rows(tmp_path)
+    lines[3] = lines[3].replace(",Artist 2", ',"Artist 2', 1)
+    lines[6] = lines[6].replace(",Artist 5", ',"Artist 5"', 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogueError, match=r"line 4 is not well-formed CSV \(',' expected after"):
+        load_catalogue(path)
+
+
+def test_rows_merged_into_a_well_formed_value_are_an_error(tmp_path):
+    """A quote that pairs with a later one makes valid CSV, but the value holds whole rows."""
+    path, lines = seven_rows(tmp_path)
+    lines[3] = lines[3].replace(",Artist 2", ',"Artist 2', 1)
+    lines[5] = lines[5] + '"'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogueError, match=r"the value of 'artist' in data row 3 holds whole rows of the file"):
+        load_catalogue(path)
+
+
+def test_the_slower_parser_is_reported_and_its_rows_counted(tmp_path):
+    """Line breaks inside names over more than one pyarrow block (1 MiB) need the slower parser."""
+    rows = [embedded_row(f"t{i}", artist=f"Artist\n{i}") for i in range(20_000)]
+    catalogue, report = load_catalogue(write_embedded(tmp_path / "c.csv", rows), return_report=True)
+    assert report.newlines_in_values and report.rows_read == report.rows_expected == len(catalogue) == 20_000
+    assert "read with the parser that allows them, 20,000 rows as a strict CSV parser counts 20,000" in str(report)
+    assert catalogue["artist"].iloc[-1] == "Artist\n19999"
+
+
+def test_header_field_over_the_csv_limit_and_a_huge_header(tmp_path):
+    path, lines = seven_rows(tmp_path)
+    path.write_text("x" * 200_000 + "," + "\n".join(lines) + "\n")
+    with pytest.raises(CatalogueError, match=r"c\.csv: the header line is not valid CSV \(field larger than "
+                                             r"field limit .*131,072 characters per field"):
+        load_catalogue(path)
+    path.write_text(",".join(f"c{i}" for i in range(200_000)) + "\n1\n")
+    with pytest.raises(CatalogueError, match=r"the header line is longer than 1,048,576 bytes, the limit"):
+        load_catalogue(path)
+    path.write_text(",".join(f"c{i}" for i in range(20_000)) + "\n1\n")
+    with pytest.raises(CatalogueError, match=r"the header has 20,000 columns, more than the 10,000"):
+        load_catalogue(path)
+
+
+def zipped(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_zip_members_are_checked_before_they_are_inflated(tmp_path, monkeypatch):
+    csv_bytes = seven_rows(tmp_path)[0].read_bytes()
+    assert len(load_catalogue(zipped(tmp_path / "ok.zip", {"c.csv": csv_bytes, "README.txt": b"hi"}))) == 7
+    for members, expected in [({"inner.zip": zipped(tmp_path / "i.zip", {"c.csv": csv_bytes}).read_bytes()},
+                               r"holds another archive \(inner\.zip\); archives inside archives are not read"),
+                              ({"c.csv.gz": gzip.compress(csv_bytes)}, r"holds another archive \(c\.csv\.gz\)"),
+                              ({"c.txt": csv_bytes}, r"holds 0 \.csv files \(it holds c\.txt\)")]:
+        with pytest.raises(CatalogueError, match=expected):
+            load_catalogue(zipped(tmp_path / "a.zip", members))
+    bomb = zipped(tmp_path / "bomb.zip", {"c.csv": csv_bytes + b"0" * (40 << 20)})
+    with pytest.raises(CatalogueError, match=r"bomb\.zip: c\.csv inflates [\d,]+ bytes to [\d,]+, more than 100 times"):
+        load_catalogue(bomb)
+    monkeypatch.setattr("helpers.data.MAX_UNCOMPRESSED_BYTES", 100)
+    with pytest.raises(CatalogueError, match=r"ok\.zip: c\.csv declares [\d,]+ bytes, more than the 100 bytes"):
+        load_catalogue(tmp_path / "ok.zip")
+
+
+def test_a_gzip_bomb_stops_while_it_inflates(tmp_path):
+    path = tmp_path / "c.csv.gz"
+    with gzip.open(path, "wb", compresslevel=1) as file:
+        file.write(seven_rows(tmp_path)[0].read_bytes())
+        file.write(b"\n" * (40 << 20) + b"\xff")
+    with pytest.raises(CatalogueError, match=r"c\.csv\.gz inflates [\d,]+ bytes to more than 100 times as many"):
+        load_catalogue(path)
+
+
+def test_peak_memory_on_decompression_bombs_and_huge_headers():
+    """Bombs of 64 MiB (zip, and gzip with a bad byte at its end) and a 10M-column header: each is
+    refused early, by a process whose peak resident memory stays far below 2 GB
+    (`benchmarks/hostile_catalogues.py` measures the 1 GiB ones)."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "hostile_catalogues.py"),
+                             "--size-mib", "64"], capture_output=True, text=True, timeout=300, check=True)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["bomb.zip", "bomb.csv.gz", "wide.csv"]
+    for line, expected in zip(lines, ["more than 100 times", "more than 100 times", "longer than 1,048,576 bytes"]):
+        assert expected in line and float(line.split(" MiB")[0].split()[-1]) < 1024, line
+
+
+def test_features_out_of_range_are_one_error_naming_each_column_and_row(tmp_path):
+    path = write_embedded(tmp_path / "c.csv", [embedded_row("a", tempo=-5.0), embedded_row("b", key=99),
+                                               embedded_row("c", tempo=1e308), embedded_row("d", mode=7),
+                                               embedded_row("e", key=3.5), embedded_row("f", loudness=-1e308)])
+    with pytest.raises(CatalogueError) as error:
+        load_catalogue(path)
+    message = str(error.value)
+    for expected in ["column 'key' has the value 99.0 in data row 2 (and 1 more row(s)); expected a pitch class",
+                     "column 'mode' has the value 7.0 in data row 4; expected 0 (minor) or 1 (major)",
+                     "column 'loudness' has the value -1e+308 in data row 6",
+                     "column 'tempo' has the value -5.0 in data row 1 (and 1 more row(s)); expected a tempo"]:
+        assert expected in message
+    path = write_embedded(tmp_path / "c.csv", [embedded_row("a", tempo="inf"), embedded_row("b", danceability=1.5)])
+    with pytest.raises(CatalogueError, match=r"'danceability' has the value 1.5 in data row 2; expected a share"
+                                             r".*'tempo' has the value inf in data row 1"):
+        load_catalogue(path)
+
+
+def test_column_map_giving_two_fields_one_column(tmp_path):
+    path, _ = seven_rows(tmp_path)
+    with pytest.raises(CatalogueError, match=r"column_map maps several fields to one column: \['artist', 'name'\] "
+                                             r"to 'artist'"):
+        load_catalogue(path, {"artist": "artist", "name": "artist"})
+
+
+def test_duplicate_ids_with_different_features_are_reported(tmp_path):
+    path = write_embedded(tmp_path / "c.csv", [embedded_row("a"), embedded_row("b"), embedded_row("a", tempo=99.0),
+                                               embedded_row("b"), embedded_row("a", energy=0.1)])
+    catalogue, report = load_catalogue(path, return_report=True)
+    assert catalogue["tempo"].tolist() == [120.0, 120.0]
+    assert (report.duplicate_ids, report.duplicates_differing) == (3, 2)
+    assert ("3 repeated ids merged into their first row (2 of them with other features than the first row, "
+            "e.g. id 'a' has tempo 120 in its first row and 99 in a later one") in str(report)
+
+
+# The property: random bytes and random mutations of a well-formed catalogue either load exactly
+# the rows a strict reading finds well formed, or raise CatalogueError; never anything else.
+HEADER = ["id", *FEATURES, "artist"]
+MUTATION_BYTES = b'",\n\r\t 09.-e+x\x00\xff\xc3'
+NULL_TEXTS = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "-nan", "-NaN", "n/a", "#N/A", "#NA"}
+
+
+def feature_value(feature: str) -> st.SearchStrategy:
+    if feature in ("key", "mode"):
+        return st.integers(-1 if feature == "key" else 0, 11 if feature == "key" else 1)
+    low, high = {"loudness": (-60.0, 5.0), "tempo": (0.0, 250.0)}.get(feature, (0.0, 1.0))
+    return st.floats(low, high, allow_nan=False)
+
+
+CATALOGUE_ROWS = st.lists(st.tuples(st.text("abc123", min_size=1, max_size=4),
+                                    st.tuples(*(feature_value(f) for f in FEATURES)),
+                                    st.text('ab ,"\n', max_size=6)), min_size=1, max_size=8)
+MUTATIONS = st.lists(st.tuples(st.floats(0, 1), st.sampled_from(["insert", "delete", "replace"]),
+                               st.sampled_from(list(MUTATION_BYTES))), max_size=3)
+
+
+def mutated_csv(rows, mutations) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows([track_id, *features, artist] for track_id, features, artist in rows)
+    data = bytearray(text.getvalue().encode())
+    for where, kind, byte in mutations:
+        at = min(int(where * len(data)), len(data) - 1)
+        if kind == "insert":
+            data.insert(at, byte)
+        elif kind == "delete" and len(data) > 1:
+            del data[at]
+        else:
+            data[at] = byte
+    return bytes(data)
+
+
+def strict_reading(data: bytes) -> tuple[pd.DataFrame | None, bool]:
+    """The rows a strict reading keeps (well formed, complete), or None if the file must be refused;
+    and whether the artists can be compared. Text after a closing quote (`"a" b`) breaks no row:
+    pyarrow reads it leniently, so such a file is read leniently here, without comparing artists,
+    if each record is one line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None, False
+    try:
+        records, lenient = list(csv.reader(io.StringIO(text, newline=""), strict=True)), False
+    except csv.Error:
+        records, lenient = list(csv.reader(io.StringIO(text, newline=""), strict=False)), True
+        if len(records) != len(re.findall(r"\r\n|\r|\n", text)) + (not text.endswith(("\n", "\r"))):
+            return None, False
+    if not records or records[0] != HEADER or any(record and len(record) != len(HEADER) for record in records):
+        return None, False
+    kept = []
+    for track_id, *values, artist in (record for record in records[1:] if record):
+        try:
+            numbers = [np.nan if value in NULL_TEXTS else float(value) for value in values]
+        except ValueError:
+            return None, False
+        if any(out_of_range(feature, number) for feature, number in zip(FEATURES, numbers)):
+            return None, False
+        if track_id and np.isfinite(numbers).all():
+            kept.append({"id": track_id, "artist": artist or None, **dict(zip(FEATURES, numbers))})
+    frame = pd.DataFrame(kept, columns=["id", "artist", *FEATURES])
+    return frame.drop_duplicates("id").reset_index(drop=True), not lenient
+
+
+def out_of_range(feature: str, number: float) -> bool:
+    from helpers.layouts import FEATURE_RANGES
+
+    return bool(FEATURE_RANGES[feature].outside(np.array([number]))[0])
+
+
+def check_reader_on(data: bytes, folder: Path, suffix: str) -> None:
+    path = folder / f"catalogue.{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix == "csv.gz" else data)
+    expected, with_artists = strict_reading(data)
+    try:
+        catalogue = load_catalogue(path)
+    except CatalogueError:
+        return
+    assert expected is not None, "a file that a strict reading refuses was loaded"
+    columns = ["id", "artist", *FEATURES] if with_artists else ["id", *FEATURES]
+    assert plain_records(catalogue, columns) == plain_records(expected, columns)
+
+
+def plain_records(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
+    return [tuple(None if pd.isna(value) else value for value in row)
+            for row in frame[columns].itertuples(index=False)]
+
+
+@settings(max_examples=150, deadline=5_000)
+@given(CATALOGUE_ROWS, MUTATIONS, st.sampled_from(["csv", "csv.gz"]))
+def test_property_the_reader_loads_exactly_the_well_formed_rows_or_refuses(tmp_path_factory, rows, mutations, suffix):
+    check_reader_on(mutated_csv(rows, mutations), tmp_path_factory.mktemp("mutated"), suffix)
+
+
+@settings(max_examples=100, deadline=5_000)
+@given(st.binary(max_size=600), st.booleans())
+def test_property_random_bytes_are_refused_or_read_exactly(tmp_path_factory, data, with_header):
+    prefix = (",".join(HEADER) + "\n").encode() if with_header else b""
+    check_reader_on(prefix + data, tmp_path_factory.mktemp("random"), "csv")
