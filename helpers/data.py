@@ -66,9 +66,9 @@ _ESCAPED_CHARACTER = r"""\\(['"\\])"""
 _GLOB_CHARACTERS = set("*?[")
 
 # Bounds on what a catalogue file can make the reader hold. The largest public table (Kaggle's
-# 1.2M tracks) is 350 MB of CSV that deflates about 3 times; a decompression bomb inflates 1000 times.
+# 1.2M tracks) is 350 MB of CSV that deflates about 3 times (TidyTuesday: 2.5); a decompression bomb inflates 1000 times.
 MAX_UNCOMPRESSED_BYTES = 1 << 30
-MAX_COMPRESSION_RATIO = 100
+MAX_COMPRESSION_RATIO = 50
 RATIO_CHECK_AFTER_BYTES = 16 << 20  # a small file may compress better than any table
 MAX_HEADER_BYTES = 1 << 20
 MAX_COLUMNS = 10_000
