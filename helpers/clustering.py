@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm.auto import tqdm
 
 from helpers.env import LATENT_DTYPE, nearest_others
-from helpers.validation import check_unique_ids, latent_columns, numeric_matrix
+from helpers.validation import check_finite, check_unique_ids, latent_columns, numeric_matrix
 
 ALGORITHMS = ("auto", "kmeans", "minibatch")
 MINIBATCH_THRESHOLD = 200_000  # 'auto' switches to MiniBatchKMeans above this many tracks
@@ -128,7 +128,10 @@ def compare_kmeans_inertia(latents: np.ndarray, n_clusters: int = 20, n_init: in
 
 
 def cluster_table(ids: np.ndarray, clustering: Clustering, latent_map: LatentMap) -> pd.DataFrame:
-    """The rows of clusters.parquet: id, cluster, distance_to_centroid, umap_x, umap_y, umap_sample."""
+    """The rows of clusters.parquet: id, cluster, distance_to_centroid, umap_x, umap_y, umap_sample;
+    a ValueError if a distance or a map coordinate is not finite."""
+    check_finite(np.column_stack([clustering.distance_to_centroid, latent_map.xy]), "the clustering of the latents",
+                 ["distance_to_centroid", "umap_x", "umap_y"])
     return pd.DataFrame({"id": ids, "cluster": clustering.labels,
                          "distance_to_centroid": clustering.distance_to_centroid,
                          "umap_x": latent_map.xy[:, 0], "umap_y": latent_map.xy[:, 1],

@@ -16,7 +16,7 @@ import pandas as pd
 
 from helpers.data import FEATURES
 from helpers.paths import write_text_atomic
-from helpers.validation import check_columns, check_unique_ids, latent_columns
+from helpers.validation import check_columns, check_finite, check_unique_ids, latent_columns
 
 # Expected and mean shares computed in floating point may leave [0, 1] by a rounding error.
 RANGE_TOLERANCE = 1e-9
@@ -188,6 +188,8 @@ def build_rewards_table(tracks: pd.DataFrame, latents: pd.DataFrame, clusters: p
     table["proximity_score"] = proximity_score(table["distance_to_centroid"], table["cluster"])
     table["interaction_score"] = interaction_score(table["percentage_listened"], table["liked"], weights)
     table["reward"] = reward(table["interaction_score"], table["proximity_score"], weights)
+    scores = ["proximity_score", "interaction_score", "reward"]
+    check_finite(table[scores].to_numpy(dtype=np.float64), "the rewards table", scores)
     order = ["id", *track_columns, *latent_cols, "cluster", "distance_to_centroid",
              "proximity_score", "umap_x", "umap_y", "percentage_listened", "liked",
              "interaction_score", "reward"]

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.paths import load_checkpoint, write_bytes_atomic
-from helpers.validation import ID_COLUMN, check_unique_ids, latent_names, numeric_matrix
+from helpers.validation import ID_COLUMN, check_finite, check_unique_ids, latent_names, numeric_matrix
 
 from helpers.data import FEATURES
 
@@ -55,7 +55,10 @@ class MinMaxScaling:
             raise ValueError(
                 f"expected a non-empty (rows, {len(columns)}) matrix, got shape {values.shape}."
             )
-        return cls(tuple(columns), values.min(axis=0), values.max(axis=0))
+        minimum, maximum = values.min(axis=0), values.max(axis=0)
+        with np.errstate(over="ignore"):
+            check_finite((maximum - minimum)[None, :], "the span (maximum - minimum) of the features", columns)
+        return cls(tuple(columns), minimum, maximum)
 
     @property
     def span(self) -> np.ndarray:
@@ -184,6 +187,10 @@ def train_vae(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
                                  and time.perf_counter() - started > time_budget_seconds))
             if out_of_budget:
                 break
+        if not torch.isfinite(sums).all():
+            raise ValueError(f"VAE training diverged: the loss is {(sums / seen).tolist()[0]} (NaN or infinite) in "
+                             f"epoch {epoch}, after {updates} updates; nothing was written. Check the features' "
+                             "values, or lower learning_rate.")
         total, reconstruction, kl = (sums / seen).tolist()
         history.append({"epoch": epoch, "total": total, "reconstruction": reconstruction, "kl": kl,
                         "tracks_seen": seen, "seconds": time.perf_counter() - started})
@@ -227,7 +234,8 @@ class TrainedVAE:
         belongs to its own track whatever the order of `tracks`.
         """
         ids = check_unique_ids(tracks, source)
-        states = self.latent_scaling.transform(self.encoder_mean(tracks, source))
+        states = check_finite(self.latent_scaling.transform(self.encoder_mean(tracks, source)),
+                              f"the VAE's latents of {source}", self.latent_scaling.columns)
         latents = pd.DataFrame(states, columns=list(self.latent_scaling.columns))
         latents.insert(0, ID_COLUMN, ids)
         return latents
@@ -334,6 +342,7 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
                        "epochs": epochs, "batch_size": batch_size,
                        "learning_rate": learning_rate, "max_updates": max_updates, "seed": seed,
                        "epochs_trained": int(len(history))}
-    mu = posterior_parameters(model, x.numpy())[0].double().numpy()
+    mu = check_finite(posterior_parameters(model, x.numpy())[0].double().numpy(), f"the VAE's encoding of {source}",
+                      latent_names(latent_dim))
     latent_scaling = MinMaxScaling.fit(mu, latent_names(latent_dim))
     return TrainedVAE(model, feature_scaling, latent_scaling, hyperparameters), history

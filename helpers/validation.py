@@ -133,3 +133,18 @@ def check_value_ranges(columns: Mapping[str, np.ndarray], ranges: Mapping[str, V
                             f"{bad[0] + 1}{more}; expected {ranges[field].expected}")
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems) + ".")
+
+
+def check_finite(values: np.ndarray, source: str, columns: Sequence[str] | None = None) -> np.ndarray:
+    """`values` (a vector or a rows x columns matrix), checked to be finite before anything uses or
+    writes them: a ValueError naming `source`, the column and the first row that is NaN or infinite."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        matrix = bad.reshape(len(bad), -1)
+        column = int(np.flatnonzero(matrix.any(axis=0))[0])
+        row = int(np.flatnonzero(matrix[:, column])[0])
+        name = f" column '{columns[column]}'" if columns is not None else ""
+        raise ValueError(f"{source}:{name} {int(matrix[:, column].sum()):,} value(s) are NaN or infinite, the first "
+                         f"in row {row + 1}; nothing was written.")
+    return values

@@ -171,3 +171,11 @@ def test_the_gridworld_shows_the_environments_first_candidates_ties_included():
     for source_id, arrows in edges.groupby("source_id", sort=False):
         _, info = env.reset(options={"start_id": source_id})
         assert arrows.sort_values("rank")["target_id"].tolist() == info["candidate_ids"]
+
+
+def test_cluster_table_refuses_coordinates_that_are_not_finite(latents):
+    clustering = fit_kmeans(latents, n_clusters=3, n_init=1, seed=0)
+    xy = latents[:, :2].copy()
+    xy[5, 1] = np.inf
+    with pytest.raises(ValueError, match=r"the clustering of the latents: column 'umap_y' 1 value\(s\) .* row 6"):
+        cluster_table(np.arange(len(latents)).astype(str), clustering, LatentMap(xy, np.ones(len(latents), bool)))

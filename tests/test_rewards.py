@@ -178,3 +178,12 @@ def test_interaction_score_of_like_rates_is_the_mean_score_and_unknown_likes_sta
     assert np.isnan(interaction_score([0.5], [np.nan])).all()
     with pytest.raises(ValueError, match="liked must be 0 or 1"):
         interaction_score([0.5], [1.5])
+
+
+def test_a_reward_that_is_not_finite_is_never_returned():
+    inputs = make_inputs()
+    inputs["listeners"] = inputs["listeners"].astype({"liked": float})
+    inputs["listeners"].loc[2, "liked"] = np.nan
+    with pytest.raises(ValueError, match=r"the rewards table: column 'interaction_score' 1 value\(s\) are NaN or "
+                                         r"infinite, the first in row 3; nothing was written"):
+        build_rewards_table(**inputs)

@@ -242,3 +242,33 @@ def test_bad_tracks_raise_an_error_naming_file_and_column(trained, catalogue, co
 def test_bad_hyperparameters_are_rejected(catalogue, setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         fit_vae(catalogue, **{**TINY, **setting})
+
+
+# --- nothing non-finite is trained on or written ---------------------------------------------
+
+def test_a_feature_span_that_overflows_is_refused(catalogue):
+    tracks = catalogue.copy()
+    tracks.loc[0, "tempo"], tracks.loc[1, "tempo"] = -1e308, 1e308
+    with pytest.raises(ValueError, match=r"the span \(maximum - minimum\) of the features: column 'tempo' 1 value"):
+        fit_vae(tracks, seed=0, **TINY)
+
+
+def test_a_loss_that_is_not_finite_stops_training(catalogue):
+    from helpers.vae import VAE, train_vae
+
+    model = VAE(len(FEATURES), 3, 8)
+    with torch.no_grad():
+        model.decoder[0].weight[0, 0] = float("nan")
+    x = torch.rand(64, len(FEATURES))
+    with pytest.raises(ValueError, match=r"VAE training diverged: the loss is nan .* in epoch 1, after 2 updates"):
+        train_vae(model, x, epochs=3, batch_size=32, learning_rate=1e-3, beta=0.01, seed=0, progress=False)
+
+
+def test_latents_that_are_not_finite_are_never_returned(trained, catalogue):
+    import copy
+
+    vae = copy.deepcopy(trained[0])
+    with torch.no_grad():
+        vae.model.encoder[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"the VAE's latents of tracks: column 'latent_0' 300 value\(s\) are NaN"):
+        vae.encode(catalogue)
