@@ -1,0 +1,200 @@
+"""The command's player page in a real browser: Debian's Chromium, the stand-in iFrame API, the
+local server of `helpers.embed_server`; each song heard is handed over exactly once."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from embed_browser import browser, page, standin_origin, standin_url  # noqa: F401 - fixtures
+from helpers.embed import EmbedListener
+from helpers.embed_server import EmbedServer
+from helpers.session import PlaybackError
+
+TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
+
+
+class Session:
+    """A listener on a local page, listening in a thread; `records` are its on_finished calls."""
+
+    def __init__(self, api_url: str, close_grace: float = 5.0) -> None:
+        self.server = EmbedServer(api_url=api_url).start()
+        self.listener = EmbedListener(self.server, close_grace=close_grace, poll_interval=0.05)
+        self.records: list[dict] = []
+        self.outcome: object = None
+        self.thread: threading.Thread | None = None
+
+    def on_finished(self, position: int, share: float, liked: int | None, played_id: str | None = None, *,
+                    preview_duration_ms: int | None = None) -> None:
+        self.records.append({"position": position, "share": share, "liked": liked,
+                             "preview_duration_ms": preview_duration_ms})
+
+    def listen(self, track_ids: list[str]) -> None:
+        def run() -> None:
+            try:
+                self.outcome = self.listener.listen(track_ids, self.on_finished)
+            except PlaybackError as error:
+                self.outcome = error
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        wait_for(None, lambda: self.listener.state()["playlist_id"] is not None, "the playlist is set")
+
+    def result(self, page, timeout: float = 20.0) -> object:  # noqa: F811 - the fixture
+        wait_for(page, lambda: not self.thread.is_alive(), "listen() returns", timeout)
+        return self.outcome
+
+    def heard_ms(self, position: int) -> int:
+        return self.listener.state()["songs"][position]["heard_ms"]
+
+    def logged(self) -> list[int]:
+        return [record["position"] for record in self.records]
+
+    def close(self) -> None:
+        self.listener.stop()
+        self.server.stop()
+
+
+def wait_for(page, condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:  # noqa: F811
+    """Wait until `condition()`, letting Playwright run meanwhile (its sync API only handles the
+    browser's messages inside its own calls: a plain sleep can stall the page)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            shown = "" if page is None or page.is_closed() else (
+                f": the page shows {status(page)!r}, its player {page.frame_locator('iframe').locator('body').inner_text()!r}")
+            raise AssertionError(f"timed out waiting until {what}{shown}")
+        if page is None or page.is_closed():
+            time.sleep(0.02)
+        else:
+            page.wait_for_timeout(20)
+
+
+@pytest.fixture
+def session_factory(standin_origin):  # noqa: F811 - the fixture
+    sessions: list[Session] = []
+
+    def make(close_grace: float = 5.0, **settings: object) -> Session:
+        sessions.append(Session(standin_url(standin_origin, **settings), close_grace=close_grace))
+        return sessions[-1]
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def open_player(page, session: Session) -> None:  # noqa: F811 - the fixture
+    page.goto(session.server.url)
+    page.get_by_role("button", name="▶ Play").wait_for()
+    wait_for(page, lambda: page.get_by_role("button", name="▶ Play").is_enabled(), "the player is ready")
+
+
+def status(page) -> str:  # noqa: F811 - the fixture
+    return page.get_by_role("status").inner_text()
+
+
+def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factory):  # noqa: F811
+    session = session_factory(speed=150)
+    session.listen(TRACKS)
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    assert session.result(page) == "finished"
+    assert session.logged() == [0, 1, 2]
+    assert all(record["share"] == 1.0 and record["liked"] is None and record["preview_duration_ms"] is None
+               for record in session.records)
+    page.get_by_text("played to the end: every song is logged (3 of 3 songs)").wait_for()
+    assert page.locator("td.ep-heard").all_inner_texts() == ["✓ 100 %"] * 3
+
+
+def test_skip_moves_on_and_records_what_was_heard(page, session_factory):  # noqa: F811
+    session = session_factory(speed=10)
+    session.listen(TRACKS[:2])
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard a little")
+    page.get_by_role("button", name="Skip ⏭").click()
+    wait_for(page, lambda: "Playing 2 of 2" in status(page), "the second song plays")
+    page.get_by_role("button", name="Skip ⏭").click()
+    assert session.result(page) == "finished"
+    first, second = session.records
+    assert first["position"] == 0 and 0 < first["share"] < 1 and first["liked"] == 0
+    assert second["position"] == 1 and second["share"] < 1 and second["liked"] == 0
+
+
+def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, session_factory):  # noqa: F811
+    session = session_factory(speed=10)
+    session.listen(TRACKS[:2])
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    page.get_by_role("button", name="♡ Like").click()
+    page.get_by_role("button", name="♥ Liked").wait_for()
+    wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard a little")
+    page.get_by_role("button", name="Skip ⏭").click()  # liked, then skipped: still liked
+    wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard a little")
+    page.get_by_role("button", name="■ Stop").click()
+    assert session.result(page) == "interrupted"
+    assert [(record["position"], record["liked"]) for record in session.records] == [(0, 1), (1, None)]
+    assert 0 < session.records[1]["share"] < 1
+    page.get_by_text("stopped: what you heard is logged (2 of 2 songs)").wait_for()
+
+
+def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_factory):  # noqa: F811
+    session = session_factory(speed=40, preview=1)
+    session.listen(TRACKS[:2])
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    assert session.result(page) == "finished"
+    assert [(record["share"], record["preview_duration_ms"]) for record in session.records] == [(1.0, 30000)] * 2
+    assert page.locator("td.ep-heard").all_inner_texts() == ["✓ 100 % of a 30 s preview"] * 2
+
+
+def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_factory):  # noqa: F811
+    session = session_factory(speed=60)
+    session.listen(TRACKS)
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: session.logged() == [0], "the first song is logged")
+    wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard")
+    before = session.heard_ms(1)
+    page.reload()
+    open_player(page, session)
+    assert "Press ▶ Play" in status(page)  # a reloaded page waits for a click, as browsers want
+    assert page.locator("td.ep-heard").all_inner_texts()[0] == "✓ 100 %"
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: "Playing 2 of 3" in status(page), "the page goes on with the second song")
+    page.get_by_role("button", name="Skip ⏭").click()
+    page.get_by_role("button", name="Skip ⏭").click()
+    assert session.result(page) == "finished"
+    assert session.logged() == [0, 1, 2]
+    duration = session.listener.state()["songs"][1]["duration_ms"]
+    assert 0 < before / duration <= session.records[1]["share"] < 1  # what was heard before the reload counts
+
+
+def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_logged(page, session_factory):  # noqa: F811
+    session = session_factory(speed=60)
+    session.listen(TRACKS)
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: session.logged() == [0], "the first song is logged")
+    wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard")
+    session.server.stop()
+    outcome = session.result(page)
+    assert isinstance(outcome, PlaybackError) and "server stopped" in str(outcome)
+    assert session.logged() == [0, 1] and 0 < session.records[1]["share"] < 1
+    page.get_by_text("The player's server has stopped").wait_for()
+    player = page.frame_locator("iframe")
+    player.get_by_text("paused").wait_for()
+    assert page.get_by_role("button", name="Skip ⏭").is_disabled()
+
+
+def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, session_factory):  # noqa: F811
+    session = session_factory(speed=20, close_grace=0.5)
+    session.listen(TRACKS)
+    open_player(page, session)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard")
+    page.close()
+    assert session.result(page) == "closed"
+    assert session.logged() == [0] and 0 < session.records[0]["share"] < 1
