@@ -42,6 +42,8 @@ from typing import Any, Iterator, Protocol
 
 import pandas as pd
 
+from helpers.playback import PlaybackError
+
 EMBED_API_URL = "https://open.spotify.com/embed/iframe-api/v1"
 EMBED_API_URL_VARIABLE = "SPOTIFY_EMBED_API_URL"  # another script (the tests' stand-in) in its place
 PREVIEW_MAX_MS = 31_000  # a reported duration up to this is a 30-second preview
@@ -197,7 +199,6 @@ class EmbedListener:
             raise playlist.error
         failure = self.view.failure()
         if failure and playlist.stop_reason != "finished":
-            from helpers.session import PlaybackError
             raise PlaybackError(failure)
         return playlist.stop_reason
 
@@ -234,8 +235,8 @@ class EmbedListener:
         song = playlist.songs[position]
         if song.logged is not None:
             return
-        if "liked" in event:  # a like and the song's end can arrive in either order: each says it
-            song.liked = bool(event["liked"])
+        if kind == "like" or "liked" in event:  # a like and the song's end may cross: each says it
+            song.liked = bool(event.get("liked", True))
         if kind != "like":
             heard, duration = _milliseconds(event, "heard_ms"), _milliseconds(event, "duration_ms")
             song.started = True

@@ -11,7 +11,7 @@ import pytest
 from embed_browser import browser, page, standin_origin, standin_url  # noqa: F401 - fixtures
 from helpers.embed import EmbedListener
 from helpers.embed_server import EmbedServer
-from helpers.session import PlaybackError
+from helpers.playback import PlaybackError
 
 TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
 
