@@ -27,10 +27,12 @@ enters a person's history. Each record holds, in this order:
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import stat
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +46,7 @@ import pandas as pd
 DEFAULT_LOG_NAME = "user_song_interactions.jsonl"
 SIMULATED_LOG_NAME = "simulated_interactions.jsonl"
 LOG_FILE_MODE = 0o600
+PROBE_BYTES = 64 << 10  # written and synced beside the log before anything plays
 WARNING_LINE_CHARS = 200
 SOURCES = ("spotify", "simulated")
 PROBS_SUM_TOLERANCE = 1e-3
@@ -180,34 +183,63 @@ OPTIONAL_KEYS = ("played_id",)
 
 def open_log(path: str | Path) -> BinaryIO:
     """The log at `path` opened to append and read, readable by its owner only: created with mode
-    0600, and a log file that others could read (written before this rule) is made 0600."""
+    0600, and a log file that others could read (written before this rule) is made 0600.
+
+    A symbolic link is not followed (`O_NOFOLLOW`: the records would go wherever it points) and
+    the log must be a regular file (not a device such as /dev/full, a pipe or a folder); either
+    is a LogNotWritable naming the path, as is any other reason the file cannot be opened."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
-    status = os.fstat(descriptor)
-    if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
-        os.fchmod(descriptor, LOG_FILE_MODE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                             | os.O_CLOEXEC, LOG_FILE_MODE)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise LogNotWritable(f"the interaction log {path} is a symbolic link, which is not followed (the "
+                                 "records would go wherever it points): give the path of a regular file") from None
+        raise LogNotWritable(f"cannot append to the interaction log {path} ({error.strerror or error}): "
+                             "choose another log path") from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise LogNotWritable(f"the interaction log {path} is not a regular file (a device, a pipe or a "
+                                 "socket): give the path of a regular file")
+        os.set_blocking(descriptor, True)
+        if status.st_mode & 0o077:
+            os.fchmod(descriptor, LOG_FILE_MODE)
+    except OSError as error:
+        os.close(descriptor)
+        if isinstance(error, LogNotWritable):
+            raise
+        raise LogNotWritable(f"cannot append to the interaction log {path} ({error.strerror or error}): "
+                             "choose another log path") from None
     return os.fdopen(descriptor, "a+b")
 
 
 def check_appendable(path: str | Path, min_free_bytes: int = 1 << 20) -> Path:
     """Check, before anything plays, that records can be appended to the log at `path`.
 
-    Opens it to append and closes it again (a log that did not exist is created, owner-only,
-    and removed again: the first record creates it); refuses a log on a disk with less than
-    `min_free_bytes` free. Raises LogNotWritable, naming the path and the reason.
+    Opens it to append (see `open_log`) and syncs it, then writes and syncs a probe of
+    `PROBE_BYTES` in its folder (removed again), so a full disk, an exceeded quota or a file size
+    limit shows now, not after playback has started; a log that did not exist is created,
+    owner-only, and removed again (the first record creates it). Refuses a log on a disk with
+    less than `min_free_bytes` free. Raises LogNotWritable, naming the path and the reason.
     """
     path = Path(path)
     folder = next(parent for parent in path.parents if parent.exists())
     if not folder.is_dir():
         raise LogNotWritable(f"cannot append to the interaction log {path}: {folder} is a file, not a folder; "
                              "choose another log path")
-    existed = path.exists()
+    existed = os.path.lexists(path)
     try:
         with open_log(path) as log:
+            os.fsync(log.fileno())
             stats = os.fstatvfs(log.fileno())
         if not existed:
             path.unlink()
+        _write_probe(path.parent)
+    except LogNotWritable:
+        raise
     except OSError as error:
         raise LogNotWritable(f"cannot append to the interaction log {path} ({error.strerror or error}): "
                              "choose another log path") from None
@@ -217,25 +249,43 @@ def check_appendable(path: str | Path, min_free_bytes: int = 1 << 20) -> Path:
     return path
 
 
+def _write_probe(folder: Path) -> None:
+    """Write `PROBE_BYTES` to a new owner-only file in `folder`, sync it and remove it."""
+    descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".log-probe-")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(bytes(PROBE_BYTES))
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        os.unlink(probe)
+
+
 def append_interaction(path: str | Path, interaction: Interaction) -> None:
     """Append one record to the log at `path`, then flush and sync it to disk.
 
-    The file is opened in append mode only (created with mode 0600), so existing lines are
-    never touched. If the last
-    line lacks its newline (a writer died mid-line), a newline is added first so that the new
-    record stays a line of its own.
+    The file is opened in append mode only (see `open_log`), so existing lines are never
+    touched. If the last line lacks its newline (a writer died mid-line), a newline is added
+    first so that the new record stays a line of its own. A failed write or sync raises
+    LogNotWritable naming the path.
     """
     if not isinstance(interaction, Interaction):
         raise TypeError(f"expected an Interaction, got {type(interaction).__name__}")
     line = interaction.to_json_line().encode("utf-8") + b"\n"
-    with open_log(path) as log:
-        if log.seek(0, os.SEEK_END) > 0:
-            log.seek(-1, os.SEEK_END)
-            if log.read(1) != b"\n":
-                line = b"\n" + line
-        log.write(line)
-        log.flush()
-        os.fsync(log.fileno())
+    log = open_log(path)
+    try:
+        with log:
+            if log.seek(0, os.SEEK_END) > 0:
+                log.seek(-1, os.SEEK_END)
+                if log.read(1) != b"\n":
+                    line = b"\n" + line
+            log.write(line)
+            log.flush()
+            os.fsync(log.fileno())
+    except OSError as error:
+        raise LogNotWritable(f"could not write the record of track {interaction.track_id!r} (position "
+                                 f"{interaction.position}) to the interaction log {path} "
+                                 f"({error.strerror or error})") from None
 
 
 def _empty_interactions() -> pd.DataFrame:

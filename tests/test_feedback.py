@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -237,3 +241,53 @@ def test_fine_tuning_learns_from_real_plays_when_there_are_any_else_from_simulat
     frame, which = feedback.learning_log(tmp_path)
     assert frame["session_id"].tolist() == ["person"] and "1 spotify records" in which
     assert feedback.learning_log(tmp_path, "simulated")[0]["session_id"].tolist() == ["sim"]
+
+
+# --- the log cannot be redirected ---------------------------------------------------------------
+
+def test_a_log_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    target = tmp_path / "someone_elses.txt"
+    target.write_text("theirs\n")
+    target.chmod(0o644)
+    log = tmp_path / "log.jsonl"
+    log.symlink_to(target)
+    for attempt in (lambda: feedback.check_appendable(log), lambda: append_interaction(log, Interaction(**record()))):
+        with pytest.raises(feedback.LogNotWritable, match=f"the interaction log {log} is a symbolic link, which "
+                                                          "is not followed"):
+            attempt()
+    assert target.read_text() == "theirs\n" and target.stat().st_mode & 0o777 == 0o644
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(feedback.LogNotWritable, match="is a symbolic link"):
+        feedback.check_appendable(dangling)
+    assert not (tmp_path / "nowhere").exists() and dangling.is_symlink()
+
+
+def test_a_log_must_be_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/full"), fifo):
+        with pytest.raises(feedback.LogNotWritable, match=f"the interaction log {path} is not a regular file"):
+            feedback.check_appendable(path)
+
+
+def test_the_pre_check_writes_and_syncs_a_probe_and_write_errors_name_the_path(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    assert feedback.check_appendable(log) == log and sorted(tmp_path.iterdir()) == [], "no probe is left behind"
+    monkeypatch.setattr(feedback, "PROBE_BYTES", 128 << 10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, hard))
+        with pytest.raises(feedback.LogNotWritable, match=f"cannot append to the interaction log {log} "
+                                                          r"\(File too large\)"):
+            feedback.check_appendable(log)
+        with log.open("wb") as file:
+            file.write(b"\n" * ((64 << 10) - 10))
+        with pytest.raises(feedback.LogNotWritable, match=rf"could not write the record of track 'b' \(position 3\) "
+                                                          rf"to the interaction log {log} \(File too large\)"):
+            append_interaction(log, Interaction(**record()))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert sorted(tmp_path.iterdir()) == [log]

@@ -5,7 +5,9 @@ command runs against the fake Spotify server through the environment variables a
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -303,12 +305,31 @@ def test_a_log_that_cannot_be_appended_to_fails_before_anything_plays(cli, spoti
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("online", [False, True])
-def test_a_disk_that_fills_up_mid_session_stops_with_one_line_and_pauses(cli, spotify, online):
+def test_a_disk_that_fills_up_mid_session_stops_with_one_line_and_pauses(cli, spotify, online, tmp_path,
+                                                                         monkeypatch):
     fake = spotify() if online else None
-    code, _, err = cli("--log", "/dev/full", *(("--poll-interval", "0.001") if online else ("--offline",)))
-    assert one_clear_line(code, err) and "No space left on device" in err, err
+    log = tmp_path / "log.jsonl"
+    sync = os.fsync
+
+    def full_once_the_log_holds_a_record(descriptor: int) -> None:
+        if Path(f"/proc/self/fd/{descriptor}").resolve() == log and log.stat().st_size > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        sync(descriptor)
+
+    monkeypatch.setattr("helpers.feedback.os.fsync", full_once_the_log_holds_a_record)
+    code, _, err = cli("--log", str(log), *(("--poll-interval", "0.001") if online else ("--offline",)))
+    assert one_clear_line(code, err) and "No space left on device" in err and str(log) in err, err
     if online:
         assert len(fake.plays) == 1 and not fake.is_playing, "paused: nothing plays that cannot be logged"
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_a_log_on_a_device_is_refused_before_anything_plays(cli, spotify, online):
+    fake = spotify() if online else None
+    code, _, err = cli("--log", "/dev/full", *(("--poll-interval", "0.001") if online else ("--offline",)))
+    assert one_clear_line(code, err) and "the interaction log /dev/full is not a regular file" in err, err
+    if online:
+        assert not fake.plays, "nothing played"
 
 
 def test_missing_models_say_which_notebook_to_run(tmp_path, capsys):
