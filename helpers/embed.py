@@ -42,7 +42,7 @@ from typing import Any, Iterator, Protocol
 
 import pandas as pd
 
-from helpers.playback import PlaybackError
+from helpers.playback import OnFinished, PlaybackError, StopReason
 
 EMBED_API_URL = "https://open.spotify.com/embed/iframe-api/v1"
 EMBED_API_URL_VARIABLE = "SPOTIFY_EMBED_API_URL"  # another script (the tests' stand-in) in its place
@@ -112,7 +112,7 @@ class _Song:
 class _Playlist:
     playlist_id: str
     track_ids: list[str]
-    on_finished: Callable[..., None]
+    on_finished: OnFinished
     songs: list[_Song] = field(default_factory=list)
     stop_reason: str | None = None
     error: BaseException | None = None
@@ -177,7 +177,7 @@ class EmbedListener:
             return {"version": self._version, "playlist_id": playlist.playlist_id, "songs": songs, "status": self._status,
                     "message": self._message}
 
-    def listen(self, track_ids: Sequence[str], on_finished: Callable[..., None]) -> str:
+    def listen(self, track_ids: Sequence[str], on_finished: OnFinished) -> StopReason:
         """Play `track_ids` in the page, report each song heard once, and say why it stopped."""
         if not track_ids:
             raise ValueError("the playlist is empty")

@@ -8,7 +8,7 @@ UTF-8, a bad value, anything that fails to parse) with a short warning naming th
 keeps only the first record of a (`session_id`, `position`), warning about the others, so
 reading is idempotent even if a record was written twice.
 
-Real plays (`source` = `spotify`) go to `user_song_interactions.jsonl`, simulated ones to
+Real plays (`source` = `spotify` or `embed`) go to `user_song_interactions.jsonl`, simulated ones to
 `simulated_interactions.jsonl` (both in `data/feedback/`), so that a simulated listener never
 enters a person's history. Each record holds, in this order:
 
@@ -20,10 +20,11 @@ enters a person's history. Each record holds, in this order:
 | `latent` | the track's state vector, as the policy saw it |
 | `percentage_listened` | share of the track heard, in [0, 1] |
 | `liked` | 1 if the listener liked the track (on Spotify: it is in their library), 0 if not, `null` when unknown (Spotify's library check failed); fine-tuning treats `null` as missing, never as 0 |
-| `source` | `spotify` (a person) or `simulated` (the listener model of notebook 04) |
+| `source` | `spotify` (a person, on their Spotify device), `embed` (a person, in Spotify's embed player: `helpers.embed`) or `simulated` (the listener model of notebook 04) |
 | `model_version` | the policy that recommended the playlist |
 | `candidates`, `probs` | the step that chose this track: the candidates and the policy's probabilities, same order; empty lists for the start track, which no step chose |
 | `played_id` | the id Spotify actually played when it relinked the track (the requested id was not playable in the listener's market), else `null`; `track_id` is always the catalogue's id. Older logs lack the key: it reads as `null` |
+| `preview`, `preview_duration_ms` | `true` when what played was a preview (the embed player plays 30-second previews to visitors not logged in to Spotify), with the preview's duration in ms; then `percentage_listened` is the share of the preview, not of the song. Else `false` and `null`; older logs lack both keys and read so |
 """
 from __future__ import annotations
 
@@ -48,12 +49,13 @@ SIMULATED_LOG_NAME = "simulated_interactions.jsonl"
 LOG_FILE_MODE = 0o600
 PROBE_BYTES = 64 << 10  # written and synced beside the log before anything plays
 WARNING_LINE_CHARS = 200
-SOURCES = ("spotify", "simulated")
+SOURCES = ("spotify", "embed", "simulated")
+REAL_SOURCES = ("spotify", "embed")  # a person listening: their plays go to DEFAULT_LOG_NAME
 PROBS_SUM_TOLERANCE = 1e-3
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 # liked is a nullable integer: <NA> where the liked check failed.
 COLUMN_DTYPES = {"timestamp": TIMESTAMP_DTYPE, "position": "int64", "percentage_listened": "float64",
-                 "liked": "Int64"}
+                 "liked": "Int64", "preview": "bool", "preview_duration_ms": "Int64"}
 
 
 class MalformedLineWarning(UserWarning):
@@ -72,7 +74,7 @@ def default_log_name(source: str) -> str:
     """The log file a session of `source` goes to: real plays and simulated ones are kept apart."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    return DEFAULT_LOG_NAME if source == "spotify" else SIMULATED_LOG_NAME
+    return DEFAULT_LOG_NAME if source in REAL_SOURCES else SIMULATED_LOG_NAME
 
 
 def utc_timestamp() -> str:
@@ -114,6 +116,8 @@ class Interaction:
     candidates: list[str]
     probs: list[float]
     played_id: str | None = None
+    preview: bool = False
+    preview_duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -139,6 +143,13 @@ class Interaction:
             _text("played_id", self.played_id)
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not isinstance(self.preview, bool):
+            raise ValueError(f"preview must be true or false, got {self.preview!r}")
+        duration = self.preview_duration_ms
+        if self.preview != (duration is not None) or duration is not None and (
+                isinstance(duration, bool) or not isinstance(duration, Integral) or duration <= 0):
+            raise ValueError("preview_duration_ms must be a number of milliseconds > 0 for a preview and null "
+                             f"otherwise, got preview={self.preview!r}, preview_duration_ms={duration!r}")
         candidates = [_text("candidates", value) for value in _items("candidates", self.candidates)]
         probs = [_number("probs", value) for value in _items("probs", self.probs)]
         if len(candidates) != len(probs):
@@ -158,7 +169,7 @@ class Interaction:
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> "Interaction":
         """An interaction from a parsed JSON object that has exactly the documented keys
-        (`played_id` may be absent: logs written before it existed)."""
+        (`played_id`, `preview` and `preview_duration_ms` may be absent: logs written before them)."""
         if not isinstance(record, Mapping):
             raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
         missing = [name for name in INTERACTION_KEYS if name not in record and name not in OPTIONAL_KEYS]
@@ -178,7 +189,7 @@ class Interaction:
 
 
 INTERACTION_KEYS = tuple(field.name for field in fields(Interaction))
-OPTIONAL_KEYS = ("played_id",)
+OPTIONAL_KEYS = ("played_id", "preview", "preview_duration_ms")
 
 
 def open_log(path: str | Path) -> BinaryIO:
@@ -344,6 +355,7 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
     frame = pd.DataFrame([asdict(record) for record, _ in kept], columns=list(INTERACTION_KEYS))
     frame["timestamp"] = pd.DatetimeIndex([moment for _, moment in kept])
     frame["played_id"] = pd.Series([record.played_id for record, _ in kept], dtype=object)
+    frame["preview_duration_ms"] = pd.array([record.preview_duration_ms for record, _ in kept], dtype="Int64")
     return frame.astype(COLUMN_DTYPES)
 
 
@@ -356,18 +368,25 @@ def _shorten(text: str, limit: int = WARNING_LINE_CHARS) -> str:
 def learning_log(feedback_dir: str | Path, source: str | None = None) -> tuple[pd.DataFrame, str]:
     """The records fine-tuning learns from, and a sentence saying which.
 
-    With `source` None: a person's real plays (`spotify` records of `user_song_interactions.jsonl`)
-    when that log holds any, else the simulated plays of `simulated_interactions.jsonl`, so that
-    a simulated listener never mixes into a real listener's model. `source` forces one of them.
+    With `source` None: a person's real plays (`spotify` and `embed` records of
+    `user_song_interactions.jsonl`) when that log holds any, else the simulated plays of
+    `simulated_interactions.jsonl`, so that a simulated listener never mixes into a real
+    listener's model. `source` forces one of them. Previews are left out (and counted in the
+    sentence): their `percentage_listened` is a share of 30 seconds, so a whole preview is no
+    whole listen of the song.
     """
     if source is not None and source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES} or None, got {source!r}")
     feedback_dir = Path(feedback_dir)
-    for candidate in ([source] if source else SOURCES):
-        path = feedback_dir / default_log_name(candidate)
-        records = read_interactions(path, sources=candidate) if path.is_file() else _empty_interactions()
+    for sources in ([(source,)] if source else [REAL_SOURCES, ("simulated",)]):
+        path = feedback_dir / default_log_name(sources[0])
+        records = read_interactions(path, sources=sources) if path.is_file() else _empty_interactions()
+        previews = int(records["preview"].sum())
+        records = records[~records["preview"]].reset_index(drop=True)
         if len(records):
-            why = "" if source or candidate == "spotify" else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
-            return records, f"learning from {len(records)} {candidate} records of {path}{why}"
-    raise FileNotFoundError(f"no {source or 'spotify or simulated'} records in {feedback_dir}: play a playlist "
-                            "first (notebook 07 or `python -m helpers.play`)")
+            what = " and ".join(sorted(set(records["source"]), key=SOURCES.index))
+            why = "" if source or sources == REAL_SOURCES else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
+            left_out = f"; {previews} preview(s) left out" if previews else ""
+            return records, f"learning from {len(records)} {what} records of {path}{why}{left_out}"
+    raise FileNotFoundError(f"no {source or 'real or simulated'} records (previews aside) in {feedback_dir}: "
+                            "play a playlist first (notebook 07 or `python -m helpers.play`)")

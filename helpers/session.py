@@ -50,7 +50,7 @@ def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Se
     bar = tqdm(total=len(track_ids), desc=f"listening ({listener.source})", unit="track", disable=not progress)
 
     def on_finished(position: int, percentage_listened: float, liked: int | None,
-                    played_id: str | None = None) -> None:
+                    played_id: str | None = None, *, preview_duration_ms: int | None = None) -> None:
         track_id = track_ids[position]
         candidates, probs = choice_at(steps, position)
         interaction = Interaction(
@@ -58,11 +58,14 @@ def play_session(recommender: PlaylistRecommender, listener: Listener, steps: Se
             latent=latents[track_id], percentage_listened=percentage_listened, liked=liked,
             source=listener.source, model_version=recommender.model_version,
             candidates=list(candidates), probs=[float(p) for p in probs], played_id=played_id,
+            preview=preview_duration_ms is not None, preview_duration_ms=preview_duration_ms,
         )
         append_interaction(log_path, interaction)
         logged.append(interaction)
         liked_text = "unknown" if liked is None else liked
-        bar.set_postfix_str(f"logged {track_id}: listened {percentage_listened:.0%}, liked {liked_text}")
+        heard = f"{percentage_listened:.0%}" + (f" of a {preview_duration_ms / 1000:.0f} s preview"
+                                                 if preview_duration_ms is not None else "")
+        bar.set_postfix_str(f"logged {track_id}: listened {heard}, liked {liked_text}")
         bar.update()
 
     try:

@@ -16,7 +16,8 @@ from helpers.feedback import (INTERACTION_KEYS, Interaction, MalformedLineWarnin
                               read_interactions)
 
 DOCUMENTED_KEYS = ("timestamp", "session_id", "track_id", "position", "latent", "percentage_listened",
-                   "liked", "source", "model_version", "candidates", "probs", "played_id")
+                   "liked", "source", "model_version", "candidates", "probs", "played_id", "preview",
+                   "preview_duration_ms")
 
 
 def record(**changes) -> dict:
@@ -165,6 +166,24 @@ def test_a_record_without_played_id_from_an_older_log_still_reads(tmp_path):
     assert read_interactions(log)["played_id"].tolist() == [None]
 
 
+def test_a_preview_round_trips_and_an_older_log_reads_as_no_preview(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps(record()) + "\n")  # written before previews were recorded
+    append_interaction(log, Interaction(**record(position=4, source="embed", preview=True, preview_duration_ms=30_000)))
+    frame = read_interactions(log)
+    assert frame["preview"].tolist() == [False, True] and frame["preview"].dtype == bool
+    assert str(frame["preview_duration_ms"].dtype) == "Int64"
+    assert frame["preview_duration_ms"].isna().tolist() == [True, False] and frame["preview_duration_ms"][1] == 30_000
+
+
+@pytest.mark.parametrize("changes", [dict(preview=True), dict(preview=False, preview_duration_ms=30_000),
+                                     dict(preview=True, preview_duration_ms=0), dict(preview="yes"),
+                                     dict(preview=True, preview_duration_ms=True)])
+def test_a_preview_needs_its_duration_and_only_a_preview_has_one(changes):
+    with pytest.raises(ValueError, match="preview"):
+        Interaction(**record(**changes))
+
+
 def test_the_log_is_created_readable_by_its_owner_only(tmp_path):
     append_interaction(tmp_path / "log.jsonl", Interaction(**record()))
     assert (tmp_path / "log.jsonl").stat().st_mode & 0o777 == 0o600
@@ -291,3 +310,19 @@ def test_the_pre_check_writes_and_syncs_a_probe_and_write_errors_name_the_path(t
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)
     assert sorted(tmp_path.iterdir()) == [log]
+
+
+def test_embed_plays_are_real_plays_and_previews_are_left_out_of_learning(tmp_path):
+    real = tmp_path / feedback.DEFAULT_LOG_NAME
+    assert feedback.default_log_name("embed") == feedback.DEFAULT_LOG_NAME
+    append_interaction(real, Interaction(**record(source="embed", session_id="free", preview=True,
+                                                  preview_duration_ms=30_000, percentage_listened=1.0)))
+    append_interaction(tmp_path / feedback.SIMULATED_LOG_NAME, Interaction(**record(source="simulated")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["source"].tolist() == ["simulated"], "a whole preview is no whole listen"
+    append_interaction(real, Interaction(**record(source="embed", session_id="logged-in")))
+    append_interaction(real, Interaction(**record(session_id="premium")))
+    frame, which = feedback.learning_log(tmp_path)
+    assert frame["session_id"].tolist() == ["logged-in", "premium"]
+    assert "2 spotify and embed records" in which and "1 preview(s) left out" in which
+    assert feedback.learning_log(tmp_path, "embed")[0]["session_id"].tolist() == ["logged-in"]
