@@ -123,11 +123,14 @@ class EmbedServer:
                 with self._changed:
                     if self._version == seen and not self._stopped:
                         self._changed.wait(KEEPALIVE_SECONDS)
-                    if self._stopped:
-                        return
-                    fresh = self._version != seen
+                    fresh, stopped = self._version != seen, self._stopped
                     seen, payload = self._version, {"state": self._state, "api_url": self.api_url}
-                write(b"data: " + json.dumps(payload).encode() + b"\n\n" if fresh else b": keepalive\n\n")
+                if fresh:  # the last state goes out before the stream ends
+                    write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                if stopped:
+                    return
+                if not fresh:
+                    write(b": keepalive\n\n")
         except OSError:
             return
         finally:

@@ -1,5 +1,6 @@
-"""Play a recommended playlist and log how it is heard: on Spotify, or by a simulated listener.
+"""Play a recommended playlist and log how it is heard: in your browser, on Spotify, or by a simulated listener.
 
+    python -m helpers.play --browser                  # Spotify's embed player: no Premium, no sign-in
     python -m helpers.play                            # offline unless Spotify credentials are set
     python -m helpers.play --start 2cQ9D0cQjUJmLs8rWFkcRH --device "Kitchen speaker"
     python -m helpers.play --offline --length 10 --log /tmp/interactions.jsonl
@@ -8,7 +9,12 @@ The Recommender turns a start track into a playlist: at each step the policy giv
 candidates probabilities and one is chosen. A listener then plays the playlist, and each
 finished track is appended to the interaction log as it happens (`helpers.session`):
 
-- `SpotifyListener` (helpers.spotify): a person, on their own Spotify device;
+- `EmbedListener` (helpers.embed, `--browser`): a person, in Spotify's embed player on a local
+  page (127.0.0.1 only, with a random token in its address) that the command opens; logged in to
+  Spotify in that browser you hear whole songs, otherwise 30-second previews (logged as such).
+  It ends when the playlist has been heard, on the page's stop button, on Ctrl-C, or when the
+  page has been closed for a few seconds;
+- `SpotifyListener` (helpers.spotify): a person, on their own Spotify device (Premium);
 - `SimulatedListener` (helpers.listeners): notebook 04's listener model, instant and seeded
   (offline mode).
 
@@ -28,8 +34,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import webbrowser
+from contextlib import ExitStack
 from pathlib import Path
 
+import pandas as pd
+
+from helpers.embed import EmbedListener
+from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
 from helpers.paths import ProjectPaths
 from helpers.recommend import NEIGHBOURS_FILE, Recommender, versions
@@ -81,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", metavar="PATH",
                         help=f"interaction log (default data/feedback/{DEFAULT_LOG_NAME} on Spotify, "
                              f"data/feedback/{SIMULATED_LOG_NAME} offline)")
+    parser.add_argument("--browser", action="store_true",
+                        help="listen in Spotify's embed player on a local page (no Premium, no sign-in)")
+    parser.add_argument("--no-open", action="store_true",
+                        help="with --browser: print the page's address instead of opening a browser")
     parser.add_argument("--offline", action="store_true", help="simulated listener, even with credentials")
     parser.add_argument("--greedy", action="store_true",
                         help="always the most probable candidate (default: drawn from the policy)")
@@ -101,29 +117,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_seconds("--poll-interval", args.poll_interval)
         check_seconds("--pause-timeout", args.pause_timeout)
+        if args.browser and args.offline:
+            raise ValueError("--browser and --offline exclude each other: a person listens in the browser")
         settings = SpotifySettings.from_environment(use_pkce=args.pkce or None, open_browser=args.open_browser)
-        offline = resolve_offline(True if args.offline else None, settings)
+        offline = not args.browser and resolve_offline(True if args.offline else None, settings)
         if offline and not args.offline:
-            print("No Spotify credentials are set: playing offline with the simulated listener.")
+            print("No Spotify credentials are set: playing offline with the simulated listener "
+                  "(--browser: listen in Spotify's embed player).")
         log_path = Path(args.log) if args.log else paths.feedback / default_log_name(
-            "simulated" if offline else "spotify")
+            "simulated" if offline else "embed" if args.browser else "spotify")
         check_appendable(log_path)
         recommender = load_recommender(paths)
         check_length(recommender, args.length)
-        player = None if offline else SpotifyPlayer.connect(settings)
+        player = None if offline or args.browser else SpotifyPlayer.connect(settings)
         if player:
             print(f"Signed in to Spotify as {player.user_name}.")
         steps = plan_playlist(recommender, args.start, args.length, greedy=args.greedy, seed=args.seed)
         names = player.track_names(missing_names(steps, recommender.catalogue)) if player else {}
         print(format_steps(steps, recommender.catalogue))
-        print(playlist_table(steps, recommender.catalogue, names).to_string(index=False))
-        if player is None:
-            listener: Listener = simulated_listener(paths, recommender.catalogue["cluster"], seed=args.seed)
-        else:
-            listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
-                                       pause_timeout=args.pause_timeout, announce=print,
-                                       aliases=recommender.aliases_of(playlist_tracks(steps)))
-        result = play_session(recommender, listener, steps, log_path, progress=not args.no_progress)
+        table = playlist_table(steps, recommender.catalogue, names)
+        print(table.to_string(index=False))
+        with ExitStack() as stack:
+            if args.browser:
+                listener: Listener = browser_listener(stack.enter_context(EmbedServer()), table,
+                                                      open_page=not args.no_open)
+            elif player is None:
+                listener = simulated_listener(paths, recommender.catalogue["cluster"], seed=args.seed)
+            else:
+                listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
+                                           pause_timeout=args.pause_timeout, announce=print,
+                                           aliases=recommender.aliases_of(playlist_tracks(steps)))
+            result = play_session(recommender, listener, steps, log_path, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -135,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(result.summary(), file=sys.stderr)
     return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_STOPPED_EARLY
+
+
+def browser_listener(server: EmbedServer, table: pd.DataFrame, *, open_page: bool = True) -> EmbedListener:
+    """The embed player's listener on `server`'s page, with `table`'s songs; the page is opened
+    in the default browser (or only its address printed)."""
+    listener = EmbedListener(server)
+    listener.label(table)
+    print(f"The player is at {server.url}" + ("" if open_page else ": open it in your browser") +
+          "\nPress play there; Ctrl-C or the page's stop button ends the session.")
+    if open_page:
+        webbrowser.open(server.url)
+    return listener
 
 
 def one_line(error: Exception) -> str:

@@ -9,8 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from embed_browser import browser, page, standin_origin, standin_url  # noqa: F401 - fixtures
+from helpers import play
 from helpers.embed import EmbedListener
 from helpers.embed_server import EmbedServer
+from helpers.feedback import DEFAULT_LOG_NAME, read_interactions
 from helpers.playback import PlaybackError
 
 TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
@@ -198,3 +200,34 @@ def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, se
     page.close()
     assert session.result(page) == "closed"
     assert session.logged() == [0] and 0 < session.records[0]["share"] < 1
+
+
+def test_the_command_serves_the_page_and_logs_each_song_once_as_embed(page, standin_origin, fake_recommender,  # noqa: F811
+                                                                      offline_run, monkeypatch):
+    monkeypatch.setenv("SPOTIFY_EMBED_API_URL", standin_url(standin_origin, speed=150))
+    monkeypatch.setattr(play, "load_recommender", lambda paths: fake_recommender)
+    opened: list[str] = []
+    monkeypatch.setattr(play.webbrowser, "open", opened.append)
+    exit_code: list[int] = []
+    thread = threading.Thread(target=lambda: exit_code.append(play.main(
+        ["--browser", "--output-dir", str(offline_run), "--length", "3", "--seed", "4", "--no-progress"])))
+    thread.start()
+    wait_for(None, lambda: opened, "the command opens its page")
+    assert opened[0].startswith("http://127.0.0.1:") and "token=" in opened[0]
+    page.goto(opened[0])
+    page.get_by_role("button", name="▶ Play").wait_for()
+    names = page.locator("table.ep-songs td:nth-child(2)").all_inner_texts()
+    assert names == [f"Song {int(track[5:])}" for track in read_ids(page)]  # the catalogue's names
+    wait_for(page, lambda: page.get_by_role("button", name="▶ Play").is_enabled(), "the player is ready")
+    page.get_by_role("button", name="▶ Play").click()
+    wait_for(page, lambda: not thread.is_alive(), "the command ends")
+    assert exit_code == [0]
+    log = read_interactions(offline_run / "data" / "feedback" / DEFAULT_LOG_NAME)
+    assert log["source"].tolist() == ["embed"] * 3 and log["position"].tolist() == [0, 1, 2]
+    assert log["percentage_listened"].tolist() == [1.0] * 3 and not log["preview"].any()
+    page.get_by_text("played to the end: every song is logged (3 of 3 songs)").wait_for()
+
+
+def read_ids(page) -> list[str]:  # noqa: F811 - the fixture
+    return page.locator("table.ep-songs tr[data-position]").evaluate_all(
+        "rows => rows.map(row => row.dataset.id)")

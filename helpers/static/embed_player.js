@@ -169,8 +169,8 @@ function render({ model, el }) {
     const logged = list.filter((song) => song.logged).length;
     let text;
     if (problem) text = problem;
-    else if (lost) text = "The player's server has stopped: what you heard before is logged. You can close this page.";
     else if (s.status === "finished" || s.status === "stopped") text = `${s.message} (${logged} of ${list.length} songs).`;
+    else if (lost) text = "The player's server has stopped: what you heard before is logged. You can close this page.";
     else if (!list.length) text = s.message || "Waiting for a playlist…";
     else if (!controller) text = "Loading Spotify's player…";
     else if (!current) text = pending(-1) === null ? "Logging the last song…" : "Press ▶ Play to start the playlist.";
@@ -192,6 +192,7 @@ function render({ model, el }) {
     list.forEach((song, position) => {
       const row = element("tr", current && current.position === position ? "ep-current" : "");
       row.dataset.position = String(position);
+      row.dataset.id = song.id;
       const probability = song.probability === null || song.probability === undefined ? "start" : percent(song.probability);
       let heard = "";
       if (song.logged) {
