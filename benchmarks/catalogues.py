@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.env import Catalogue, load_neighbour_index, neighbours_needed
+from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
 from helpers.evaluation import split_start_tracks
 from helpers.paths import ProjectPaths
 from helpers.pipeline import run_chain
@@ -31,14 +31,14 @@ HELDOUT_FRACTION = 0.1  # notebook 06's default
 
 
 @dataclass(frozen=True)
-class CatalogueRun:
+class ChainRun:
     """A named catalogue and the root of its chain run (None: the repository)."""
 
     name: str
     output_dir: str | None
 
     @classmethod
-    def parse(cls, spec: str) -> "CatalogueRun":
+    def parse(cls, spec: str) -> "ChainRun":
         """`NAME=DIR`, or `embedded` alone for the repository's run."""
         name, _, folder = spec.partition("=")
         if not folder and name != "embedded":
@@ -49,12 +49,12 @@ class CatalogueRun:
     def paths(self) -> ProjectPaths:
         return ProjectPaths.at(self.output_dir)
 
-    def catalogue(self) -> Catalogue:
-        return Catalogue.from_parquet(self.paths.processed_file("rewards.parquet", produced_by="05_rewards"))
+    def pool(self) -> TrackPool:
+        return TrackPool.from_parquet(self.paths.processed_file("rewards.parquet", produced_by="05_rewards"))
 
-    def neighbours(self, catalogue: Catalogue, config: PPOConfig = PPOConfig()) -> np.ndarray:
+    def neighbours(self, pool: TrackPool, config: PPOConfig = PPOConfig()) -> np.ndarray:
         """The chain's cached neighbour index (built and cached when missing)."""
-        return load_neighbour_index(catalogue, neighbours_needed(config.playlist_length, config.n_candidates),
+        return load_neighbour_index(pool, neighbours_needed(config.playlist_length, config.n_candidates),
                                     cache_path=self.paths.processed / NEIGHBOURS_FILE, show_progress=False)
 
     def prepare(self, seed: int = 42) -> None:
@@ -63,11 +63,11 @@ class CatalogueRun:
         if not (self.paths.processed / "rewards.parquet").exists():
             self.run_chain()
         if not checkpoint_path(self.paths.models).exists():
-            catalogue = self.catalogue()
-            train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, HELDOUT_FRACTION, seed)
+            pool = self.pool()
+            train_rows, heldout_rows = split_start_tracks(pool.n_tracks, HELDOUT_FRACTION, seed)
             config = PPOConfig(seed=seed)
-            run = TrainingRun.start(config, catalogue, catalogue.ids[heldout_rows].tolist())
-            train(run, make_env(config, catalogue, self.neighbours(catalogue, config)), train_rows, progress=False)
+            run = TrainingRun.start(config, pool, pool.ids[heldout_rows].tolist())
+            train(run, make_env(config, pool, self.neighbours(pool, config)), train_rows, progress=False)
             run.save(checkpoint_path(self.paths.models))
 
     def run_chain(self) -> None:
@@ -90,7 +90,7 @@ class CatalogueRun:
 
 def add_catalogue_arguments(parser: argparse.ArgumentParser, report: str, notebooks: str) -> None:
     """The options every benchmark shares: `--catalogues NAME=DIR ...`, `--prepare`, `--results-dir`."""
-    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=CatalogueRun.parse,
+    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=ChainRun.parse,
                         help=f"NAME=DIR of finished chains ({notebooks}), side by side (default: the repository's)")
     parser.add_argument("--prepare", action="store_true", help="run a missing built-in or synthetic chain first")
     parser.add_argument("--results-dir", help=f"where to write {report}.md/.csv (default: the first's runs/)")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.env import Catalogue, load_neighbour_index, neighbours_needed
+from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
 from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo
 from helpers.finetune import fine_tune, shift_through_clusters
 from helpers.listeners import ListenerModel
@@ -46,7 +46,7 @@ from helpers.paths import ProjectPaths
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, version_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
-from catalogues import CatalogueRun, add_catalogue_arguments, results_folder
+from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
 VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
@@ -68,7 +68,7 @@ class Chain:
         table = pd.read_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
         prior_model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
         config = PPOConfig()
-        neighbours = load_neighbour_index(Catalogue.from_table(table),
+        neighbours = load_neighbour_index(TrackPool.from_table(table),
                                           neighbours_needed(config.playlist_length, config.n_candidates),
                                           cache_path=paths.processed / NEIGHBOURS_FILE)
         weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
@@ -84,7 +84,7 @@ class Chain:
         return base_run, target, taste, loved
 
 
-def demo_row(source: CatalogueRun, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
+def demo_row(source: ChainRun, variant: str, drift_seed: int, settings: DriftSettings) -> dict:
     """Run notebook 08's drift demo once; the share of the gap closed after each round."""
     chain = Chain.at(source.output_dir)
     taste, _ = drifted_taste(chain.table, chain.prior_model, seed=drift_seed)
@@ -101,14 +101,14 @@ def demo_row(source: CatalogueRun, variant: str, drift_seed: int, settings: Drif
             **{f"gap_round_{r}": gap for r, gap in zip(rounds["round"], rounds["gap_closed"])}}
 
 
-def ceiling_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
+def ceiling_rows(source: ChainRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
     """PPO on the drifted listener's true rewards for `settings.finetune_timesteps` steps."""
     chain = Chain.at(source.output_dir)
     base_run, target, _, _ = chain.drift_target(drift_seed, settings)
     rows = []
 
     def record(variant: str, run: TrainingRun, seconds: float) -> None:
-        gap = target.gap_closed(target.mean_return(run, target.true_catalogue))  # serving the true table: a ceiling
+        gap = target.gap_closed(target.mean_return(run, target.true_pool))  # serving the true table: a ceiling
         print(f"{source.name}, true rewards, {variant}, drift seed {drift_seed}: {gap:.0%}", flush=True)
         rows.append({"catalogue": source.name, "kind": "true rewards", "variant": variant, "drift_seed": drift_seed, "seconds": seconds,
                      "untuned": target.untuned, "optimum": target.optimum, "gap_after_one_fine_tune": gap})
@@ -117,20 +117,20 @@ def ceiling_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings)
         with tempfile.TemporaryDirectory() as models_dir:
             shutil.copy(version_path(chain.paths.models, 0), version_path(models_dir, 0))
             start = time.perf_counter()
-            run = fine_tune(models_dir, target.true_catalogue, chain.neighbours, settings.finetune_timesteps,
+            run = fine_tune(models_dir, target.true_pool, chain.neighbours, settings.finetune_timesteps,
                             settings.learning_rate, reset)
             record(variant, run, time.perf_counter() - start)
     config = dataclasses.replace(base_run.config, total_timesteps=settings.finetune_timesteps)
-    scratch = TrainingRun.start(config, target.true_catalogue, base_run.heldout_ids)
-    train_rows = np.setdiff1d(np.arange(target.true_catalogue.n_tracks),
-                              target.true_catalogue.rows_of(base_run.heldout_ids))
+    scratch = TrainingRun.start(config, target.true_pool, base_run.heldout_ids)
+    train_rows = np.setdiff1d(np.arange(target.true_pool.n_tracks),
+                              target.true_pool.rows_of(base_run.heldout_ids))
     start = time.perf_counter()
-    train(scratch, make_env(config, target.true_catalogue, chain.neighbours), train_rows, progress=False)
+    train(scratch, make_env(config, target.true_pool, chain.neighbours), train_rows, progress=False)
     record("from scratch", scratch, time.perf_counter() - start)
     return rows
 
 
-def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
+def knowledge_rows(source: ChainRun, drift_seed: int, settings: DriftSettings) -> list[dict]:
     """How much of the gap each reward table allows: the un-tuned policy serving it, and an exact
     planner reading it (`DriftTarget.planned_return`), both scored under the true rewards."""
     chain = Chain.at(source.output_dir)
@@ -143,7 +143,7 @@ def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSetting
     # What no play can beat for an unheard song whose taste is a fresh draw: its cluster's mean
     # true interaction score (plus its own proximity term).
     proximity = chain.weights.proximity_weight * chain.table["proximity_score"].to_numpy()
-    interaction = pd.Series(target.true_catalogue.rewards - proximity).groupby(clusters).transform("mean").to_numpy()
+    interaction = pd.Series(target.true_pool.rewards - proximity).groupby(clusters).transform("mean").to_numpy()
     in_loved = np.isin(clusters, loved)
     tables = {
         "notebook 05's table (no feedback)": chain.table["reward"].to_numpy(),
@@ -151,11 +151,11 @@ def knowledge_rows(source: CatalogueRun, drift_seed: int, settings: DriftSetting
                                                                         knowing_means, chain.weights),
         "each loved song at its cluster's mean true reward": np.where(in_loved, interaction + proximity,
                                                                       chain.table["reward"].to_numpy()),
-        "every song's true reward": target.true_catalogue.rewards,
+        "every song's true reward": target.true_pool.rewards,
     }
     rows = []
     for table_name, rewards in tables.items():
-        served = Catalogue.from_table(chain.table.assign(reward=rewards))
+        served = TrackPool.from_table(chain.table.assign(reward=rewards))
         served_gap = target.gap_closed(target.mean_return(base_run, served))
         planned_gap = target.gap_closed(target.planned_return(base_run, served))
         print(f"{source.name}, {table_name}, drift seed {drift_seed}: served {served_gap:.0%}, "

@@ -42,8 +42,8 @@ def write_bombs(folder: Path, size_mib: int) -> list[Path]:
 
 def measure(path: Path) -> tuple[float, float, str]:
     """Seconds, peak resident MiB and the error of reading `path` in a fresh process."""
-    code = ("import resource, sys, time\nfrom helpers.data import CatalogueError, load_catalogue\n"
-            "started = time.perf_counter()\ntry:\n    load_catalogue(sys.argv[1])\n    sys.exit('loaded')\n"
+    code = ("import resource, sys, time\nfrom helpers.data import CatalogueError, read_catalogue_files\n"
+            "started = time.perf_counter()\ntry:\n    read_catalogue_files(sys.argv[1])\n    sys.exit('loaded')\n"
             "except CatalogueError as error:\n    message = str(error)\n"
             "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
             "print(message)")

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from catalogues import HELDOUT_FRACTION, CatalogueRun, add_catalogue_arguments, results_folder
+from catalogues import HELDOUT_FRACTION, ChainRun, add_catalogue_arguments, results_folder
 
-from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, PlaylistEnv
+from helpers.env import REWARD_FEATURES, PlaylistBatch, PlaylistEnv, TrackPool
 from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
 from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, make_env, train
 from helpers.recommend import NEIGHBOURS_FILE, Recommender
@@ -53,12 +53,12 @@ def sb3_policy(model) -> Policy:
     return choose
 
 
-def train_sb3(catalogue: Catalogue, neighbours: np.ndarray, train_rows: np.ndarray, timesteps: int,
+def train_sb3(pool: TrackPool, neighbours: np.ndarray, train_rows: np.ndarray, timesteps: int,
               reward_scale: float, seed: int):
     """SB3's PPO (default hyperparameters) on the same environment; returns the model and its steps/s."""
     from stable_baselines3 import PPO
 
-    env = PlaylistEnv(catalogue, neighbours, observation="candidates", reward_scale=reward_scale,
+    env = PlaylistEnv(pool, neighbours, observation="candidates", reward_scale=reward_scale,
                       start_rows=train_rows)
     model = PPO("MultiInputPolicy", env, seed=seed, device="cpu", verbose=0)
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def synthetic_recommender(run: TrainingRun, n_tracks: int, folder: Path, seed: i
     table = pd.DataFrame(latents, columns=[f"latent_{i}" for i in range(run.latent_dim)])
     table.insert(0, "id", [f"synthetic{i:07d}" for i in range(n_tracks)])
     table["reward"] = rng.uniform(0, 120, n_tracks)
-    return Recommender(run, Catalogue.from_table(table, "synthetic catalogue"), folder / "synthetic_neighbours.npz")
+    return Recommender(run, TrackPool.from_table(table, "synthetic catalogue"), folder / "synthetic_neighbours.npz")
 
 
 ABLATION = {
@@ -96,19 +96,19 @@ ABLATION = {
 }
 
 
-def measure(source: CatalogueRun, args: argparse.Namespace, with_sb3: bool) -> tuple[pd.DataFrame, float, TrainingRun]:
+def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple[pd.DataFrame, float, TrainingRun]:
     """Every policy on one catalogue: one row per policy (share of the optimum, training time, ...),
     SB3's steps per second (NaN unless `with_sb3`) and the default PPO run."""
-    catalogue = source.catalogue()
+    pool = source.pool()
     base = PPOConfig()
-    neighbours = source.neighbours(catalogue, base)
-    train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, HELDOUT_FRACTION, args.seed)
-    env = make_env(base, catalogue, neighbours)
+    neighbours = source.neighbours(pool, base)
+    train_rows, heldout_rows = split_start_tracks(pool.n_tracks, HELDOUT_FRACTION, args.seed)
+    env = make_env(base, pool, neighbours)
     rows: list[dict] = []
-    policies = baseline_policies(catalogue)
+    policies = baseline_policies(pool)
 
     def trained(kind: str, name: str, config: PPOConfig) -> TrainingRun:
-        run = train(TrainingRun.start(config, catalogue), env, train_rows, progress=False)
+        run = train(TrainingRun.start(config, pool), env, train_rows, progress=False)
         policies[name] = lambda eval_seed, agent=run.agent: greedy_policy(agent)
         rows.append({"kind": kind, "policy": name, "training_seed": config.seed, "train_seconds": run.elapsed_seconds,
                      "env_steps": run.global_step, "steps_per_second": run.global_step / run.elapsed_seconds})
@@ -128,7 +128,7 @@ def measure(source: CatalogueRun, args: argparse.Namespace, with_sb3: bool) -> t
     sb3_steps_per_second = np.nan
     if with_sb3 and args.sb3_timesteps:
         torch.set_num_threads(base.torch_threads)
-        model, sb3_steps_per_second = train_sb3(catalogue, neighbours, train_rows, args.sb3_timesteps,
+        model, sb3_steps_per_second = train_sb3(pool, neighbours, train_rows, args.sb3_timesteps,
                                                 default_run.reward_scale, args.training_seeds[0])
         rows.append({"kind": "sb3", "policy": f"SB3 PPO {args.sb3_timesteps // 1000}k steps",
                      "training_seed": args.training_seeds[0],
@@ -143,7 +143,7 @@ def measure(source: CatalogueRun, args: argparse.Namespace, with_sb3: bool) -> t
     table["kind"] = table["kind"].fillna(table["policy"])
     table = table.astype({"env_steps": "Int64", "training_seed": "Int64"})
     table["steps_per_second"] = table["steps_per_second"].round().astype("Int64")
-    return table.assign(catalogue=source.name, n_tracks=catalogue.n_tracks), sb3_steps_per_second, default_run
+    return table.assign(catalogue=source.name, n_tracks=pool.n_tracks), sb3_steps_per_second, default_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         table, sb3, default_run = measure(source, args, with_sb3=position == 0)
         tables.append(table)
         sb3_steps_per_second = sb3 if position == 0 else sb3_steps_per_second
-        recommender = Recommender(default_run, source.catalogue(), source.paths.processed / NEIGHBOURS_FILE)
+        recommender = Recommender(default_run, source.pool(), source.paths.processed / NEIGHBOURS_FILE)
         latency[f"{source.name}, {table['n_tracks'].iloc[0]:,} tracks"] = playlist_latency(recommender)
         pd.concat(tables).to_csv(results_dir / "ppo_benchmark.csv", index=False)  # kept as each size finishes
     if args.latency_tracks:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, load_catalogue
+from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, read_catalogue_files
 from helpers.paths import DEFAULT_CATALOGUE
 
 BASE62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype="S1")
@@ -134,7 +134,7 @@ def synthetic_catalogue(n_rows: int, seed: int = 42) -> pd.DataFrame:
     if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
         raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}.")
     rng = np.random.default_rng(seed)
-    embedded = load_catalogue(DEFAULT_CATALOGUE)
+    embedded = read_catalogue_files(DEFAULT_CATALOGUE)
 
     sizes = rng.integers(ALBUM_SIZES[0], ALBUM_SIZES[1] + 1, size=n_rows)
     n_albums = int(np.searchsorted(np.cumsum(sizes), n_rows)) + 1

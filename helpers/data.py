@@ -101,7 +101,7 @@ FILE_FILTER = BuiltinCatalogue(Path(), DEFAULT_ARTISTS, 2000, 2020)
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What `load_catalogue` read and what it dropped."""
+    """What `read_catalogue_files` read and what it dropped."""
 
     paths: tuple[Path, ...]
     layout: str
@@ -669,17 +669,17 @@ def _layouts(files: Sequence[Path], column_map: Mapping[str, str] | None) -> tup
 
 
 @overload
-def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None,
-                   return_report: Literal[False] = False) -> pd.DataFrame: ...
+def read_catalogue_files(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None,
+                         return_report: Literal[False] = False) -> pd.DataFrame: ...
 
 
 @overload
-def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None, *,
-                   return_report: Literal[True]) -> tuple[pd.DataFrame, LoadReport]: ...
+def read_catalogue_files(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None, *,
+                         return_report: Literal[True]) -> tuple[pd.DataFrame, LoadReport]: ...
 
 
-def load_catalogue(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None,
-                   return_report: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, LoadReport]:
+def read_catalogue_files(path: str | Path | Sequence[str | Path], column_map: Mapping[str, str] | None = None,
+                         return_report: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, LoadReport]:
     """Read a catalogue (one file, a glob or a list of files of one layout) and validate it.
 
     `path` goes through `catalogue_files` (built-in names, globs, paths from the repository).

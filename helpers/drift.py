@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.env import Catalogue
-from helpers.evaluation import Policy, evaluation_starts, exact_optimum, rollout
+from helpers.env import TrackPool
+from helpers.evaluation import Policy, build_playlists, evaluation_starts, exact_optimum
 from helpers.feedback import read_interactions
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel, SimulatedListener, expected_listening
@@ -66,7 +66,7 @@ class DriftTarget:
     """What a policy is measured against under a drifted taste: the held-out starts, the
     un-tuned policy's and the exact optimum's mean return there, under the true rewards."""
 
-    true_catalogue: Catalogue
+    true_pool: TrackPool
     neighbours: np.ndarray
     heldout_rows: np.ndarray
     untuned: float
@@ -79,29 +79,29 @@ class DriftTarget:
         """`n_eval_starts` of `base_run`'s held-out starts (seeded); `base_run` is the un-tuned policy."""
         if not base_run.heldout_ids:
             raise ValueError("the base checkpoint records no held-out start tracks to evaluate on")
-        true_catalogue = Catalogue.from_table(table.assign(
+        true_pool = TrackPool.from_table(table.assign(
             reward=true_rewards(table, taste, play_noise, like_threshold, weights)))
-        heldout_rows = evaluation_starts(true_catalogue.rows_of(base_run.heldout_ids), n_eval_starts, seed)
-        env = make_env(base_run.config, true_catalogue, neighbours)
+        heldout_rows = evaluation_starts(true_pool.rows_of(base_run.heldout_ids), n_eval_starts, seed)
+        env = make_env(base_run.config, true_pool, neighbours)
         optimum = float(exact_optimum(env, heldout_rows, progress=False)[1].sum(axis=1).mean())
-        target = cls(true_catalogue, neighbours, heldout_rows, float("nan"), optimum)
-        untuned = target.mean_return(base_run, Catalogue.from_table(table))
+        target = cls(true_pool, neighbours, heldout_rows, float("nan"), optimum)
+        untuned = target.mean_return(base_run, TrackPool.from_table(table))
         return dataclasses.replace(target, untuned=untuned)
 
-    def true_return(self, run: TrainingRun, served: Catalogue, start_rows: np.ndarray, policy: Policy) -> float:
+    def true_return(self, run: TrainingRun, served: TrackPool, start_rows: np.ndarray, policy: Policy) -> float:
         """Mean true return of the playlists `policy` builds from `start_rows` while serving the table `served`."""
-        playlists, _ = rollout(make_env(run.config, served, self.neighbours), start_rows, policy)
-        return float(self.true_catalogue.rewards[playlists[:, 1:]].sum(axis=1).mean())
+        playlists, _ = build_playlists(make_env(run.config, served, self.neighbours), start_rows, policy)
+        return float(self.true_pool.rewards[playlists[:, 1:]].sum(axis=1).mean())
 
-    def mean_return(self, run: TrainingRun, served: Catalogue) -> float:
+    def mean_return(self, run: TrainingRun, served: TrackPool) -> float:
         """The greedy policy's mean return over the held-out starts, serving `served`, under the true rewards."""
         return self.true_return(run, served, self.heldout_rows, greedy_policy(run.agent))
 
-    def planned_return(self, run: TrainingRun, served: Catalogue) -> float:
+    def planned_return(self, run: TrainingRun, served: TrackPool) -> float:
         """Mean true return of the best playlists by `served`'s rewards (exact search): what a
         perfect planner reading that table reaches, whatever the policy."""
         playlists, _ = exact_optimum(make_env(run.config, served, self.neighbours), self.heldout_rows, progress=False)
-        return float(self.true_catalogue.rewards[playlists[:, 1:]].sum(axis=1).mean())
+        return float(self.true_pool.rewards[playlists[:, 1:]].sum(axis=1).mean())
 
     def gap_closed(self, mean_return: float) -> float:
         """(R - R_untuned) / (R* - R_untuned); NaN when the un-tuned policy is already optimal."""
@@ -133,10 +133,10 @@ class DriftSettings:
             raise ValueError(f"play_noise must be >= 0, got {self.play_noise}")
 
 
-def play_round(run: TrainingRun, catalogue: Catalogue, neighbours_path: Path, listener: SimulatedListener,
+def play_round(run: TrainingRun, pool: TrackPool, neighbours_path: Path, listener: SimulatedListener,
                start_ids: Sequence[str], log_path: Path, seed: int, weights: RewardWeights) -> None:
     """Sample one playlist per start from `run`'s policy and let `listener` play it, logging to `log_path`."""
-    recommender = Recommender(run, catalogue, neighbours_path, weights)
+    recommender = Recommender(run, pool, neighbours_path, weights)
     for offset, start_id in enumerate(start_ids):
         steps = plan_playlist(recommender, start_id, run.config.playlist_length, greedy=False, seed=seed + offset)
         play_session(recommender, listener, steps, log_path, progress=False)
@@ -161,20 +161,20 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
         stale.unlink()
     shutil.copy(version_path(base_models_dir, 0), version_path(models_dir, 0))
     base_run = TrainingRun.load(version_path(models_dir, 0))
-    prior_catalogue = Catalogue.from_table(table)
+    prior_pool = TrackPool.from_table(table)
     target = DriftTarget.build(base_run, table, taste, neighbours, settings.play_noise, prior_model.like_threshold,
                                settings.n_eval_starts, settings.seed, weights)
-    train_ids = np.setdiff1d(prior_catalogue.ids.astype(str), np.asarray(base_run.heldout_ids, dtype=str))
+    train_ids = np.setdiff1d(prior_pool.ids.astype(str), np.asarray(base_run.heldout_ids, dtype=str))
     listener = SimulatedListener(prior_model, table.set_index("id")["cluster"], seed=settings.seed, taste=taste,
                                  play_noise=settings.play_noise)
     rng = np.random.default_rng(settings.seed)
 
-    def row(round_number: int, run: TrainingRun, served: Catalogue, estimates: dict[str, float]) -> dict:
+    def row(round_number: int, run: TrainingRun, served: TrackPool, estimates: dict[str, float]) -> dict:
         tuned = target.mean_return(run, served)
         return {"round": round_number, "fine_tuned": tuned, "untuned": target.untuned, "optimum": target.optimum,
                 "gap_closed": target.gap_closed(tuned), **estimates}
 
-    rows, run, served = [row(0, base_run, prior_catalogue, {})], base_run, prior_catalogue
+    rows, run, served = [row(0, base_run, prior_pool, {})], base_run, prior_pool
     for round_number in tqdm(range(1, settings.n_rounds + 1), desc="drift rounds", disable=not progress):
         start_ids = rng.choice(train_ids, settings.playlists_per_round, replace=False)
         before = len(read_interactions(log_path)) if log_path.exists() else 0
@@ -183,7 +183,7 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
         log = read_interactions(log_path)
         updated, _ = update_rewards(table, log, prior_model, confidence_plays=settings.confidence_plays,
                                     prior_plays=settings.prior_plays, weights=weights)
-        served = Catalogue.from_table(updated)
+        served = TrackPool.from_table(updated)
         run = fine_tune(models_dir, served, neighbours, settings.finetune_timesteps, settings.learning_rate,
                         settings.reset_policy_head)
         save_version(run, models_dir, updated, log_provenance(log))

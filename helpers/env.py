@@ -1,4 +1,4 @@
-"""The playlist MDP: a gymnasium environment and its batched twin.
+"""The playlist MDP: the gymnasium `PlaylistEnv` and the batched `BatchPlaylistEnv` training uses.
 
 An episode builds a playlist of `playlist_length` tracks: a start track, then
 `playlist_length - 1` picks. At every step the agent sees the current track and picks one of
@@ -20,7 +20,7 @@ neighbours not yet in the playlist), and a plan value: the best return of the pi
 after it, exact at the next pick and, beyond it, for paths that never go straight back to the
 track they just left (`plan_values`, a dynamic programme over the neighbour index).
 They are always computed from the environment's own
-`Catalogue`, so a policy serving an updated reward table sees the updated values at once.
+`TrackPool`, so a policy serving an updated reward table sees the updated values at once.
 """
 from __future__ import annotations
 
@@ -47,9 +47,12 @@ REWARD_FEATURES = ("reward", "neighbour_best", "neighbour_mean", "next_best", "n
 
 
 @dataclass(frozen=True)
-class Catalogue:
-    """The tracks an agent can recommend, in the row order of the rewards table.
+class TrackPool:
+    """The pool of tracks a policy picks from: the rewards table served, as validated arrays.
 
+    The catalogue (the songs a chain is run on, notebook 01) becomes a pool once notebooks
+    02-05 gave each track a latent state and a reward; a fine-tuned version serves another pool
+    of the same tracks (its updated rewards). Rows keep the rewards table's order.
     `ids` are the track ids, `latents` the (n_tracks, latent_dim) states in [0, 1] and
     `rewards` the reward of playing each track. `table` keeps every column for display.
     """
@@ -60,7 +63,7 @@ class Catalogue:
     table: pd.DataFrame
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame, source: str = "the rewards table") -> "Catalogue":
+    def from_table(cls, table: pd.DataFrame, source: str = "the rewards table") -> "TrackPool":
         """Validate `table` (columns `id`, `reward`, `latent_*`) and build the catalogue."""
         check_columns(table, ["reward"], source, hint="Run notebook 05_rewards.")
         columns = latent_columns(table, source)
@@ -82,7 +85,7 @@ class Catalogue:
         return cls(table["id"].astype(str).to_numpy(object), latents, rewards, table.reset_index(drop=True))
 
     @classmethod
-    def from_parquet(cls, path: str | Path, produced_by: str = "05_rewards") -> "Catalogue":
+    def from_parquet(cls, path: str | Path, produced_by: str = "05_rewards") -> "TrackPool":
         """Read and validate a rewards table written by notebook `produced_by` (05, or 08 for a
         fine-tuned version's); a damaged file names that notebook."""
         return cls.from_table(read_parquet(path, produced_by), source=str(path))
@@ -190,9 +193,9 @@ def _nearest_others(tree: NearestNeighbors, latents: np.ndarray, rows: np.ndarra
     return result
 
 
-def load_neighbour_index(catalogue: Catalogue, n_neighbours: int, cache_path: str | Path | None = None,
+def load_neighbour_index(pool: TrackPool, n_neighbours: int, cache_path: str | Path | None = None,
                          show_progress: bool = True) -> np.ndarray:
-    """The neighbour index of `catalogue`, read from `cache_path` when it fits, else built.
+    """The neighbour index of `pool`, read from `cache_path` when it fits, else built.
 
     A cached index is reused when it was built from the same ids and latents and is at least
     `n_neighbours` wide (the first columns of a wider index are a narrower one); a freshly
@@ -201,13 +204,13 @@ def load_neighbour_index(catalogue: Catalogue, n_neighbours: int, cache_path: st
     rebuilt, with a warning.
     """
     if cache_path is not None and Path(cache_path).exists():
-        cached = _read_neighbour_cache(Path(cache_path), catalogue.latent_fingerprint, n_neighbours)
+        cached = _read_neighbour_cache(Path(cache_path), pool.latent_fingerprint, n_neighbours)
         if cached is not None:
             return cached
-    index = build_neighbour_index(catalogue.latents, n_neighbours, show_progress=show_progress)
+    index = build_neighbour_index(pool.latents, n_neighbours, show_progress=show_progress)
     if cache_path is not None:
         with atomic_write(cache_path) as temporary, open(temporary, "wb") as cache:
-            np.savez(cache, neighbours=index, fingerprint=np.array(catalogue.latent_fingerprint))
+            np.savez(cache, neighbours=index, fingerprint=np.array(pool.latent_fingerprint))
     return index
 
 
@@ -316,34 +319,36 @@ class PlaylistBatch:
     candidate_rows: np.ndarray
 
 
-class VectorPlaylistEnv:
-    """Many playlists built at once with numpy: the batched twin of `PlaylistEnv`.
+class BatchPlaylistEnv:
+    """Many playlists built at once with numpy, in lock step: the training environment behind `PlaylistEnv`.
 
-    Every episode has exactly `playlist_length - 1` picks, so the batch moves in lock step and
-    no Python loop runs over episodes. Rewards are returned in the table's units.
+    Not a gymnasium `VectorEnv`: there is no auto-reset and `step` returns (observation,
+    rewards, done) for the whole batch. Every episode has exactly `playlist_length - 1` picks,
+    so the batch moves in lock step and no Python loop runs over episodes. Rewards are returned
+    in the table's units.
     """
 
-    def __init__(self, catalogue: Catalogue, neighbours: np.ndarray, playlist_length: int = 10,
+    def __init__(self, pool: TrackPool, neighbours: np.ndarray, playlist_length: int = 10,
                  n_candidates: int = 4):
         width = neighbours_needed(playlist_length, n_candidates)
-        if catalogue.n_tracks < playlist_length:
+        if pool.n_tracks < playlist_length:
             raise ValueError(
-                f"the catalogue has {catalogue.n_tracks} tracks: a playlist of {playlist_length} "
+                f"the catalogue has {pool.n_tracks} tracks: a playlist of {playlist_length} "
                 "tracks without repeats needs at least that many."
             )
-        if neighbours.shape[0] != catalogue.n_tracks or neighbours.shape[1] < width:
+        if neighbours.shape[0] != pool.n_tracks or neighbours.shape[1] < width:
             raise ValueError(
                 f"neighbour index of shape {neighbours.shape} does not fit: expected "
-                f"({catalogue.n_tracks}, >= {width}) for playlists of {playlist_length} and {n_candidates} candidates."
+                f"({pool.n_tracks}, >= {width}) for playlists of {playlist_length} and {n_candidates} candidates."
             )
-        self.catalogue = catalogue
+        self.pool = pool
         self.neighbours = np.ascontiguousarray(neighbours[:, :width])
         self.playlist_length = playlist_length
         self.n_candidates = n_candidates
         self.n_picks = playlist_length - 1
-        self._padded_latents = np.vstack([catalogue.latents, np.zeros((1, catalogue.latent_dim), np.float32)])
-        self._neighbourhood = neighbourhood_rewards(self.neighbours, catalogue.rewards, n_candidates)
-        self._plan_values = plan_values(self.neighbours, catalogue.rewards, n_candidates, self.n_picks)
+        self._padded_latents = np.vstack([pool.latents, np.zeros((1, pool.latent_dim), np.float32)])
+        self._neighbourhood = neighbourhood_rewards(self.neighbours, pool.rewards, n_candidates)
+        self._plan_values = plan_values(self.neighbours, pool.rewards, n_candidates, self.n_picks)
         self.playlists = np.empty((0, playlist_length), dtype=np.int64)
         self.step_index = 0
         self._observation: PlaylistBatch | None = None
@@ -351,8 +356,8 @@ class VectorPlaylistEnv:
     def reset(self, start_rows: np.ndarray) -> PlaylistBatch:
         """Start one playlist per entry of `start_rows` (catalogue rows)."""
         start_rows = np.asarray(start_rows, dtype=np.int64)
-        if start_rows.ndim != 1 or (start_rows < 0).any() or (start_rows >= self.catalogue.n_tracks).any():
-            raise ValueError(f"start_rows must be a 1-D array of rows in [0, {self.catalogue.n_tracks}).")
+        if start_rows.ndim != 1 or (start_rows < 0).any() or (start_rows >= self.pool.n_tracks).any():
+            raise ValueError(f"start_rows must be a 1-D array of rows in [0, {self.pool.n_tracks}).")
         self.playlists = np.full((len(start_rows), self.playlist_length), -1, dtype=np.int64)
         self.playlists[:, 0] = start_rows
         self.step_index = 0
@@ -377,14 +382,14 @@ class VectorPlaylistEnv:
         self.playlists[:, self.step_index] = picks
         done = self.step_index == self.n_picks
         self._observation = None if done else self._observe()
-        return self._observation, self.catalogue.rewards[picks], done
+        return self._observation, self.pool.rewards[picks], done
 
     def _observe(self) -> PlaylistBatch:
         current = self.playlists[:, self.step_index]
         candidate_rows, mask = free_neighbours(self.neighbours[current], self.playlists, self.n_candidates)
         steps_left = np.full(len(current), (self.n_picks - self.step_index) / self.n_picks, dtype=np.float32)
         return PlaylistBatch(
-            current=self.catalogue.latents[current],
+            current=self.pool.latents[current],
             candidates=self._padded_latents[candidate_rows],
             mask=mask,
             steps_left=steps_left,
@@ -407,9 +412,9 @@ class VectorPlaylistEnv:
         next_rows, next_mask = free_neighbours(self.neighbours[rows], after, n_candidates)
         picks_left_after = np.repeat(self.n_picks - (playlists >= 0).sum(axis=1), n_candidates)
         features = np.concatenate([
-            self.catalogue.rewards[rows, None],
+            self.pool.rewards[rows, None],
             self._neighbourhood[rows],
-            best_and_mean(next_rows, next_mask, self.catalogue.rewards),
+            best_and_mean(next_rows, next_mask, self.pool.rewards),
             self._plan_value(rows, next_rows, next_mask, picks_left_after)[:, None],
         ], axis=1).reshape(batch, n_candidates, len(REWARD_FEATURES))
         return np.where(mask[..., None], features, 0.0).astype(np.float32)
@@ -419,7 +424,7 @@ class VectorPlaylistEnv:
         """Best return of the `picks_left` picks after each of `rows`: its exact next offer, then `plan_values`."""
         offered = np.where(next_mask, next_rows, 0)
         later = np.maximum(picks_left - 1, 0)[:, None]
-        gains = self.catalogue.rewards[offered] + self._plan_values[
+        gains = self.pool.rewards[offered] + self._plan_values[
             later, offered, came_from(self.neighbours, offered, rows[:, None], self.n_candidates)]
         best = np.where(next_mask, gains, -np.inf).max(axis=1, initial=-np.inf)
         return np.where((picks_left > 0) & np.isfinite(best), best, 0.0)
@@ -439,32 +444,32 @@ class PlaylistEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, catalogue: Catalogue, neighbours: np.ndarray | None = None, playlist_length: int = 10,
+    def __init__(self, pool: TrackPool, neighbours: np.ndarray | None = None, playlist_length: int = 10,
                  n_candidates: int = 4, observation: str = "latent", reward_scale: float = 1.0,
                  start_rows: np.ndarray | None = None):
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}.")
         if neighbours is None:
             neighbours = build_neighbour_index(
-                catalogue.latents, neighbours_needed(playlist_length, n_candidates), show_progress=False
+                pool.latents, neighbours_needed(playlist_length, n_candidates), show_progress=False
             )
-        self.batch_env = VectorPlaylistEnv(catalogue, neighbours, playlist_length, n_candidates)
-        self.catalogue = catalogue
+        self.batch_env = BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates)
+        self.pool = pool
         self.observation = observation
         self.reward_scale = float(reward_scale)
-        self.start_rows = np.arange(catalogue.n_tracks) if start_rows is None else np.asarray(start_rows)
-        latent = gym.spaces.Box(0.0, 1.0, shape=(catalogue.latent_dim,), dtype=np.float32)
+        self.start_rows = np.arange(pool.n_tracks) if start_rows is None else np.asarray(start_rows)
+        latent = gym.spaces.Box(0.0, 1.0, shape=(pool.latent_dim,), dtype=np.float32)
         if observation == "latent":
             self.observation_space = latent
         else:
             self.observation_space = gym.spaces.Dict({
                 "current": latent,
-                "candidates": gym.spaces.Box(0.0, 1.0, shape=(n_candidates, catalogue.latent_dim), dtype=np.float32),
+                "candidates": gym.spaces.Box(0.0, 1.0, shape=(n_candidates, pool.latent_dim), dtype=np.float32),
                 "mask": gym.spaces.MultiBinary(n_candidates),
                 "steps_left": gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
                 "candidate_rewards": gym.spaces.Box(  # table units, plan values up to n_picks rewards; 0: missing
-                    self.batch_env.n_picks * min(0.0, catalogue.rewards.min()),
-                    self.batch_env.n_picks * max(0.0, catalogue.rewards.max()),
+                    self.batch_env.n_picks * min(0.0, pool.rewards.min()),
+                    self.batch_env.n_picks * max(0.0, pool.rewards.max()),
                     shape=(n_candidates, len(REWARD_FEATURES)), dtype=np.float32),
             })
         self.action_space = gym.spaces.Discrete(n_candidates)
@@ -473,7 +478,7 @@ class PlaylistEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if options and options.get("start_id") is not None:
-            start = self.catalogue.rows_of(options["start_id"])[0]
+            start = self.pool.rows_of(options["start_id"])[0]
         else:
             start = self.np_random.choice(self.start_rows)
         self._batch = self.batch_env.reset(np.array([start]))
@@ -496,13 +501,13 @@ class PlaylistEnv(gym.Env):
     def playlist_ids(self) -> list[str]:
         """Ids of the tracks of the current playlist, start first."""
         rows = self.batch_env.playlists[0]
-        return self.catalogue.ids[rows[rows >= 0]].tolist()
+        return self.pool.ids[rows[rows >= 0]].tolist()
 
     def _observe(self, batch: PlaylistBatch | None):
         if batch is None:
             # The playlist is complete: the last pick is the current track and nothing is left to choose.
-            n_candidates, latent_dim = self.action_space.n, self.catalogue.latent_dim
-            latent = self.catalogue.latents[self.batch_env.playlists[0, -1]]
+            n_candidates, latent_dim = self.action_space.n, self.pool.latent_dim
+            latent = self.pool.latents[self.batch_env.playlists[0, -1]]
             candidates = np.zeros((n_candidates, latent_dim), dtype=np.float32)
             mask, steps_left = np.zeros(n_candidates, dtype=np.int8), np.zeros(1, dtype=np.float32)
             candidate_rewards = np.zeros((n_candidates, len(REWARD_FEATURES)), dtype=np.float32)
@@ -518,8 +523,8 @@ class PlaylistEnv(gym.Env):
     def _info(self, batch: PlaylistBatch) -> dict[str, Any]:
         mask = batch.mask[0]
         return {
-            "track_id": self.catalogue.ids[batch.current_rows[0]],
-            "candidate_ids": self.catalogue.ids[batch.candidate_rows[0][mask]].tolist(),
+            "track_id": self.pool.ids[batch.current_rows[0]],
+            "candidate_ids": self.pool.ids[batch.candidate_rows[0][mask]].tolist(),
             "candidate_latents": batch.candidates[0][mask],
             "mask": mask.copy(),
         }

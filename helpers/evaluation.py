@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.env import Catalogue, PlaylistBatch, VectorPlaylistEnv
+from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool
 
 Policy = Callable[[PlaylistBatch], np.ndarray]
 PolicyFactory = Callable[[int], Policy]
@@ -30,7 +30,7 @@ def split_start_tracks(n_tracks: int, heldout_fraction: float = 0.1, seed: int =
     return np.sort(permutation[n_heldout:]), np.sort(permutation[:n_heldout])
 
 
-def rollout(env: VectorPlaylistEnv, start_rows: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+def build_playlists(env: BatchPlaylistEnv, start_rows: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     """Build one playlist per start with `policy`; return playlists (rows) and per-pick rewards."""
     batch = env.reset(start_rows)
     rewards = np.zeros((len(start_rows), env.n_picks))
@@ -77,15 +77,15 @@ def reward_to_go_bounds(neighbours: np.ndarray, rewards: np.ndarray, playlist_le
     return bounds
 
 
-def exact_optimum(env: VectorPlaylistEnv, start_rows: np.ndarray,
+def exact_optimum(env: BatchPlaylistEnv, start_rows: np.ndarray,
                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The best playlist from every start, by depth-first branch-and-bound with the true rewards.
 
     Children are explored best bound first and a branch is cut as soon as its reward so far plus
     `reward_to_go_bounds` cannot beat the best playlist found. Returns playlists (rows) and
-    per-pick rewards, like `rollout`.
+    per-pick rewards, like `build_playlists`.
     """
-    rewards, neighbours, k, n_picks = env.catalogue.rewards, env.neighbours, env.n_candidates, env.n_picks
+    rewards, neighbours, k, n_picks = env.pool.rewards, env.neighbours, env.n_candidates, env.n_picks
     bounds = reward_to_go_bounds(neighbours, rewards, env.playlist_length, k)
     playlists = np.zeros((len(start_rows), env.playlist_length), dtype=np.int64)
     for b, start in enumerate(tqdm(start_rows, desc="exact optimum", disable=not progress)):
@@ -122,7 +122,7 @@ def mean_pairwise_distance(latents: np.ndarray) -> np.ndarray:
     return distances.sum(axis=(1, 2)) / (length * (length - 1))
 
 
-def playlist_metrics(playlists: np.ndarray, returns: np.ndarray, catalogue: Catalogue) -> dict[str, float]:
+def playlist_metrics(playlists: np.ndarray, returns: np.ndarray, pool: TrackPool) -> dict[str, float]:
     """Return, its 95% confidence interval, repeats, diversity and coverage of a set of playlists."""
     n_episodes, length = playlists.shape
     repeats = length - np.array([len(np.unique(p)) for p in playlists])
@@ -131,21 +131,21 @@ def playlist_metrics(playlists: np.ndarray, returns: np.ndarray, catalogue: Cata
         "mean_return": float(returns.mean()),
         "ci95": float(1.96 * returns.std(ddof=1) / np.sqrt(n_episodes)) if n_episodes > 1 else float("nan"),
         "repeats_per_episode": float(repeats.mean()),
-        "diversity": float(mean_pairwise_distance(catalogue.latents[playlists]).mean()),
+        "diversity": float(mean_pairwise_distance(pool.latents[playlists]).mean()),
         "distinct_tracks": int(len(np.unique(playlists[:, 1:]))),
     }
-    if "cluster" in catalogue.table.columns:
-        clusters = catalogue.table["cluster"].to_numpy()
+    if "cluster" in pool.table.columns:
+        clusters = pool.table["cluster"].to_numpy()
         metrics["distinct_clusters"] = int(len(np.unique(clusters[playlists[:, 1:]])))
     return metrics
 
 
-def baseline_policies(catalogue: Catalogue) -> dict[str, PolicyFactory]:
+def baseline_policies(pool: TrackPool) -> dict[str, PolicyFactory]:
     """The reference policies every learned one is compared with, by name."""
     return {
         "uniform random": random_policy,
         "always nearest": nearest_policy,
-        "greedy oracle": lambda seed: greedy_oracle_policy(catalogue.rewards),
+        "greedy oracle": lambda seed: greedy_oracle_policy(pool.rewards),
     }
 
 
@@ -159,7 +159,7 @@ def evaluation_starts(heldout_rows: np.ndarray, n_starts: int, seed: int) -> np.
     return np.random.default_rng(seed).choice(heldout_rows, min(n_starts, len(heldout_rows)), replace=False)
 
 
-def compare_policies(env: VectorPlaylistEnv, policies: dict[str, PolicyFactory], heldout_rows: np.ndarray,
+def compare_policies(env: BatchPlaylistEnv, policies: dict[str, PolicyFactory], heldout_rows: np.ndarray,
                      n_eval_starts: int = 150, eval_seeds: tuple[int, ...] = (0, 1, 2),
                      progress: bool = True) -> pd.DataFrame:
     """Evaluate every policy and the exact optimum on the same held-out starts.
@@ -176,12 +176,12 @@ def compare_policies(env: VectorPlaylistEnv, policies: dict[str, PolicyFactory],
         starts = evaluation_starts(heldout_rows, n_eval_starts, seed)
         runs["exact optimum"].append(exact_optimum(env, starts, progress=False))
         for name, factory in policies.items():
-            runs[name].append(rollout(env, starts, factory(seed)))
+            runs[name].append(build_playlists(env, starts, factory(seed)))
     rows = []
     for name, results in runs.items():
         playlists = np.concatenate([p for p, _ in results])
         returns = np.concatenate([r.sum(axis=1) for _, r in results])
-        rows.append({"policy": name, **playlist_metrics(playlists, returns, env.catalogue)})
+        rows.append({"policy": name, **playlist_metrics(playlists, returns, env.pool)})
     table = pd.DataFrame(rows).set_index("policy")
     table.insert(2, "share_of_optimum", table["mean_return"] / table.loc["exact optimum", "mean_return"])
     return table.sort_values("mean_return")

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.env import Catalogue
-from helpers.evaluation import rollout
+from helpers.env import TrackPool
+from helpers.evaluation import build_playlists
 from helpers.listeners import ListenerModel
 from helpers.paths import save_parquet, write_text_atomic
 from helpers.ppo import TrainingRun, greedy_policy, make_env, make_optimizer, train
@@ -151,10 +151,10 @@ def log_provenance(log: pd.DataFrame) -> dict:
             "sha256": digest.hexdigest()}
 
 
-def fine_tune(models_dir: str | Path, catalogue: Catalogue, neighbours: np.ndarray, timesteps: int,
+def fine_tune(models_dir: str | Path, pool: TrackPool, neighbours: np.ndarray, timesteps: int,
               learning_rate: float = 2e-3, reset_policy_head: bool = True,
               architecture: str = DEFAULT_ARCHITECTURE, progress: bool = False) -> TrainingRun:
-    """Continue PPO from the newest version in `models_dir` for `timesteps` steps on `catalogue`'s rewards.
+    """Continue PPO from the newest version in `models_dir` for `timesteps` steps on `pool`'s rewards.
 
     The learning rate is constant (no annealing); held-out starts stay out of the training starts.
     With `reset_policy_head` the actor's output layer is re-initialised first
@@ -171,10 +171,10 @@ def fine_tune(models_dir: str | Path, catalogue: Catalogue, neighbours: np.ndarr
     run.config = dataclasses.replace(run.config, total_timesteps=run.global_step + timesteps, train_seconds=None,
                                      learning_rate=learning_rate, anneal_lr=False)
     run.optimizer.param_groups[0]["lr"] = learning_rate
-    run.catalogue_fingerprint = catalogue.fingerprint
+    run.pool_fingerprint = pool.fingerprint
     heldout = set(run.heldout_ids)
-    starts = np.flatnonzero([track_id not in heldout for track_id in catalogue.ids])
-    env = make_env(run.config, catalogue, neighbours)
+    starts = np.flatnonzero([track_id not in heldout for track_id in pool.ids])
+    env = make_env(run.config, pool, neighbours)
     return train(run, env, starts, progress=progress)
 
 
@@ -189,16 +189,16 @@ def save_version(run: TrainingRun, models_dir: str | Path, table: pd.DataFrame, 
     return version
 
 
-def greedy_returns(run: TrainingRun, catalogue: Catalogue, neighbours: np.ndarray, start_rows: np.ndarray) -> np.ndarray:
-    """Return of the greedy policy's playlist from every start, under `catalogue`'s rewards."""
-    env = make_env(run.config, catalogue, neighbours)
-    return rollout(env, start_rows, greedy_policy(run.agent))[1].sum(axis=1)
+def greedy_returns(run: TrainingRun, pool: TrackPool, neighbours: np.ndarray, start_rows: np.ndarray) -> np.ndarray:
+    """Return of the greedy policy's playlist from every start, under `pool`'s rewards."""
+    env = make_env(run.config, pool, neighbours)
+    return build_playlists(env, start_rows, greedy_policy(run.agent))[1].sum(axis=1)
 
 
-def cluster_shares(run: TrainingRun, catalogue: Catalogue, neighbours: np.ndarray, start_rows: np.ndarray) -> pd.Series:
+def cluster_shares(run: TrainingRun, pool: TrackPool, neighbours: np.ndarray, start_rows: np.ndarray) -> pd.Series:
     """Share of the greedy policy's picks that fall in each cluster, over playlists from `start_rows`."""
-    env = make_env(run.config, catalogue, neighbours)
-    playlists, _ = rollout(env, start_rows, greedy_policy(run.agent))
-    clusters = catalogue.table["cluster"].to_numpy(np.int64)[playlists[:, 1:]].ravel()
-    n_clusters = int(catalogue.table["cluster"].max()) + 1
+    env = make_env(run.config, pool, neighbours)
+    playlists, _ = build_playlists(env, start_rows, greedy_policy(run.agent))
+    clusters = pool.table["cluster"].to_numpy(np.int64)[playlists[:, 1:]].ravel()
+    n_clusters = int(pool.table["cluster"].max()) + 1
     return pd.Series(np.bincount(clusters, minlength=n_clusters) / clusters.size, name="share").rename_axis("cluster")

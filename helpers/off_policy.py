@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.env import Catalogue
+from helpers.env import TrackPool
 from helpers.ppo import Observations, TrainingRun, make_env
 from helpers.rewards import RewardWeights, interaction_score, reward
 
@@ -30,18 +30,18 @@ def logged_steps(log: pd.DataFrame, playlist_length: int) -> pd.DataFrame:
     return steps
 
 
-def target_probabilities(run: TrainingRun, steps: pd.DataFrame, log: pd.DataFrame, catalogue: Catalogue,
+def target_probabilities(run: TrainingRun, steps: pd.DataFrame, log: pd.DataFrame, pool: TrackPool,
                          neighbours: np.ndarray) -> np.ndarray:
     """π_new(· | logged state) over each logged step's candidates, shape (n_steps, n_candidates).
 
     The state (latents, the tracks played before it, the candidates' reward inputs from
-    `catalogue`) is rebuilt from the log; a step with fewer candidates is padded with zeros.
+    `pool`) is rebuilt from the log; a step with fewer candidates is padded with zeros.
     """
-    rows = candidate_rows(steps, catalogue, run.config.n_candidates)
-    env = make_env(run.config, catalogue, neighbours)
-    padded = np.vstack([catalogue.latents, np.zeros((1, catalogue.latent_dim), np.float32)])
-    played = played_before(steps, log, catalogue, run.config.playlist_length)
-    obs = Observations(current=torch.from_numpy(catalogue.latents[catalogue.rows_of(steps["current_id"])]),
+    rows = candidate_rows(steps, pool, run.config.n_candidates)
+    env = make_env(run.config, pool, neighbours)
+    padded = np.vstack([pool.latents, np.zeros((1, pool.latent_dim), np.float32)])
+    played = played_before(steps, log, pool, run.config.playlist_length)
+    obs = Observations(current=torch.from_numpy(pool.latents[pool.rows_of(steps["current_id"])]),
                        candidates=torch.from_numpy(padded[rows]), mask=torch.from_numpy(rows >= 0),
                        steps_left=torch.tensor(steps["steps_left"].to_numpy(np.float32)),
                        candidate_rewards=torch.from_numpy(env.candidate_rewards(rows, rows >= 0, played)))
@@ -49,44 +49,44 @@ def target_probabilities(run: TrainingRun, steps: pd.DataFrame, log: pd.DataFram
         return run.agent.policy(obs).probs.numpy()
 
 
-def played_before(steps: pd.DataFrame, log: pd.DataFrame, catalogue: Catalogue, playlist_length: int) -> np.ndarray:
-    """Catalogue rows of the tracks each step's session played before it, (n_steps, playlist_length), -1 padded."""
-    played = log.assign(row=catalogue.rows_of(log["track_id"])).pivot_table(
+def played_before(steps: pd.DataFrame, log: pd.DataFrame, pool: TrackPool, playlist_length: int) -> np.ndarray:
+    """Pool rows of the tracks each step's session played before it, (n_steps, playlist_length), -1 padded."""
+    played = log.assign(row=pool.rows_of(log["track_id"])).pivot_table(
         index="session_id", columns="position", values="row", aggfunc="first")
     played = played.reindex(columns=range(playlist_length)).reindex(steps["session_id"]).to_numpy()
     before = (np.arange(playlist_length) < steps["position"].to_numpy()[:, None]) & ~np.isnan(played)
     return np.where(before, np.nan_to_num(played, nan=-1), -1).astype(np.int64)
 
 
-def candidate_rows(steps: pd.DataFrame, catalogue: Catalogue, n_candidates: int) -> np.ndarray:
-    """Catalogue rows of each logged step's candidates, shape (n_steps, n_candidates), padded with -1."""
+def candidate_rows(steps: pd.DataFrame, pool: TrackPool, n_candidates: int) -> np.ndarray:
+    """Pool rows of each logged step's candidates, shape (n_steps, n_candidates), padded with -1."""
     counts = steps["candidates"].str.len().to_numpy()
     rows = np.full((len(steps), n_candidates), -1)
     slots = np.arange(n_candidates) < counts[:, None]  # row-major, like the flattened lists
-    rows[slots] = catalogue.rows_of(np.concatenate([*steps["candidates"], []]))
+    rows[slots] = pool.rows_of(np.concatenate([*steps["candidates"], []]))
     return rows
 
 
-def observed_rewards(steps: pd.DataFrame, catalogue: Catalogue, weights: RewardWeights,
+def observed_rewards(steps: pd.DataFrame, pool: TrackPool, weights: RewardWeights,
                      predicted: np.ndarray) -> np.ndarray:
     """Notebook 05's reward of each logged step; where `liked` is unknown (<NA>) the reward is
     missing and the reward model's prediction `predicted` stands in (never a like of 0)."""
     observed = np.asarray(predicted, dtype=np.float64).copy()
     known = steps["liked"].notna().to_numpy()
-    proximity = catalogue.table.set_index("id").loc[steps["track_id"][known], "proximity_score"].to_numpy()
+    proximity = pool.table.set_index("id").loc[steps["track_id"][known], "proximity_score"].to_numpy()
     liked = steps["liked"][known].to_numpy(np.int64)
     observed[known] = reward(interaction_score(steps["percentage_listened"][known], liked, weights), proximity, weights)
     return observed
 
 
-def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalogue, neighbours: np.ndarray,
+def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, pool: TrackPool, neighbours: np.ndarray,
                          weights: RewardWeights) -> dict[str, float]:
     """Per-decision IPS, self-normalised IPS and doubly-robust estimates of `run`'s playlist value
     (the sum of the picks' rewards) on the logged sessions.
 
     With ρ_{1:t} = Π_{s<=t} π_new(a_s|x_s) / π_log(a_s|x_s) over a session's steps, r_t the
     observed reward (notebook 05's formula on the logged interaction) and r̂(x, a) the reward
-    model (`catalogue`'s rewards, which should be the ones the new policy was trained on; it also
+    model (`pool`'s rewards, which should be the ones the new policy was trained on; it also
     stands in for r_t where the logged `liked` is unknown):
 
         IPS   = (1/N) Σ_sessions Σ_t ρ_{1:t} r_t
@@ -96,16 +96,16 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, catalogue: Catalog
     DR is unbiased whatever r̂ (given correct logged probabilities); a good r̂ cuts its variance.
     """
     steps = logged_steps(log, run.config.playlist_length)
-    probs = target_probabilities(run, steps, log, catalogue, neighbours)
+    probs = target_probabilities(run, steps, log, pool, neighbours)
     actions = steps["action"].to_numpy()
     ratio = probs[np.arange(len(steps)), actions] / steps["logged_prob"].to_numpy()
     sessions = steps["session_id"]
     cumulative = pd.Series(ratio).groupby(sessions.to_numpy()).cumprod()
     cumulative_ratio = cumulative.to_numpy()
     previous_ratio = cumulative.groupby(sessions.to_numpy()).shift(fill_value=1.0).to_numpy()  # ρ_{1:t-1}
-    rows = candidate_rows(steps, catalogue, run.config.n_candidates)
-    predicted = np.where(rows >= 0, catalogue.rewards[rows], 0.0)  # the reward model r̂(x, a)
-    observed = observed_rewards(steps, catalogue, weights, predicted[np.arange(len(steps)), actions])
+    rows = candidate_rows(steps, pool, run.config.n_candidates)
+    predicted = np.where(rows >= 0, pool.rewards[rows], 0.0)  # the reward model r̂(x, a)
+    observed = observed_rewards(steps, pool, weights, predicted[np.arange(len(steps)), actions])
     direct = (probs * predicted).sum(axis=1)
     n_sessions = sessions.nunique()
     weighted = cumulative_ratio * observed

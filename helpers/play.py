@@ -133,16 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         if player:
             print(f"Signed in to Spotify as {player.user_name}.")
         steps = plan_playlist(recommender, args.start, args.length, greedy=args.greedy, seed=args.seed)
-        names = player.track_names(missing_names(steps, recommender.catalogue)) if player else {}
-        print(format_steps(steps, recommender.catalogue))
-        table = playlist_table(steps, recommender.catalogue, names)
+        names = player.track_names(missing_names(steps, recommender.track_table)) if player else {}
+        print(format_steps(steps, recommender.track_table))
+        table = playlist_table(steps, recommender.track_table, names)
         print(table.to_string(index=False))
         with ExitStack() as stack:
             if args.browser:
                 listener: Listener = browser_listener(stack.enter_context(EmbedServer()), table,
                                                       open_page=not args.no_open)
             elif player is None:
-                listener = simulated_listener(paths, recommender.catalogue["cluster"], seed=args.seed)
+                listener = simulated_listener(paths, recommender.track_table["cluster"], seed=args.seed)
             else:
                 listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
                                            pause_timeout=args.pause_timeout, announce=print,

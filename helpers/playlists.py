@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class PlaylistRecommender(Protocol):
     """What a session needs from a `helpers.recommend.Recommender` (tests pass small fakes)."""
 
-    catalogue: pd.DataFrame
+    track_table: pd.DataFrame
     model_version: str
     n_candidates: int
 
@@ -30,9 +30,9 @@ class PlaylistRecommender(Protocol):
     def song_id(self, track_id: str) -> str: ...
 
 
-def catalogue_by_id(catalogue: pd.DataFrame) -> pd.DataFrame:
+def indexed_by_id(track_table: pd.DataFrame) -> pd.DataFrame:
     """The catalogue indexed by track id (it may come keyed by an `id` column or by its index)."""
-    return catalogue.set_index("id") if "id" in catalogue.columns else catalogue
+    return track_table.set_index("id") if "id" in track_table.columns else track_table
 
 
 def playlist_tracks(steps: Sequence[PlaylistStep]) -> list[str]:
@@ -57,9 +57,9 @@ def check_length(recommender: PlaylistRecommender, length: int) -> int:
     tracks fit; checking first keeps a huge length from building (and caching) a huge neighbour
     index before it fails.
     """
-    longest = len(recommender.catalogue) - recommender.n_candidates + 1
+    longest = len(recommender.track_table) - recommender.n_candidates + 1
     if not 2 <= length <= longest:
-        raise ValueError(f"a playlist has 2 to {longest} tracks with this catalogue of {len(recommender.catalogue)} "
+        raise ValueError(f"a playlist has 2 to {longest} tracks with this catalogue of {len(recommender.track_table)} "
                          f"tracks ({recommender.n_candidates} candidates per pick), got length={length}")
     return length
 
@@ -99,17 +99,17 @@ def track_label(track_id: str, name: str | None = None, artist: str | None = Non
     return f"{known} ({track_id})" if known else track_id
 
 
-def format_steps(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame | None = None) -> str:
+def format_steps(steps: Sequence[PlaylistStep], track_table: pd.DataFrame | None = None) -> str:
     """Each step of the policy: the current track, the candidates by probability, the choice.
 
-    Tracks are named from `catalogue` (its `name` and `artist`) when given, else the current and
+    Tracks are named from `track_table` (its `name` and `artist`) when given, else the current and
     the chosen track from the steps' own names (`track_name`, `chosen_name`, ...)."""
     known: dict[str, tuple[str | None, str | None]] = {}
     for step in steps:
         known[step["track_id"]] = (step.get("track_name"), step.get("track_artist"))
         known[step["chosen"]] = (step.get("chosen_name"), step.get("chosen_artist"))
-    if catalogue is not None:
-        tracks = catalogue_by_id(catalogue)
+    if track_table is not None:
+        tracks = indexed_by_id(track_table)
         ids = list(dict.fromkeys(track for step in steps for track in (step["track_id"], *step["candidates"])))
         columns = [tracks[c].reindex(ids) if c in tracks.columns else pd.Series(None, index=ids, dtype=object)
                    for c in ("name", "artist")]
@@ -126,9 +126,9 @@ def format_steps(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame | None =
     return "\n".join(lines)
 
 
-def missing_names(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame) -> list[str]:
+def missing_names(steps: Sequence[PlaylistStep], track_table: pd.DataFrame) -> list[str]:
     """Ids of the playlist's tracks whose name the catalogue does not know."""
-    tracks = catalogue_by_id(catalogue)
+    tracks = indexed_by_id(track_table)
     ids = playlist_tracks(steps)
     if "name" not in tracks.columns:
         return ids
@@ -136,14 +136,14 @@ def missing_names(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame) -> lis
     return [track_id for track_id, name in zip(ids, names) if pd.isna(name) or not str(name).strip()]
 
 
-def playlist_table(steps: Sequence[PlaylistStep], catalogue: pd.DataFrame,
+def playlist_table(steps: Sequence[PlaylistStep], track_table: pd.DataFrame,
                    names: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The playlist as a table: position, track_id, artist, [name], cluster, [reward], probability of the choice.
 
     Names come from the catalogue, else from `names` (e.g. looked up on Spotify); the column is
     left out when no name is known.
     """
-    tracks = catalogue_by_id(catalogue)
+    tracks = indexed_by_id(track_table)
     ids = playlist_tracks(steps)
     unknown = [track_id for track_id in ids if track_id not in tracks.index]
     if unknown:

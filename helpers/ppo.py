@@ -42,7 +42,7 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
-from helpers.env import REWARD_FEATURES, Catalogue, PlaylistBatch, VectorPlaylistEnv
+from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, PlaylistBatch, TrackPool
 from helpers.paths import load_checkpoint, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
@@ -306,25 +306,25 @@ class CandidateActorCritic(ActorCritic):
         return logits, value
 
 
-def make_agent(config: PPOConfig, latent_dim: int, catalogue: Catalogue | None = None) -> ActorCritic:
+def make_agent(config: PPOConfig, latent_dim: int, pool: TrackPool | None = None) -> ActorCritic:
     """The actor-critic named by `config.architecture`, initialised from `config.seed`.
 
-    `catalogue` gives the networks their input statistics (the original architecture's latent
+    `pool` gives the networks their input statistics (the original architecture's latent
     mean and std, the candidate-aware one's reward mean and std); a checkpoint restores them instead.
     """
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         if config.architecture == "original":
-            mean, std = (None, None) if catalogue is None else (catalogue.latents.mean(0), catalogue.latents.std(0))
+            mean, std = (None, None) if pool is None else (pool.latents.mean(0), pool.latents.std(0))
             return OriginalActorCritic(latent_dim, config.n_candidates, config.hidden_size, mean, std)
-        mean, std = (0.0, 1.0) if catalogue is None else (catalogue.rewards.mean(), catalogue.rewards.std())
+        mean, std = (0.0, 1.0) if pool is None else (pool.rewards.mean(), pool.rewards.std())
         return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale,
                                     config.reward_inputs, mean, std)
 
 
-def make_env(config: PPOConfig, catalogue: Catalogue, neighbours: np.ndarray) -> VectorPlaylistEnv:
-    """The batched playlist environment of a run with `config` over `catalogue`'s rewards."""
-    return VectorPlaylistEnv(catalogue, neighbours, config.playlist_length, config.n_candidates)
+def make_env(config: PPOConfig, pool: TrackPool, neighbours: np.ndarray) -> BatchPlaylistEnv:
+    """The batched playlist environment of a run with `config` over `pool`'s rewards."""
+    return BatchPlaylistEnv(pool, neighbours, config.playlist_length, config.n_candidates)
 
 
 def make_optimizer(agent: ActorCritic, learning_rate: float) -> torch.optim.Adam:
@@ -368,25 +368,25 @@ class TrainingRun:
     generator: torch.Generator
     reward_scale: float
     latent_dim: int
-    catalogue_fingerprint: str
+    pool_fingerprint: str
     heldout_ids: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     global_step: int = 0
     elapsed_seconds: float = 0.0
 
     @classmethod
-    def start(cls, config: PPOConfig, catalogue: Catalogue, heldout_ids: list[str] | None = None) -> "TrainingRun":
-        """A fresh run on `catalogue`; `heldout_ids` (start tracks kept for evaluation) are recorded."""
-        agent = make_agent(config, catalogue.latent_dim, catalogue)
-        reward_scale = config.reward_scale or 1.0 / float(np.std(catalogue.rewards) or 1.0)
+    def start(cls, config: PPOConfig, pool: TrackPool, heldout_ids: list[str] | None = None) -> "TrainingRun":
+        """A fresh run on `pool`; `heldout_ids` (start tracks kept for evaluation) are recorded."""
+        agent = make_agent(config, pool.latent_dim, pool)
+        reward_scale = config.reward_scale or 1.0 / float(np.std(pool.rewards) or 1.0)
         return cls(
             config=config,
             agent=agent,
             optimizer=make_optimizer(agent, config.learning_rate),
             generator=torch.Generator().manual_seed(config.seed),
             reward_scale=reward_scale,
-            latent_dim=catalogue.latent_dim,
-            catalogue_fingerprint=catalogue.fingerprint,
+            latent_dim=pool.latent_dim,
+            pool_fingerprint=pool.fingerprint,
             heldout_ids=list(heldout_ids or []),
         )
 
@@ -419,7 +419,7 @@ class TrainingRun:
             "generator": self.generator.get_state(),
             "reward_scale": self.reward_scale,
             "latent_dim": self.latent_dim,
-            "catalogue_fingerprint": self.catalogue_fingerprint,
+            "catalogue_fingerprint": self.pool_fingerprint,
             "heldout_ids": self.heldout_ids,
             "history": self.history,
             "global_step": self.global_step,
@@ -430,8 +430,8 @@ class TrainingRun:
         return write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path, catalogue: Catalogue | None = None) -> "TrainingRun":
-        """Read a checkpoint; with `catalogue`, check it is the reward table the policy serves.
+    def load(cls, path: str | Path, pool: TrackPool | None = None) -> "TrainingRun":
+        """Read a checkpoint; with `pool`, check it is the reward table the policy serves.
 
         The candidate-aware policy reads its reward inputs from whatever catalogue its
         environment is built on, so they are never stale; the check stops a policy from being
@@ -449,10 +449,10 @@ class TrainingRun:
                 f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value no longer lets a playlist go straight back): "
                 "re-run notebook 06_ppo to train a policy in the current format."
             )
-        if catalogue is not None and catalogue.fingerprint != checkpoint["catalogue_fingerprint"]:
+        if pool is not None and pool.fingerprint != checkpoint["catalogue_fingerprint"]:
             raise ValueError(
                 f"{path} serves another rewards table (fingerprint {checkpoint['catalogue_fingerprint']}, "
-                f"this one is {catalogue.fingerprint}): load the table saved with that version, or re-run "
+                f"this one is {pool.fingerprint}): load the table saved with that version, or re-run "
                 "notebook 06_ppo."
             )
         config = PPOConfig(**checkpoint["config"])
@@ -465,7 +465,7 @@ class TrainingRun:
         return cls(
             config=config, agent=agent, optimizer=optimizer, generator=generator,
             reward_scale=checkpoint["reward_scale"], latent_dim=checkpoint["latent_dim"],
-            catalogue_fingerprint=checkpoint["catalogue_fingerprint"], heldout_ids=checkpoint["heldout_ids"],
+            pool_fingerprint=checkpoint["catalogue_fingerprint"], heldout_ids=checkpoint["heldout_ids"],
             history=checkpoint["history"], global_step=checkpoint["global_step"],
             elapsed_seconds=checkpoint["elapsed_seconds"],
         )
@@ -482,7 +482,7 @@ class Rollout:
     table_rewards: np.ndarray
 
 
-def collect_rollout(agent: ActorCritic, env: VectorPlaylistEnv, start_rows: torch.Tensor, num_envs: int,
+def collect_rollout(agent: ActorCritic, env: BatchPlaylistEnv, start_rows: torch.Tensor, num_envs: int,
                     generator: torch.Generator) -> Rollout:
     """Build `num_envs` playlists from random `start_rows` with the current policy π_old."""
     starts = start_rows[torch.randint(len(start_rows), (num_envs,), generator=generator)]
@@ -561,7 +561,7 @@ def torch_threads(n_threads: int):
         torch.set_num_threads(before)
 
 
-def train(run: TrainingRun, env: VectorPlaylistEnv, start_rows: np.ndarray, *, max_updates: int | None = None,
+def train(run: TrainingRun, env: BatchPlaylistEnv, start_rows: np.ndarray, *, max_updates: int | None = None,
           progress: bool = True, on_update: Callable[[dict], None] | None = None) -> TrainingRun:
     """Train `run.agent` by PPO until its budget is spent (or for `max_updates` more updates).
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
+from helpers.env import BatchPlaylistEnv, TrackPool, load_neighbour_index, neighbours_needed
 from helpers.paths import ProjectPaths
 from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
@@ -78,16 +78,16 @@ class PlaylistStep(TypedDict):
 class Recommender:
     """A trained policy over its catalogue. Build it with `Recommender.load()`."""
 
-    def __init__(self, run: TrainingRun, catalogue: Catalogue, neighbours_path: Path,
+    def __init__(self, run: TrainingRun, pool: TrackPool, neighbours_path: Path,
                  reward_weights: RewardWeights | None = None, aliases: pd.DataFrame | None = None):
         self.run = run
-        self.tracks = catalogue
+        self.pool = pool
         self.neighbours_path = neighbours_path
         self.reward_weights = reward_weights  # notebook 05's, read by `load`; None when not known
         self.aliases = aliases  # notebook 01's id -> song_id; None: only the songs' own ids
         self.model_version: str = run.model_version()
         self.n_candidates: int = run.config.n_candidates
-        self._envs: dict[int, VectorPlaylistEnv] = {}
+        self._envs: dict[int, BatchPlaylistEnv] = {}
         run.agent.eval()
 
     @classmethod
@@ -111,18 +111,18 @@ class Recommender:
                 raise FileNotFoundError(f"no version {version} of the {architecture} policy in {models_dir}; "
                                         f"saved versions: {saved}")
             rewards = version_rewards_path(models_dir, version, architecture)
-        catalogue = Catalogue.from_parquet(rewards)
-        run = TrainingRun.load(version_path(models_dir, version, architecture), catalogue)
+        pool = TrackPool.from_parquet(rewards)
+        run = TrainingRun.load(version_path(models_dir, version, architecture), pool)
         weights = RewardWeights.load(data_dir / REWARD_WEIGHTS_FILE)
         aliases = pd.read_parquet(data_dir / ALIASES_FILE) if (data_dir / ALIASES_FILE).exists() else None
-        recommender = cls(run, catalogue, data_dir / NEIGHBOURS_FILE, weights, aliases)
+        recommender = cls(run, pool, data_dir / NEIGHBOURS_FILE, weights, aliases)
         recommender._env(run.config.playlist_length)
         return recommender
 
     @cached_property
-    def catalogue(self) -> pd.DataFrame:
+    def track_table(self) -> pd.DataFrame:
         """The rewards table indexed by track id (artist, name when known, cluster, latent_*, ...)."""
-        return self.tracks.table.set_index("id")
+        return self.pool.table.set_index("id")
 
     def song_id(self, track_id: str) -> str:
         """The id of the song `track_id` is one of (any id of notebook 01's catalogue: another
@@ -131,7 +131,7 @@ class Recommender:
             song = resolve_song_ids(track_id, self.aliases) if self.aliases is not None else track_id
         except ValueError:
             song = None
-        if song not in self.catalogue.index:
+        if song not in self.track_table.index:
             raise ValueError(f"track {track_id!r} is not in the recommender's catalogue"
                              + (f" (its song {song!r} is not in the rewards table)" if song else ""))
         return song
@@ -146,14 +146,14 @@ class Recommender:
     @cached_property
     def _labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Each track's name and artist in catalogue order (None where unknown)."""
-        table = self.tracks.table
+        table = self.pool.table
         labels = [table[c].astype(object).where(table[c].notna(), None).to_numpy() if c in table.columns
                   else np.full(len(table), None, dtype=object) for c in ("name", "artist")]
         return labels[0], labels[1]
 
     def latent(self, track_id: str) -> list[float]:
         """The latent vector (the state) of `track_id`."""
-        return self.tracks.latents[self.tracks.rows_of(track_id)[0]].tolist()
+        return self.pool.latents[self.pool.rows_of(track_id)[0]].tolist()
 
     def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
                  seed: int | None = None) -> list[PlaylistStep]:
@@ -165,10 +165,10 @@ class Recommender:
         """
         env = self._env(length)
         rng = np.random.default_rng(seed)
-        start = (self.tracks.rows_of(self.song_id(start_id))[0] if start_id is not None
-                 else rng.integers(self.tracks.n_tracks))
+        start = (self.pool.rows_of(self.song_id(start_id))[0] if start_id is not None
+                 else rng.integers(self.pool.n_tracks))
         generator = torch.Generator().manual_seed(int(rng.integers(2**32))) if not greedy else None
-        ids = self.tracks.ids
+        ids = self.pool.ids
         names, artists = self._labels
         batch = env.reset(np.array([start]))
         steps: list[PlaylistStep] = []
@@ -189,10 +189,10 @@ class Recommender:
                 batch, _, _ = env.step(np.array([action]))
         return steps
 
-    def _env(self, length: int) -> VectorPlaylistEnv:
+    def _env(self, length: int) -> BatchPlaylistEnv:
         """A one-playlist environment for playlists of `length` (its neighbour index read once)."""
         if length not in self._envs:
             width = neighbours_needed(length, self.n_candidates)
-            neighbours = load_neighbour_index(self.tracks, width, self.neighbours_path)
-            self._envs[length] = VectorPlaylistEnv(self.tracks, neighbours, length, self.n_candidates)
+            neighbours = load_neighbour_index(self.pool, width, self.neighbours_path)
+            self._envs[length] = BatchPlaylistEnv(self.pool, neighbours, length, self.n_candidates)
         return self._envs[length]

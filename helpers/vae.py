@@ -148,9 +148,9 @@ def negative_elbo(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar
     return reconstruction + beta * kl, reconstruction, kl
 
 
-def train_vae(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
-              learning_rate: float, beta: float, seed: int, max_updates: int | None = None,
-              time_budget_seconds: float | None = None, progress: bool = True) -> pd.DataFrame:
+def vae_training_loop(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: int,
+                      learning_rate: float, beta: float, seed: int, max_updates: int | None = None,
+                      time_budget_seconds: float | None = None, progress: bool = True) -> pd.DataFrame:
     """Train `model` on the scaled features `x` with Adam; return the loss history per epoch.
 
     Each epoch visits the rows in a fresh permutation drawn from a generator seeded with
@@ -334,9 +334,9 @@ def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_
 
     torch.manual_seed(seed)  # the weights' initialisation
     model = VAE(len(features), latent_dim, hidden_dim)
-    history = train_vae(model, x, epochs=epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, beta=beta, seed=seed, max_updates=max_updates,
-                        time_budget_seconds=time_budget_seconds, progress=progress)
+    history = vae_training_loop(model, x, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, beta=beta, seed=seed, max_updates=max_updates,
+                                time_budget_seconds=time_budget_seconds, progress=progress)
 
     hyperparameters = {"latent_dim": latent_dim, "hidden_dim": hidden_dim, "beta": beta,
                        "epochs": epochs, "batch_size": batch_size,

@@ -67,32 +67,32 @@ class FakeRecommender:
 
     model_version = "fake-policy-1"
 
-    def __init__(self, catalogue: pd.DataFrame, n_candidates: int = 4) -> None:
-        self.catalogue = catalogue.set_index("id")
+    def __init__(self, table: pd.DataFrame, n_candidates: int = 4) -> None:
+        self.track_table = table.set_index("id")
         self.n_candidates = n_candidates
-        self._latent_columns = [column for column in self.catalogue.columns if column.startswith("latent_")]
+        self._latent_columns = [column for column in self.track_table.columns if column.startswith("latent_")]
 
     def latent(self, track_id: str) -> list[float]:
-        return self.catalogue.loc[track_id, self._latent_columns].astype(float).tolist()
+        return self.track_table.loc[track_id, self._latent_columns].astype(float).tolist()
 
     def aliases_of(self, track_ids: list[str]) -> dict[str, str]:
         return {}
 
     def song_id(self, track_id: str) -> str:
-        if track_id not in self.catalogue.index:
+        if track_id not in self.track_table.index:
             raise ValueError(f"track {track_id!r} is not in the recommender's catalogue")
         return track_id
 
     def playlist(self, start_id: str | None = None, length: int = 10, greedy: bool = True,
                  seed: int | None = None) -> list[dict]:
         rng = np.random.default_rng(seed)
-        ids = self.catalogue.index.to_numpy()
-        latents = self.catalogue[self._latent_columns].to_numpy()
+        ids = self.track_table.index.to_numpy()
+        latents = self.track_table[self._latent_columns].to_numpy()
         current = start_id if start_id is not None else str(ids[rng.integers(len(ids))])
         visited = np.zeros(len(ids), dtype=bool)
         steps = []
         for _ in range(length - 1):
-            row = self.catalogue.index.get_loc(current)
+            row = self.track_table.index.get_loc(current)
             visited[row] = True
             distance = np.linalg.norm(latents - latents[row], axis=1)
             distance[visited] = np.inf

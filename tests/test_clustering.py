@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
-from sklearn.neighbors import NearestNeighbors
 
 from helpers.clustering import (LatentMap, cluster_table, compare_kmeans_inertia, fit_kmeans, gridworld_edges,
                                 latent_matrix, place_by_neighbours, resolve_algorithm,
@@ -161,13 +160,13 @@ def test_gridworld_edges_give_k_ranked_arrows_per_seeded_source(latents):
 
 def test_the_gridworld_shows_the_environments_first_candidates_ties_included():
     from conftest import make_rewards_table
-    from helpers.env import Catalogue, PlaylistEnv
+    from helpers.env import TrackPool, PlaylistEnv
 
     table = make_rewards_table(n_tracks=120, n_duplicates=30)  # many tied distances
-    catalogue = Catalogue.from_table(table)
+    pool = TrackPool.from_table(table)
     latents = table[[c for c in table.columns if c.startswith("latent_")]].to_numpy()
     edges = gridworld_edges(table["id"].to_numpy(), latents, n_tracks=40, k=4, seed=3)
-    env = PlaylistEnv(catalogue, n_candidates=4)
+    env = PlaylistEnv(pool, n_candidates=4)
     for source_id, arrows in edges.groupby("source_id", sort=False):
         _, info = env.reset(options={"start_id": source_id})
         assert arrows.sort_values("rank")["target_id"].tolist() == info["candidate_ids"]

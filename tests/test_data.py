@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from helpers.data import (
     FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, TRACKS_COLUMNS, CatalogueError,
-    filter_catalogue, filter_settings, load_catalogue, parse_artist_lists, save_tracks,
+    filter_catalogue, filter_settings, parse_artist_lists, read_catalogue_files, save_tracks,
 )
 from helpers.paths import DEFAULT_CATALOGUE, NOTEBOOKS_DIR, REPO_ROOT
 
@@ -69,7 +69,7 @@ def kaggle_file(tmp_path) -> Path:
 # --- the embedded catalogue -------------------------------------------------------------------
 
 def test_embedded_catalogue_loads_whole():
-    catalogue, report = load_catalogue(DEFAULT_CATALOGUE, return_report=True)
+    catalogue, report = read_catalogue_files(DEFAULT_CATALOGUE, return_report=True)
     assert list(catalogue.columns) == ["id", "artist", *FEATURES]
     assert len(catalogue) == 1478 and catalogue["id"].is_unique
     assert (catalogue[list(FEATURES)].dtypes == np.float64).all()
@@ -82,7 +82,7 @@ def test_notebook_default_filter_keeps_the_embedded_catalogue_whole():
     defaults = [ast.literal_eval(declared[name]["default"]) for name in ("artists", "year_min", "year_max")]
     artists, year_min, year_max = filter_settings(None, *defaults)
     assert (list(artists), year_min, year_max) == ([*ORIGINAL_DESIGN_ARTISTS, "Beyonce"], 2000, 2020)
-    catalogue = load_catalogue(DEFAULT_CATALOGUE)
+    catalogue = read_catalogue_files(DEFAULT_CATALOGUE)
     tracks = filter_catalogue(catalogue, artists)
     pd.testing.assert_frame_equal(tracks, catalogue)
     without_beyonce = filter_catalogue(catalogue, ORIGINAL_DESIGN_ARTISTS)
@@ -92,7 +92,7 @@ def test_notebook_default_filter_keeps_the_embedded_catalogue_whole():
 # --- Kaggle's schema --------------------------------------------------------------------------
 
 def test_kaggle_schema_is_parsed(kaggle_file):
-    catalogue, report = load_catalogue(kaggle_file, return_report=True)
+    catalogue, report = read_catalogue_files(kaggle_file, return_report=True)
     assert report.layout == "kaggle" and report.rows_kept == 6
     assert list(catalogue.columns) == ["id", "artist", "name", "album", "year", "artists", *FEATURES]
     assert catalogue["artists"].tolist() == [["Beyoncé", "Guns N' Roses"], ["Calvin Harris", "Rihanna"],
@@ -106,7 +106,7 @@ def test_kaggle_schema_is_parsed(kaggle_file):
 
 
 def test_filter_matches_any_artist_whole_name_ignoring_case_and_accents(kaggle_file):
-    catalogue = load_catalogue(kaggle_file)
+    catalogue = read_catalogue_files(kaggle_file)
     tracks = filter_catalogue(catalogue, ["beyonce", "Rihanna", "Sia", "DRAKE"], 2000, 2020)
     # t1 by its accented first artist, t2 by its second; t3 is from 1999; 'Siamese Dream' is not 'Sia'.
     assert tracks["id"].tolist() == ["t1", "t2", "t6"]
@@ -114,19 +114,19 @@ def test_filter_matches_any_artist_whole_name_ignoring_case_and_accents(kaggle_f
 
 
 def test_first_listed_match_names_the_track(kaggle_file):
-    tracks = filter_catalogue(load_catalogue(kaggle_file), ["Guns N' Roses", "Beyonce"], None, None)
+    tracks = filter_catalogue(read_catalogue_files(kaggle_file), ["Guns N' Roses", "Beyonce"], None, None)
     assert tracks["artist"].tolist() == ["Beyonce"]
 
 
 def test_year_bounds_are_inclusive_and_optional(kaggle_file):
-    catalogue = load_catalogue(kaggle_file)
+    catalogue = read_catalogue_files(kaggle_file)
     assert filter_catalogue(catalogue, None, 2008, 2012)["id"].tolist() == ["t1", "t2", "t5"]
     assert filter_catalogue(catalogue, None, None, 2005)["id"].tolist() == ["t3", "t4"]
     assert len(filter_catalogue(catalogue, None, None, None)) == 6
 
 
 def test_save_tracks_writes_the_documented_columns(kaggle_file, tmp_path):
-    tracks = filter_catalogue(load_catalogue(kaggle_file), None, None, None)
+    tracks = filter_catalogue(read_catalogue_files(kaggle_file), None, None, None)
     written = pd.read_parquet(save_tracks(tracks.assign(genre="pop"), tmp_path / "tracks.parquet"))
     assert list(written.columns) == list(TRACKS_COLUMNS)
     pd.testing.assert_frame_equal(written, tracks.assign(genre="pop")[list(TRACKS_COLUMNS)])
@@ -137,7 +137,7 @@ def test_save_tracks_writes_the_documented_columns(kaggle_file, tmp_path):
 def test_line_break_inside_a_quoted_name(tmp_path):
     path = write_kaggle(tmp_path / "k.csv", [kaggle_row("t1", "Two\nlines", ["Adele"], 2010),
                                              kaggle_row("t2", "One line", ["Adele"], 2011)])
-    assert load_catalogue(path)["name"].tolist() == ["Two\nlines", "One line"]
+    assert read_catalogue_files(path)["name"].tolist() == ["Two\nlines", "One line"]
 
 
 # Printable names, rich in the characters Python's repr quotes or escapes. A quote next to ", "
@@ -156,7 +156,7 @@ def test_artist_lists_parse_back_to_what_python_printed(lists):
 
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
-        load_catalogue(tmp_path / "nowhere.csv")
+        read_catalogue_files(tmp_path / "nowhere.csv")
 
 
 @pytest.mark.parametrize("layout", ["embedded", "kaggle"])
@@ -169,7 +169,7 @@ def test_missing_column_is_named_with_the_closest_layout(tmp_path, layout):
         expected = "Kaggle's 'Spotify 1.2M\\+ Songs' tracks_features.csv"
     pd.read_csv(path).drop(columns="energy").to_csv(path, index=False)
     with pytest.raises(CatalogueError, match=rf"c\.csv: .* The closest, {expected}, lacks the column\(s\) 'energy'"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 @pytest.mark.parametrize("writer, row", [
@@ -180,30 +180,30 @@ def test_non_numeric_feature_names_file_column_value_and_row(tmp_path, writer, r
     path = writer(tmp_path / "c.csv", [row(), row(loudness="very loud"), row()])
     expected = r"c\.csv: column 'loudness' .* 'very loud' in data row 2; expected numbers"
     with pytest.raises(CatalogueError, match=expected):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_column_without_any_value(tmp_path):
     path = write_embedded(tmp_path / "c.csv", [embedded_row("a", valence=None),
                                                embedded_row("b", valence=np.nan)])
     with pytest.raises(CatalogueError, match=r"c\.csv: every value of column 'valence' is missing"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_header_only_and_empty_file(tmp_path):
     path = write_embedded(tmp_path / "c.csv", [embedded_row("a")])
     path.write_text(path.read_text().splitlines()[0] + "\n")
     with pytest.raises(CatalogueError, match="has a header but no rows"):
-        load_catalogue(path)
+        read_catalogue_files(path)
     path.write_text("")
     with pytest.raises(CatalogueError, match="is empty"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_no_complete_row(tmp_path):
     path = write_embedded(tmp_path / "c.csv", [embedded_row("a", energy=None), embedded_row("b", tempo=None)])
     with pytest.raises(CatalogueError, match=r"none of its 2 rows has an id and all 11 features"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_artists_that_are_not_a_list(tmp_path):
@@ -211,14 +211,14 @@ def test_artists_that_are_not_a_list(tmp_path):
     path = write_kaggle(tmp_path / "c.csv", [kaggle_row("b", "y", ["Adele"], 2010),
                                              {**row, "artists": "Adele"}])
     with pytest.raises(CatalogueError, match=r"column 'artists' has the value 'Adele' in data row 2"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_fractional_year(tmp_path):
     path = write_kaggle(tmp_path / "c.csv", [kaggle_row("a", "x", ["Adele"], 2010)])
     pd.read_csv(path).assign(year=2010.5).to_csv(path, index=False)
     with pytest.raises(CatalogueError, match="'year' has the value 2010.5 in data row 1; expected whole"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_rows_with_missing_values_and_duplicate_ids_are_dropped_and_counted(tmp_path):
@@ -231,7 +231,7 @@ def test_rows_with_missing_values_and_duplicate_ids_are_dropped_and_counted(tmp_
         embedded_row("a", tempo=200.0),
         embedded_row("e"),
     ])
-    catalogue, report = load_catalogue(path, return_report=True)
+    catalogue, report = read_catalogue_files(path, return_report=True)
     assert catalogue["id"].tolist() == ["a", "e"]
     assert catalogue["tempo"].iloc[0] == 100.0, "the first of two rows with the same id is kept"
     counts = (report.rows_read, report.rows_missing_values, report.duplicate_ids, report.rows_kept)
@@ -240,7 +240,7 @@ def test_rows_with_missing_values_and_duplicate_ids_are_dropped_and_counted(tmp_
 
 
 def test_empty_after_the_filter_names_source_and_filters(kaggle_file):
-    catalogue = load_catalogue(kaggle_file)
+    catalogue = read_catalogue_files(kaggle_file)
     with pytest.raises(CatalogueError, match=r"no track of my source .* 5 released in 2000-2020, "
                                              r"then 0 by one of the artists \['Sia'\]"):
         filter_catalogue(catalogue, ["Sia"], 2000, 2020, source="my source")
@@ -249,12 +249,12 @@ def test_empty_after_the_filter_names_source_and_filters(kaggle_file):
 @pytest.mark.parametrize("artists, error", [("Adele", TypeError), ([], ValueError), (["Adele", 3], TypeError)])
 def test_artists_must_be_a_list_of_names(kaggle_file, artists, error):
     with pytest.raises(error):
-        filter_catalogue(load_catalogue(kaggle_file), artists)
+        filter_catalogue(read_catalogue_files(kaggle_file), artists)
 
 
 def test_year_range_must_not_be_reversed(kaggle_file):
     with pytest.raises(ValueError, match=r"year_min \(2020\) is after year_max \(2000\)"):
-        filter_catalogue(load_catalogue(kaggle_file), None, 2020, 2000)
+        filter_catalogue(read_catalogue_files(kaggle_file), None, 2020, 2000)
 
 
 # --- hostile and careless files: every row accounted for, sizes bounded, values in range ----------
@@ -273,7 +273,7 @@ def test_a_stray_quote_is_an_error_naming_its_line_never_rows_lost(tmp_path, lin
     lines[line] = lines[line].replace(before, after, 1)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CatalogueError, match=r"c\.csv: the row at line 4 is not well-formed CSV .*quote"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_a_stray_quote_that_closes_rows_later_is_an_error(tmp_path):
@@ -282,7 +282,7 @@ def test_a_stray_quote_that_closes_rows_later_is_an_error(tmp_path):
     lines[6] = lines[6].replace(",Artist 5", ',"Artist 5"', 1)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CatalogueError, match=r"line 4 is not well-formed CSV \(',' expected after"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_rows_merged_into_a_well_formed_value_are_an_error(tmp_path):
@@ -292,13 +292,13 @@ def test_rows_merged_into_a_well_formed_value_are_an_error(tmp_path):
     lines[5] = lines[5] + '"'
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CatalogueError, match=r"the value of 'artist' in data row 3 holds whole rows of the file"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_the_slower_parser_is_reported_and_its_rows_counted(tmp_path):
     """Line breaks inside names over more than one pyarrow block (1 MiB) need the slower parser."""
     rows = [embedded_row(f"t{i}", artist=f"Artist\n{i}") for i in range(20_000)]
-    catalogue, report = load_catalogue(write_embedded(tmp_path / "c.csv", rows), return_report=True)
+    catalogue, report = read_catalogue_files(write_embedded(tmp_path / "c.csv", rows), return_report=True)
     assert report.newlines_in_values and report.rows_read == report.rows_expected == len(catalogue) == 20_000
     assert "read with the parser that allows them, 20,000 rows as a strict CSV parser counts 20,000" in str(report)
     assert catalogue["artist"].iloc[-1] == "Artist\n19999"
@@ -309,13 +309,13 @@ def test_header_field_over_the_csv_limit_and_a_huge_header(tmp_path):
     path.write_text("x" * 200_000 + "," + "\n".join(lines) + "\n")
     with pytest.raises(CatalogueError, match=r"c\.csv: the header line is not valid CSV \(field larger than "
                                              r"field limit .*131,072 characters per field"):
-        load_catalogue(path)
+        read_catalogue_files(path)
     path.write_text(",".join(f"c{i}" for i in range(200_000)) + "\n1\n")
     with pytest.raises(CatalogueError, match=r"the header line is longer than 1,048,576 bytes, the limit"):
-        load_catalogue(path)
+        read_catalogue_files(path)
     path.write_text(",".join(f"c{i}" for i in range(20_000)) + "\n1\n")
     with pytest.raises(CatalogueError, match=r"the header has 20,000 columns, more than the 10,000"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def zipped(path: Path, members: dict[str, bytes]) -> Path:
@@ -327,19 +327,19 @@ def zipped(path: Path, members: dict[str, bytes]) -> Path:
 
 def test_zip_members_are_checked_before_they_are_inflated(tmp_path, monkeypatch):
     csv_bytes = seven_rows(tmp_path)[0].read_bytes()
-    assert len(load_catalogue(zipped(tmp_path / "ok.zip", {"c.csv": csv_bytes, "README.txt": b"hi"}))) == 7
+    assert len(read_catalogue_files(zipped(tmp_path / "ok.zip", {"c.csv": csv_bytes, "README.txt": b"hi"}))) == 7
     for members, expected in [({"inner.zip": zipped(tmp_path / "i.zip", {"c.csv": csv_bytes}).read_bytes()},
                                r"holds another archive \(inner\.zip\); archives inside archives are not read"),
                               ({"c.csv.gz": gzip.compress(csv_bytes)}, r"holds another archive \(c\.csv\.gz\)"),
                               ({"c.txt": csv_bytes}, r"holds 0 \.csv files \(it holds c\.txt\)")]:
         with pytest.raises(CatalogueError, match=expected):
-            load_catalogue(zipped(tmp_path / "a.zip", members))
+            read_catalogue_files(zipped(tmp_path / "a.zip", members))
     bomb = zipped(tmp_path / "bomb.zip", {"c.csv": csv_bytes + b"0" * (40 << 20)})
     with pytest.raises(CatalogueError, match=r"bomb\.zip: c\.csv inflates [\d,]+ bytes to [\d,]+, more than 50 times"):
-        load_catalogue(bomb)
+        read_catalogue_files(bomb)
     monkeypatch.setattr("helpers.data.MAX_UNCOMPRESSED_BYTES", 100)
     with pytest.raises(CatalogueError, match=r"ok\.zip: c\.csv declares [\d,]+ bytes, more than the 100 bytes"):
-        load_catalogue(tmp_path / "ok.zip")
+        read_catalogue_files(tmp_path / "ok.zip")
 
 
 def test_a_gzip_bomb_stops_while_it_inflates(tmp_path):
@@ -348,7 +348,7 @@ def test_a_gzip_bomb_stops_while_it_inflates(tmp_path):
         file.write(seven_rows(tmp_path)[0].read_bytes())
         file.write(b"\n" * (40 << 20) + b"\xff")
     with pytest.raises(CatalogueError, match=r"c\.csv\.gz inflates [\d,]+ bytes to more than 50 times as many"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_peak_memory_on_decompression_bombs_and_huge_headers():
@@ -368,7 +368,7 @@ def test_features_out_of_range_are_one_error_naming_each_column_and_row(tmp_path
                                                embedded_row("c", tempo=1e308), embedded_row("d", mode=7),
                                                embedded_row("e", key=3.5), embedded_row("f", loudness=-1e308)])
     with pytest.raises(CatalogueError) as error:
-        load_catalogue(path)
+        read_catalogue_files(path)
     message = str(error.value)
     for expected in ["column 'key' has the value 99.0 in data row 2 (and 1 more row(s)); expected a pitch class",
                      "column 'mode' has the value 7.0 in data row 4; expected 0 (minor) or 1 (major)",
@@ -378,20 +378,20 @@ def test_features_out_of_range_are_one_error_naming_each_column_and_row(tmp_path
     path = write_embedded(tmp_path / "c.csv", [embedded_row("a", tempo="inf"), embedded_row("b", danceability=1.5)])
     with pytest.raises(CatalogueError, match=r"'danceability' has the value 1.5 in data row 2; expected a share"
                                              r".*'tempo' has the value inf in data row 1"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_column_map_giving_two_fields_one_column(tmp_path):
     path, _ = seven_rows(tmp_path)
     with pytest.raises(CatalogueError, match=r"column_map maps several fields to one column: \['artist', 'name'\] "
                                              r"to 'artist'"):
-        load_catalogue(path, {"artist": "artist", "name": "artist"})
+        read_catalogue_files(path, {"artist": "artist", "name": "artist"})
 
 
 def test_duplicate_ids_with_different_features_are_reported(tmp_path):
     path = write_embedded(tmp_path / "c.csv", [embedded_row("a"), embedded_row("b"), embedded_row("a", tempo=99.0),
                                                embedded_row("b"), embedded_row("a", energy=0.1)])
-    catalogue, report = load_catalogue(path, return_report=True)
+    catalogue, report = read_catalogue_files(path, return_report=True)
     assert catalogue["tempo"].tolist() == [120.0, 120.0]
     assert (report.duplicate_ids, report.duplicates_differing) == (3, 2)
     assert ("3 repeated ids merged into their first row (2 of them with other features than the first row, "
@@ -478,7 +478,7 @@ def check_reader_on(data: bytes, folder: Path, suffix: str) -> None:
     path.write_bytes(gzip.compress(data) if suffix == "csv.gz" else data)
     expected, with_artists = strict_reading(data)
     try:
-        catalogue = load_catalogue(path)
+        catalogue = read_catalogue_files(path)
     except CatalogueError:
         return
     assert expected is not None, "a file that a strict reading refuses was loaded"

@@ -6,21 +6,13 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.env import (
-    REWARD_FEATURES,
-    Catalogue,
-    PlaylistEnv,
-    VectorPlaylistEnv,
-    build_neighbour_index,
-    load_neighbour_index,
-    nearest_others,
-    neighbours_needed,
-)
+from helpers.env import (REWARD_FEATURES, BatchPlaylistEnv, PlaylistEnv, TrackPool, build_neighbour_index,
+                         load_neighbour_index, nearest_others, neighbours_needed)
 
 
 @pytest.fixture(scope="module")
-def catalogue(rewards_table):
-    return Catalogue.from_table(rewards_table)
+def pool(rewards_table):
+    return TrackPool.from_table(rewards_table)
 
 
 def brute_force_candidates(latents: np.ndarray, current: int, playlist: list[int], k: int) -> list[int]:
@@ -30,17 +22,17 @@ def brute_force_candidates(latents: np.ndarray, current: int, playlist: list[int
     return [int(row) for row in order if row not in set(playlist)][:k]
 
 
-def run_random_episodes(catalogue, playlist_length, n_candidates, n_episodes, seed):
+def run_random_episodes(pool, playlist_length, n_candidates, n_episodes, seed):
     """Step a batch of random playlists; check every step against brute force; return the playlists."""
     rng = np.random.default_rng(seed)
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(playlist_length, n_candidates))
-    env = VectorPlaylistEnv(catalogue, neighbours, playlist_length, n_candidates)
-    batch = env.reset(rng.integers(0, catalogue.n_tracks, n_episodes))
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(playlist_length, n_candidates))
+    env = BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates)
+    batch = env.reset(rng.integers(0, pool.n_tracks, n_episodes))
     done = False
     while not done:
         for b in range(n_episodes):
             playlist = [int(r) for r in env.playlists[b] if r >= 0]
-            expected = brute_force_candidates(catalogue.latents, playlist[-1], playlist, n_candidates)
+            expected = brute_force_candidates(pool.latents, playlist[-1], playlist, n_candidates)
             assert batch.candidate_rows[b][batch.mask[b]].tolist() == expected
             assert (batch.candidate_rows[b][~batch.mask[b]] == -1).all()
         # A random real candidate per playlist: uniform noise, masked, argmax.
@@ -50,12 +42,12 @@ def run_random_episodes(catalogue, playlist_length, n_candidates, n_episodes, se
 
 
 @pytest.mark.parametrize("observation", ["latent", "candidates"])
-def test_passes_gymnasium_env_checker(catalogue, observation):
-    check_env(PlaylistEnv(catalogue, observation=observation), skip_render_check=True)
+def test_passes_gymnasium_env_checker(pool, observation):
+    check_env(PlaylistEnv(pool, observation=observation), skip_render_check=True)
 
 
-def test_candidates_equal_brute_force_nearest_search_over_tracks_not_in_playlist(catalogue):
-    playlists = run_random_episodes(catalogue, playlist_length=10, n_candidates=4, n_episodes=64, seed=1)
+def test_candidates_equal_brute_force_nearest_search_over_tracks_not_in_playlist(pool):
+    playlists = run_random_episodes(pool, playlist_length=10, n_candidates=4, n_episodes=64, seed=1)
     assert (playlists >= 0).all()
 
 
@@ -69,22 +61,22 @@ def test_candidates_equal_brute_force_nearest_search_over_tracks_not_in_playlist
 def test_no_track_ever_repeats_even_when_fewer_than_k_candidates_remain(n_tracks, playlist_length, n_candidates, seed):
     playlist_length = min(playlist_length, n_tracks)
     table = make_rewards_table(n_tracks=n_tracks, n_clusters=2, n_duplicates=min(3, n_tracks // 2), seed=seed)
-    playlists = run_random_episodes(Catalogue.from_table(table), playlist_length, n_candidates, 8, seed)
+    playlists = run_random_episodes(TrackPool.from_table(table), playlist_length, n_candidates, 8, seed)
     for playlist in playlists:
         assert len(set(playlist.tolist())) == playlist_length
 
 
-def test_vector_env_gives_the_same_candidates_and_rewards_as_the_single_env(catalogue):
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(10, 4))
-    single = PlaylistEnv(catalogue, neighbours, observation="candidates")
-    vector = VectorPlaylistEnv(catalogue, neighbours)
+def test_vector_env_gives_the_same_candidates_and_rewards_as_the_single_env(pool):
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(10, 4))
+    single = PlaylistEnv(pool, neighbours, observation="candidates")
+    vector = BatchPlaylistEnv(pool, neighbours)
     rng = np.random.default_rng(3)
-    starts = rng.integers(0, catalogue.n_tracks, 16)
+    starts = rng.integers(0, pool.n_tracks, 16)
     actions = rng.integers(0, 4, (9, 16))
     batch = vector.reset(starts)
     single_runs = []
     for b, start in enumerate(starts):
-        _, info = single.reset(options={"start_id": catalogue.ids[start]})
+        _, info = single.reset(options={"start_id": pool.ids[start]})
         steps = [(info["candidate_ids"], None)]
         for t in range(9):
             _, reward, terminated, _, info = single.step(actions[t, b])
@@ -93,14 +85,14 @@ def test_vector_env_gives_the_same_candidates_and_rewards_as_the_single_env(cata
         single_runs.append(steps)
     for t in range(9):
         for b in range(16):
-            assert catalogue.ids[batch.candidate_rows[b]].tolist() == single_runs[b][t][0]
+            assert pool.ids[batch.candidate_rows[b]].tolist() == single_runs[b][t][0]
         batch, rewards, _ = vector.step(actions[t])
         assert rewards.tolist() == [single_runs[b][t + 1][1] for b in range(16)]
 
 
 def test_tiny_catalogue_masks_missing_candidates_and_rejects_them():
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=5, n_duplicates=0))
-    env = PlaylistEnv(catalogue, playlist_length=5, n_candidates=4, observation="candidates")
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=5, n_duplicates=0))
+    env = PlaylistEnv(pool, playlist_length=5, n_candidates=4, observation="candidates")
     observation, info = env.reset(seed=0)
     remaining = []
     for _ in range(4):
@@ -115,23 +107,23 @@ def test_tiny_catalogue_masks_missing_candidates_and_rejects_them():
     assert terminated and len(set(env.playlist_ids())) == 5
 
 
-def test_observation_info_and_reward_scale(catalogue):
-    env = PlaylistEnv(catalogue, observation="latent", reward_scale=0.01)
+def test_observation_info_and_reward_scale(pool):
+    env = PlaylistEnv(pool, observation="latent", reward_scale=0.01)
     observation, info = env.reset(options={"start_id": "track00007"})
-    np.testing.assert_array_equal(observation, catalogue.latents[7])
+    np.testing.assert_array_equal(observation, pool.latents[7])
     assert info["track_id"] == "track00007"
-    candidate_rows = catalogue.rows_of(info["candidate_ids"])
-    np.testing.assert_array_equal(info["candidate_latents"], catalogue.latents[candidate_rows])
+    candidate_rows = pool.rows_of(info["candidate_ids"])
+    np.testing.assert_array_equal(info["candidate_latents"], pool.latents[candidate_rows])
     _, reward, _, _, step_info = env.step(2)
-    picked = catalogue.rows_of(info["candidate_ids"][2])[0]
-    assert step_info["table_reward"] == catalogue.rewards[picked]
-    assert reward == pytest.approx(0.01 * catalogue.rewards[picked])
+    picked = pool.rows_of(info["candidate_ids"][2])[0]
+    assert step_info["table_reward"] == pool.rewards[picked]
+    assert reward == pytest.approx(0.01 * pool.rewards[picked])
     with pytest.raises(KeyError, match="not-a-track"):
         env.reset(options={"start_id": "not-a-track"})
 
 
-def test_step_after_the_playlist_is_complete_is_an_error(catalogue):
-    env = PlaylistEnv(catalogue, playlist_length=3)
+def test_step_after_the_playlist_is_complete_is_an_error(pool):
+    env = PlaylistEnv(pool, playlist_length=3)
     env.reset(seed=0)
     env.step(0)
     assert env.step(0)[2]
@@ -148,20 +140,20 @@ def test_ties_are_ordered_by_row_and_a_track_is_never_its_own_neighbour():
     assert build_neighbour_index(many_ties[::-1].copy(), 2)[-1].tolist() == [3, 4]
 
 
-def test_nearest_others_of_a_few_tracks_are_their_rows_of_the_neighbour_index(catalogue):
+def test_nearest_others_of_a_few_tracks_are_their_rows_of_the_neighbour_index(pool):
     rows = np.array([0, 17, 235, 239])  # the last tracks duplicate the first ones' latents
-    index = build_neighbour_index(catalogue.latents, 6, show_progress=False)
-    np.testing.assert_array_equal(nearest_others(catalogue.latents, rows, 6), index[rows])
+    index = build_neighbour_index(pool.latents, 6, show_progress=False)
+    np.testing.assert_array_equal(nearest_others(pool.latents, rows, 6), index[rows])
     with pytest.raises(ValueError, match="width must be between 1"):
-        nearest_others(catalogue.latents, rows, catalogue.n_tracks)
+        nearest_others(pool.latents, rows, pool.n_tracks)
 
 
-def test_neighbour_index_is_cached_and_reused(catalogue, tmp_path, monkeypatch):
+def test_neighbour_index_is_cached_and_reused(pool, tmp_path, monkeypatch):
     cache = tmp_path / "neighbours.npz"
-    wide = load_neighbour_index(catalogue, 12, cache)
+    wide = load_neighbour_index(pool, 12, cache)
     assert cache.exists()
     monkeypatch.setattr("helpers.env.build_neighbour_index", lambda *a, **k: pytest.fail("index rebuilt"))
-    np.testing.assert_array_equal(load_neighbour_index(catalogue, 6, cache), wide[:, :6])
+    np.testing.assert_array_equal(load_neighbour_index(pool, 6, cache), wide[:, :6])
 
 
 @pytest.mark.parametrize(
@@ -176,13 +168,13 @@ def test_neighbour_index_is_cached_and_reused(catalogue, tmp_path, monkeypatch):
 )
 def test_bad_rewards_table_gets_a_specific_error(rewards_table, change, message):
     with pytest.raises(ValueError, match=message):
-        Catalogue.from_table(change(rewards_table.copy()), source="rewards.parquet")
+        TrackPool.from_table(change(rewards_table.copy()), source="rewards.parquet")
 
 
 def test_catalogue_smaller_than_a_playlist_is_rejected():
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=4, n_duplicates=0))
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=4, n_duplicates=0))
     with pytest.raises(ValueError, match="at least"):
-        PlaylistEnv(catalogue, playlist_length=10)
+        PlaylistEnv(pool, playlist_length=10)
 
 
 def brute_force_plan_value(latents: np.ndarray, rewards: np.ndarray, track: int, excluded: list[int], picks: int,
@@ -195,12 +187,12 @@ def brute_force_plan_value(latents: np.ndarray, rewards: np.ndarray, track: int,
                for j in brute_force_candidates(latents, track, excluded, k))
 
 
-def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(catalogue):
+def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(pool):
     rng = np.random.default_rng(0)
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(6, 3))
-    env = VectorPlaylistEnv(catalogue, neighbours, playlist_length=6, n_candidates=3)
-    rewards, latents = catalogue.rewards, catalogue.latents
-    batch, done = env.reset(rng.integers(0, catalogue.n_tracks, 8)), False
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(6, 3))
+    env = BatchPlaylistEnv(pool, neighbours, playlist_length=6, n_candidates=3)
+    rewards, latents = pool.rewards, pool.latents
+    batch, done = env.reset(rng.integers(0, pool.n_tracks, 8)), False
     while not done:
         for b in range(8):
             playlist = [int(r) for r in env.playlists[b] if r >= 0]
@@ -216,12 +208,12 @@ def test_reward_inputs_are_the_served_tables_values_checked_by_brute_force(catal
         batch, _, done = env.step(np.argmax(rng.random(batch.mask.shape) * batch.mask, axis=1))
 
 
-def test_reward_inputs_follow_the_table_the_environment_serves(catalogue, rewards_table):
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(10, 4))
-    first = VectorPlaylistEnv(catalogue, neighbours).reset(np.array([0]))
+def test_reward_inputs_follow_the_table_the_environment_serves(pool, rewards_table):
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(10, 4))
+    first = BatchPlaylistEnv(pool, neighbours).reset(np.array([0]))
     raised = rewards_table.assign(reward=rewards_table["reward"].where(
         rewards_table.index != first.candidate_rows[0, 1], 1_000.0))
-    again = VectorPlaylistEnv(Catalogue.from_table(raised), neighbours).reset(np.array([0]))
+    again = BatchPlaylistEnv(TrackPool.from_table(raised), neighbours).reset(np.array([0]))
     reward = REWARD_FEATURES.index("reward")
     assert again.candidate_rewards[0, 1, reward] == 1_000.0
     assert again.candidate_rewards[0, 0, reward] == first.candidate_rewards[0, 0, reward]

@@ -5,31 +5,22 @@ import numpy as np
 import pytest
 from conftest import make_rewards_table
 
-from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
-from helpers.evaluation import (
-    baseline_policies,
-    compare_policies,
-    exact_optimum,
-    greedy_oracle_policy,
-    mean_pairwise_distance,
-    playlist_metrics,
-    random_policy,
-    reward_to_go_bounds,
-    rollout,
-    split_start_tracks,
-)
+from helpers.env import BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
+from helpers.evaluation import (baseline_policies, build_playlists, compare_policies, exact_optimum,
+                                greedy_oracle_policy, mean_pairwise_distance, playlist_metrics, random_policy,
+                                reward_to_go_bounds, split_start_tracks)
 
 
-def make_env(n_tracks: int, playlist_length: int, n_candidates: int, seed: int = 0) -> VectorPlaylistEnv:
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=n_tracks, seed=seed))
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(playlist_length, n_candidates))
-    return VectorPlaylistEnv(catalogue, neighbours, playlist_length, n_candidates)
+def make_env(n_tracks: int, playlist_length: int, n_candidates: int, seed: int = 0) -> BatchPlaylistEnv:
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=n_tracks, seed=seed))
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(playlist_length, n_candidates))
+    return BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates)
 
 
-def all_playlist_returns(env: VectorPlaylistEnv, starts: np.ndarray) -> np.ndarray:
+def all_playlist_returns(env: BatchPlaylistEnv, starts: np.ndarray) -> np.ndarray:
     """Returns of every action sequence from every start (brute force), shape (sequences, starts)."""
     sequences = itertools.product(range(env.n_candidates), repeat=env.n_picks)
-    returns = [rollout(env, starts, lambda batch, seq=seq: np.full(len(starts), seq[env.step_index]))[1].sum(axis=1)
+    returns = [build_playlists(env, starts, lambda batch, seq=seq: np.full(len(starts), seq[env.step_index]))[1].sum(axis=1)
                for seq in sequences]
     return np.array(returns)
 
@@ -42,13 +33,13 @@ def test_branch_and_bound_equals_exhaustive_search(playlist_length, n_candidates
     np.testing.assert_allclose(rewards.sum(axis=1), all_playlist_returns(env, starts).max(axis=0))
     assert (playlists[:, 0] == starts).all()
     assert all(len(set(p)) == playlist_length for p in playlists.tolist())
-    np.testing.assert_allclose(env.catalogue.rewards[playlists[:, 1:]], rewards)
+    np.testing.assert_allclose(env.pool.rewards[playlists[:, 1:]], rewards)
 
 
 def test_reward_to_go_bounds_never_underestimate_the_optimum():
     env = make_env(120, 8, 4, seed=3)
     starts = np.arange(120)
-    bounds = reward_to_go_bounds(env.neighbours, env.catalogue.rewards, 8, 4)
+    bounds = reward_to_go_bounds(env.neighbours, env.pool.rewards, 8, 4)
     optimum = exact_optimum(env, starts, progress=False)[1].sum(axis=1)
     assert (bounds[0, starts] >= optimum - 1e-9).all()
     assert (bounds[-1] == 0).all()
@@ -57,12 +48,12 @@ def test_reward_to_go_bounds_never_underestimate_the_optimum():
 def test_greedy_oracle_picks_the_best_real_candidate_and_random_only_real_ones():
     env = make_env(12, 12, 4)
     batch = env.reset(np.arange(12))
-    oracle, rng_policy = greedy_oracle_policy(env.catalogue.rewards), random_policy(seed=0)
+    oracle, rng_policy = greedy_oracle_policy(env.pool.rewards), random_policy(seed=0)
     done = False
     while not done:
         choice = oracle(batch)
-        best = np.where(batch.mask, env.catalogue.rewards[batch.candidate_rows], -np.inf).max(axis=1)
-        np.testing.assert_array_equal(env.catalogue.rewards[batch.candidate_rows[np.arange(12), choice]], best)
+        best = np.where(batch.mask, env.pool.rewards[batch.candidate_rows], -np.inf).max(axis=1)
+        np.testing.assert_array_equal(env.pool.rewards[batch.candidate_rows[np.arange(12), choice]], best)
         for _ in range(20):
             assert batch.mask[np.arange(12), rng_policy(batch)].all()
         batch, _, done = env.step(choice)
@@ -81,9 +72,9 @@ def test_split_start_tracks_is_a_seeded_partition():
 def test_mean_pairwise_distance_and_repeats_are_counted():
     latents = np.array([[[0.0], [1.0], [3.0]]])
     np.testing.assert_allclose(mean_pairwise_distance(latents), [2.0])  # (1 + 3 + 2) / 3
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=20))
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=20))
     playlists = np.array([[0, 1, 2, 3], [4, 5, 5, 4]])
-    metrics = playlist_metrics(playlists, np.array([10.0, 20.0]), catalogue)
+    metrics = playlist_metrics(playlists, np.array([10.0, 20.0]), pool)
     assert metrics["repeats_per_episode"] == 1.0
     assert metrics["mean_return"] == 15.0 and metrics["distinct_tracks"] == 5
 
@@ -91,7 +82,7 @@ def test_mean_pairwise_distance_and_repeats_are_counted():
 def test_compare_policies_reports_every_policy_against_the_optimum():
     env = make_env(200, 10, 4, seed=4)
     _, heldout = split_start_tracks(200, 0.25, seed=0)
-    table = compare_policies(env, baseline_policies(env.catalogue), heldout, n_eval_starts=30,
+    table = compare_policies(env, baseline_policies(env.pool), heldout, n_eval_starts=30,
                              eval_seeds=(0, 1), progress=False)
     assert set(table.index) == {"exact optimum", "uniform random", "always nearest", "greedy oracle"}
     assert (table["episodes"] == 60).all()

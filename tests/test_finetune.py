@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.env import Catalogue, VectorPlaylistEnv, load_neighbour_index, neighbours_needed
+from helpers.env import BatchPlaylistEnv, TrackPool, load_neighbour_index, neighbours_needed
 from helpers.feedback import Interaction, MalformedLineWarning, append_interaction, read_interactions
-from helpers.evaluation import rollout
+from helpers.evaluation import build_playlists
 from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo, true_rewards
 from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save_version, update_rewards
 from helpers.off_policy import observed_rewards, off_policy_estimates
@@ -150,27 +150,27 @@ def tiny_config(**overrides) -> PPOConfig:
 def chain(tmp_path):
     """A rewards table with proximity scores, its data folder, neighbours and held-out starts."""
     table = make_rewards_table().assign(proximity_score=lambda t: np.linspace(0, 1, len(t)))
-    catalogue = Catalogue.from_table(table)
+    pool = TrackPool.from_table(table)
     data_dir, models_dir = tmp_path / "data", tmp_path / "models"
     data_dir.mkdir()
     table.to_parquet(data_dir / "rewards.parquet", index=False)
     WEIGHTS.save(data_dir / REWARD_WEIGHTS_FILE)
-    neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), data_dir / "neighbours.npz")
-    heldout = catalogue.ids[::8].tolist()
-    return table, catalogue, neighbours, data_dir, models_dir, heldout
+    neighbours = load_neighbour_index(pool, neighbours_needed(10, 4), data_dir / "neighbours.npz")
+    heldout = pool.ids[::8].tolist()
+    return table, pool, neighbours, data_dir, models_dir, heldout
 
 
 def test_versions_are_kept_and_the_newest_is_loaded(chain, small_log):
-    table, catalogue, neighbours, data_dir, models_dir, heldout = chain
-    TrainingRun.start(tiny_config(), catalogue, heldout).save(checkpoint_path(models_dir))
+    table, pool, neighbours, data_dir, models_dir, heldout = chain
+    TrainingRun.start(tiny_config(), pool, heldout).save(checkpoint_path(models_dir))
     base_bytes = checkpoint_path(models_dir).read_bytes()
-    log = pd.DataFrame({"session_id": ["s"], "track_id": [catalogue.ids[0]], "position": [0],
+    log = pd.DataFrame({"session_id": ["s"], "track_id": [pool.ids[0]], "position": [0],
                         "percentage_listened": [1.0], "liked": [1],
                         "timestamp": pd.to_datetime(["2026-01-01"], utc=True)})
     tuned_versions = []
     for boost in (10.0, 20.0):
         updated = table.assign(reward=table["reward"] + boost)
-        run = fine_tune(models_dir, Catalogue.from_table(updated), neighbours, timesteps=1_000)
+        run = fine_tune(models_dir, TrackPool.from_table(updated), neighbours, timesteps=1_000)
         tuned_versions.append((save_version(run, models_dir, updated, log_provenance(log)), run.model_version()))
     assert versions(models_dir) == [0, 1, 2] and [v for v, _ in tuned_versions] == [1, 2]
     assert checkpoint_path(models_dir).read_bytes() == base_bytes
@@ -191,14 +191,14 @@ def test_drift_demo_improves_the_return(tmp_path):
     model = ListenerModel(np.array([0.55, 0.5, 0.3, 0.3, 0.5, 0.55]), np.full(6, 0.1), like_threshold=0.6, seed=0)
     table["percentage_listened"] = model.cluster_mean[table["cluster"]]
     table["reward"] = 0.8 * 100 * table["percentage_listened"] + 0.2 * table["proximity_score"]
-    catalogue = Catalogue.from_table(table)
+    pool = TrackPool.from_table(table)
     neighbours_path = tmp_path / "neighbours.npz"
-    neighbours = load_neighbour_index(catalogue, neighbours_needed(10, 4), neighbours_path)
-    heldout = catalogue.ids[::8].tolist()
-    starts = np.setdiff1d(np.arange(catalogue.n_tracks), catalogue.rows_of(heldout))
+    neighbours = load_neighbour_index(pool, neighbours_needed(10, 4), neighbours_path)
+    heldout = pool.ids[::8].tolist()
+    starts = np.setdiff1d(np.arange(pool.n_tracks), pool.rows_of(heldout))
     run = TrainingRun.start(tiny_config(num_envs=128, num_minibatches=3, total_timesteps=30_000, seed=0),
-                            catalogue, heldout)
-    train(run, VectorPlaylistEnv(catalogue, neighbours), starts, progress=False)
+                            pool, heldout)
+    train(run, BatchPlaylistEnv(pool, neighbours), starts, progress=False)
     run.save(checkpoint_path(tmp_path / "models"))
     taste, loved = drifted_taste(table, model, seed=0)
     assert loved.tolist() == [2, 3]
@@ -214,8 +214,8 @@ def test_drift_demo_improves_the_return(tmp_path):
     assert np.isfinite(results[["ips", "snips", "dr", "simulated"]].iloc[1:].to_numpy()).all()
     # an exact planner reading the true table builds the optimal playlists; reading the prior table it cannot beat them
     target = DriftTarget.build(run, table, taste, neighbours, 0.05, model.like_threshold, 40, 0, WEIGHTS)
-    assert target.gap_closed(target.planned_return(run, target.true_catalogue)) == pytest.approx(1.0)
-    assert target.planned_return(run, catalogue) < target.optimum
+    assert target.gap_closed(target.planned_return(run, target.true_pool)) == pytest.approx(1.0)
+    assert target.planned_return(run, pool) < target.optimum
 
 
 def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_expectations():
@@ -235,25 +235,25 @@ def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_
 
 
 def test_off_policy_rewards_of_steps_with_an_unknown_like_come_from_the_reward_model():
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=8).assign(proximity_score=0.5))
-    steps = pd.DataFrame({"track_id": catalogue.ids[:3], "percentage_listened": [1.0, 0.4, 0.4],
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=8).assign(proximity_score=0.5))
+    steps = pd.DataFrame({"track_id": pool.ids[:3], "percentage_listened": [1.0, 0.4, 0.4],
                           "liked": pd.array([1, pd.NA, 0], dtype="Int64")})
-    observed = observed_rewards(steps, catalogue, WEIGHTS, predicted=np.array([-1.0, 77.0, -1.0]))
+    observed = observed_rewards(steps, pool, WEIGHTS, predicted=np.array([-1.0, 77.0, -1.0]))
     np.testing.assert_allclose(observed, [0.8 * 150 + 0.1, 77.0, 0.8 * 40 + 0.1])
 
 
-def logged_sessions(env: VectorPlaylistEnv, start_rows: np.ndarray, listened: np.ndarray,
+def logged_sessions(env: BatchPlaylistEnv, start_rows: np.ndarray, listened: np.ndarray,
                     temperature: float, seed: int) -> pd.DataFrame:
     """A log of sessions from a logging policy that prefers rewarding candidates (softmax of
     their rewards), each pick heard exactly as `listened` says (liked above 0.6)."""
     rng = np.random.default_rng(seed)
-    ids = env.catalogue.ids
+    ids = env.pool.ids
     sessions = np.array([f"s{b}" for b in range(len(start_rows))])
     records = [pd.DataFrame({"session_id": sessions, "track_id": ids[start_rows], "position": 0,
                              "candidates": [[]] * len(sessions), "probs": [[]] * len(sessions)})]
     batch = env.reset(start_rows)
     for position in range(1, env.playlist_length):
-        scores = np.where(batch.mask, env.catalogue.rewards[batch.candidate_rows] / temperature, -np.inf)
+        scores = np.where(batch.mask, env.pool.rewards[batch.candidate_rows] / temperature, -np.inf)
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         actions = (rng.random((len(probs), 1)) > probs.cumsum(axis=1)).sum(axis=1)
@@ -271,18 +271,18 @@ def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
     rng = np.random.default_rng(3)
     listened = rng.uniform(0, 1, len(table))
     table = table.assign(reward=0.8 * (100 * listened + 50 * (listened > 0.6)) + 0.2 * table["proximity_score"])
-    catalogue = Catalogue.from_table(table)
-    env = VectorPlaylistEnv(catalogue, neighbours)
-    starts = np.resize(np.arange(catalogue.n_tracks), 4_000)
+    pool = TrackPool.from_table(table)
+    env = BatchPlaylistEnv(pool, neighbours)
+    starts = np.resize(np.arange(pool.n_tracks), 4_000)
     log = logged_sessions(env, starts, listened, temperature=60.0, seed=1)
-    target = TrainingRun.start(tiny_config(seed=4), catalogue, heldout)
-    true_value = rollout(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
+    target = TrainingRun.start(tiny_config(seed=4), pool, heldout)
+    true_value = build_playlists(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
     logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
-    estimates = off_policy_estimates(target, log, catalogue, neighbours, WEIGHTS)
+    estimates = off_policy_estimates(target, log, pool, neighbours, WEIGHTS)
     assert logged_value == 10 and estimates["n_sessions"] == len(starts)
     assert estimates["logged"] > 1.1 * true_value  # the logging policy is much better: a naive mean is off
     for name in ("ips", "snips", "dr"):
         assert estimates[name] == pytest.approx(true_value, rel=0.03), name
     # DR stays unbiased with a wrong reward model, and an exact one makes it the most precise
-    wrong_model = Catalogue.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
+    wrong_model = TrackPool.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
     assert off_policy_estimates(target, log, wrong_model, neighbours, WEIGHTS)["dr"] == pytest.approx(true_value, rel=0.05)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import BUILTIN_CATALOGUES, CatalogueError, catalogue_files, filter_settings, load_catalogue
+from helpers.data import BUILTIN_CATALOGUES, CatalogueError, catalogue_files, filter_settings, read_catalogue_files
 from helpers.layouts import FEATURES, KNOWN_LAYOUTS, decade_from_file_name, mode_numbers, pitch_classes
 from helpers.pipeline import parse_value
 
@@ -70,7 +70,7 @@ def tidytuesday_file(path: Path) -> Path:
 # --- each known layout, with its quirks -------------------------------------------------------
 
 def test_tidytuesday_repeated_ids_na_texts_dates_and_exponents(tmp_path):
-    catalogue, report = load_catalogue(tidytuesday_file(tmp_path / "spotify_songs.csv"), return_report=True)
+    catalogue, report = read_catalogue_files(tidytuesday_file(tmp_path / "spotify_songs.csv"), return_report=True)
     assert report.layout == "tidytuesday" and (report.rows_read, report.duplicate_ids) == (4, 1)
     assert list(catalogue.columns) == ["id", "artist", "name", "album", "genre", "popularity", "year", *FEATURES]
     assert catalogue["id"].tolist() == ["t1", "t2", "t3"]
@@ -90,7 +90,7 @@ def test_spotify_features_bom_pitch_names_modes_and_genres(tmp_path):
              mode="Minor", time_signature="3/4", popularity="90", energy="0.4"),
     ], encoding="utf-8-sig")
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    catalogue, report = load_catalogue(path, return_report=True)
+    catalogue, report = read_catalogue_files(path, return_report=True)
     assert report.layout == "spotify_features"
     assert catalogue["id"].tolist() == ["s1", "s2"]
     assert catalogue["key"].tolist() == [1.0, 10.0] and catalogue["mode"].tolist() == [1.0, 0.0]
@@ -108,18 +108,18 @@ def hit_predictor_file(path: Path, prefix: str = "spotify:track:") -> Path:
 def test_hit_predictor_decades_by_glob_and_by_list(tmp_path):
     for decade in ("60s", "00s", "10s"):
         hit_predictor_file(tmp_path / f"dataset-of-{decade}.csv")
-    catalogue, report = load_catalogue(str(tmp_path / "dataset-of-*s.csv"), return_report=True)
+    catalogue, report = read_catalogue_files(str(tmp_path / "dataset-of-*s.csv"), return_report=True)
     assert report.layout == "hit_predictor" and len(report.paths) == 3
     assert catalogue["id"].tolist() == ["dataset-of-00sA", "dataset-of-00sB", "dataset-of-10sA",
                                         "dataset-of-10sB", "dataset-of-60sA", "dataset-of-60sB"]
     assert catalogue["year"].tolist() == [2000, 2000, 2010, 2010, 1960, 1960]
-    listed = load_catalogue([tmp_path / "dataset-of-60s.csv", tmp_path / "dataset-of-10s.csv"])
+    listed = read_catalogue_files([tmp_path / "dataset-of-60s.csv", tmp_path / "dataset-of-10s.csv"])
     assert listed["year"].tolist() == [1960, 1960, 2010, 2010]
 
 
 def test_hit_predictor_without_a_decade_in_the_name_has_no_year(tmp_path):
-    assert "year" not in load_catalogue(hit_predictor_file(tmp_path / "hits.csv")).columns
-    mixed = load_catalogue([tmp_path / "hits.csv", hit_predictor_file(tmp_path / "dataset-of-80s.csv")])
+    assert "year" not in read_catalogue_files(hit_predictor_file(tmp_path / "hits.csv")).columns
+    mixed = read_catalogue_files([tmp_path / "hits.csv", hit_predictor_file(tmp_path / "dataset-of-80s.csv")])
     assert mixed["year"].tolist() == [pd.NA, pd.NA, 1980, 1980]
 
 
@@ -136,7 +136,7 @@ def test_data_1921_2020_list_strings(tmp_path):
         dict(artists="[\"Guns N' Roses\"]", id="d2", name="Patience", popularity="70", release_date="1988-01-01",
              year="1988", explicit="0", energy="0.2"),
     ])
-    catalogue, report = load_catalogue(path, return_report=True)
+    catalogue, report = read_catalogue_files(path, return_report=True)
     assert report.layout == "spotify_1921_2020"
     assert catalogue["artists"].tolist() == [["Sergei Rachmaninoff", "James Levine"], ["Guns N' Roses"]]
     assert catalogue["artist"].tolist() == ["Sergei Rachmaninoff", "Guns N' Roses"]
@@ -153,12 +153,12 @@ def test_compressed_files_are_read_directly(tmp_path, compress):
         path = tmp_path / "spotify_songs.zip"
         with zipfile.ZipFile(path, "w") as archive:
             archive.write(plain, "spotify_songs.csv")
-    pd.testing.assert_frame_equal(load_catalogue(path), load_catalogue(plain))
+    pd.testing.assert_frame_equal(read_catalogue_files(path), read_catalogue_files(plain))
 
 
 def test_the_shipped_tidytuesday_catalogue():
     assert catalogue_files("tidytuesday") == [BUILTIN_CATALOGUES["tidytuesday"].path]
-    catalogue, report = load_catalogue("tidytuesday", return_report=True)
+    catalogue, report = read_catalogue_files("tidytuesday", return_report=True)
     assert (report.layout, report.rows_read, len(catalogue)) == ("tidytuesday", 32833, 28356)
     # Five rows hold the text NA as name, artist and album: four ids (one sits on two playlists).
     assert catalogue["name"].isna().sum() == 4 and catalogue["genre"].notna().all()
@@ -189,7 +189,7 @@ def test_an_unknown_pitch_name_names_file_column_value_and_row(tmp_path):
         dict(genre="Pop", artist_name="A", track_name="x", track_id="s1", key="C", mode="Major"),
         dict(genre="Pop", artist_name="A", track_name="y", track_id="s2", key="H", mode="Major")])
     with pytest.raises(CatalogueError, match=r"SpotifyFeatures\.csv: column 'key' has the value 'H' in data row 2"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 # --- the column mapping -----------------------------------------------------------------------
@@ -203,7 +203,7 @@ def custom_file(path: Path) -> Path:
 def test_column_map_reads_any_table(tmp_path):
     path = custom_file(tmp_path / "mine.csv")
     column_map = parse_value("{'id': 'song_id', 'artist': 'performer', 'name': 'title'}")
-    catalogue, report = load_catalogue(path, column_map, return_report=True)
+    catalogue, report = read_catalogue_files(path, column_map, return_report=True)
     assert report.layout == "mapped"
     assert catalogue[["id", "artist", "name"]].values.tolist() == [["c1", "Adele", "Hello"], ["c2", "Queen", "Flash"]]
     assert catalogue["key"].tolist() == [6.0, 6.0] and catalogue["mode"].tolist() == [0.0, 1.0]
@@ -212,11 +212,11 @@ def test_column_map_reads_any_table(tmp_path):
 def test_column_map_naming_a_missing_column(tmp_path):
     path = custom_file(tmp_path / "mine.csv")
     with pytest.raises(CatalogueError, match=r"mine\.csv has no column 'singer' \(mapped by column_map to artist\)"):
-        load_catalogue(path, {"id": "song_id", "artist": "singer"})
+        read_catalogue_files(path, {"id": "song_id", "artist": "singer"})
     with pytest.raises(CatalogueError, match=r"unknown field\(s\) \['colour'\]"):
-        load_catalogue(path, {"id": "song_id", "artist": "performer", "colour": "title"})
+        read_catalogue_files(path, {"id": "song_id", "artist": "performer", "colour": "title"})
     with pytest.raises(CatalogueError, match=r"mine\.csv: no column for the field\(s\) \['artist'\]"):
-        load_catalogue(path, {"id": "song_id"})
+        read_catalogue_files(path, {"id": "song_id"})
 
 
 # --- one clear error for each bad input -------------------------------------------------------
@@ -224,7 +224,7 @@ def test_column_map_naming_a_missing_column(tmp_path):
 def test_unknown_layout_names_missing_columns_known_layouts_and_the_mapping(tmp_path):
     path = custom_file(tmp_path / "mine.csv")
     with pytest.raises(CatalogueError) as error:
-        load_catalogue(path)
+        read_catalogue_files(path)
     message = str(error.value)
     assert message.startswith(f"{path}: its columns fit no known layout")
     assert "The closest, the embedded catalogue, lacks the column(s) 'id', 'artist'" in message
@@ -237,7 +237,7 @@ def test_files_of_different_layouts(tmp_path):
     second = hit_predictor_file(tmp_path / "dataset-of-60s.csv")
     with pytest.raises(CatalogueError, match=r"different layouts: .*spotify_songs\.csv \(TidyTuesday.*"
                                              r"dataset-of-60s\.csv \(Kaggle's 'Spotify Hit Predictor'"):
-        load_catalogue([first, second])
+        read_catalogue_files([first, second])
 
 
 def test_a_file_without_usable_rows(tmp_path):
@@ -245,7 +245,7 @@ def test_a_file_without_usable_rows(tmp_path):
         dict(track_id="t1", track_artist="A", track_album_release_date="2001", energy=""),
         dict(track_id="t2", track_artist="A", track_album_release_date="2001", tempo="")])
     with pytest.raises(CatalogueError, match=r"spotify_songs\.csv: none of its 2 rows has an id and all 11 features"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_a_file_that_is_not_utf8_names_file_and_line(tmp_path):
@@ -254,11 +254,11 @@ def test_a_file_that_is_not_utf8_names_file_and_line(tmp_path):
     lines[2] = lines[2].replace(b"NA,NA", "Beyoncé,NA".encode("latin-1"), 1)
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(CatalogueError, match=r"spotify_songs\.csv is not UTF-8 text: line 3 holds the byte 0xe9"):
-        load_catalogue(path)
+        read_catalogue_files(path)
     header = tmp_path / "latin.csv"
     header.write_bytes("idé,artist\n".encode("latin-1"))
     with pytest.raises(CatalogueError, match=r"latin\.csv is not UTF-8 text: line 1"):
-        load_catalogue(header)
+        read_catalogue_files(header)
 
 
 def test_repeated_column_names(tmp_path):
@@ -266,14 +266,14 @@ def test_repeated_column_names(tmp_path):
     header = ["id", "artist", *FEATURES, "id"]
     write_csv(path, header, [dict(id="a", artist="Adele")])
     with pytest.raises(CatalogueError, match=r"twice\.csv has repeated column names: 'id' at columns \[1, 14\]"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_a_bad_uri(tmp_path):
     path = hit_predictor_file(tmp_path / "dataset-of-70s.csv", prefix="track/")
     with pytest.raises(CatalogueError, match=r"column 'uri' has the value 'track/dataset-of-70sA' in data row 1; "
                                              r"expected a Spotify URI"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_a_bad_release_date(tmp_path):
@@ -281,9 +281,9 @@ def test_a_bad_release_date(tmp_path):
     path.write_text(path.read_text().replace("2012-05", "May 2012"))
     with pytest.raises(CatalogueError, match=r"column 'track_album_release_date' has the value 'May 2012' in "
                                              r"data row 2; expected a date"):
-        load_catalogue(path)
+        read_catalogue_files(path)
 
 
 def test_a_glob_matching_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no catalogue file matches .*nothing-\*\.csv"):
-        load_catalogue(str(tmp_path / "nothing-*.csv"))
+        read_catalogue_files(str(tmp_path / "nothing-*.csv"))

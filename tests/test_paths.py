@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import paths as paths_module
-from helpers.env import Catalogue, build_neighbour_index, load_neighbour_index
+from helpers.env import TrackPool, build_neighbour_index, load_neighbour_index
 from helpers.paths import DamagedArtefact, ProjectPaths, atomic_write, save_parquet, write_bytes_atomic
 from helpers.ppo import TrainingRun
 from helpers.vae import TrainedVAE
@@ -41,19 +41,19 @@ def test_every_artefact_is_synced_before_it_replaces_the_old_one(tmp_path, monke
 
 
 def test_a_damaged_neighbour_index_is_rebuilt_with_a_warning(tmp_path):
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=40))
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=40))
     cache = tmp_path / "neighbours.npz"
-    built = load_neighbour_index(catalogue, 6, cache)
+    built = load_neighbour_index(pool, 6, cache)
     whole = cache.read_bytes()
     for damaged in (whole[: len(whole) // 2], b"not an index at all", b"PK\x03\x04" + b"\0" * 40):
         cache.write_bytes(damaged)
         with pytest.warns(UserWarning, match="neighbour index .* cannot be read .* rebuilding it"):
-            again = load_neighbour_index(catalogue, 6, cache)
+            again = load_neighbour_index(pool, 6, cache)
         np.testing.assert_array_equal(again, built)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            np.testing.assert_array_equal(load_neighbour_index(catalogue, 6, cache), built)
-    np.testing.assert_array_equal(built, build_neighbour_index(catalogue.latents, 6))
+            np.testing.assert_array_equal(load_neighbour_index(pool, 6, cache), built)
+    np.testing.assert_array_equal(built, build_neighbour_index(pool.latents, 6))
 
 
 def checkpoint_bytes(content: dict) -> bytes:
@@ -89,6 +89,6 @@ def test_a_truncated_or_foreign_table_names_the_notebook_to_re_run(tmp_path):
         with pytest.raises(DamagedArtefact, match="truncated or not a parquet table .*re-run notebook 05_rewards"):
             paths.read_table("rewards.parquet", produced_by="05_rewards")
         with pytest.raises(DamagedArtefact, match="re-run notebook 05_rewards"):
-            Catalogue.from_parquet(table)
+            TrackPool.from_parquet(table)
     with pytest.raises(FileNotFoundError, match="run notebook 04_listeners first"):
         paths.read_table("listeners.parquet", produced_by="04_listeners")

@@ -46,7 +46,7 @@ def test_playlist_is_the_chain_of_the_recommender_steps(fake_recommender):
     assert planned == steps
     assert playlist_tracks(planned) == ["track00007"] + [s["chosen"] for s in steps]
     assert all(choice_probability(s) == s["probs"][s["candidates"].index(s["chosen"])] for s in planned)
-    table = playlist_table(planned, fake_recommender.catalogue)
+    table = playlist_table(planned, fake_recommender.track_table)
     assert table["position"].tolist() == list(range(10)) and np.isnan(table["probability"].iloc[0])
     assert table["probability"].iloc[1:].tolist() == [choice_probability(s) for s in steps]
 
@@ -66,11 +66,11 @@ def test_playlist_planning_refuses_bad_requests_and_bad_answers(fake_recommender
 def test_playlist_table_takes_names_from_the_catalogue_or_the_lookup(fake_recommender):
     steps = plan_playlist(fake_recommender, "track00003", length=5, seed=0)
     entries = playlist_tracks(steps)
-    table = playlist_table(steps, fake_recommender.catalogue)
+    table = playlist_table(steps, fake_recommender.track_table)
     assert list(table.columns) == ["position", "track_id", "artist", "name", "cluster", "reward", "probability"]
     assert table["name"].tolist() == [f"Song {int(track_id[5:])}" for track_id in entries]
 
-    nameless = fake_recommender.catalogue.drop(columns="name").reset_index()
+    nameless = fake_recommender.track_table.drop(columns="name").reset_index()
     assert missing_names(steps, nameless) == entries
     assert "name" not in playlist_table(steps, nameless).columns, "no name known: no column"
     looked_up = {entries[0]: "Found on Spotify"}
@@ -80,7 +80,7 @@ def test_playlist_table_takes_names_from_the_catalogue_or_the_lookup(fake_recomm
 # -- the simulated listener and the session log ----------------------------------------------
 
 def test_simulated_listener_draws_from_each_track_cluster(fake_recommender):
-    clusters = fake_recommender.catalogue["cluster"]
+    clusters = fake_recommender.track_table["cluster"]
     means = np.linspace(0.3, 0.9, clusters.max() + 1)
     exact = ListenerModel(means, np.zeros_like(means), like_threshold=0.6, seed=0)
     track_ids = list(clusters.index[:10])
@@ -93,7 +93,7 @@ def test_simulated_listener_draws_from_each_track_cluster(fake_recommender):
 
 
 def test_simulated_listener_is_reproducible_with_its_seed_and_draws_afresh_each_session(fake_recommender):
-    clusters = fake_recommender.catalogue["cluster"]
+    clusters = fake_recommender.track_table["cluster"]
     noisy = ListenerModel(np.full(6, 0.6), np.full(6, 0.2), like_threshold=0.6, seed=0)
     track_ids = list(clusters.index[:10])
 
@@ -114,7 +114,7 @@ def test_a_session_appends_one_complete_record_per_track(fake_recommender, offli
     log = paths.feedback / DEFAULT_LOG_NAME
     log.write_text("earlier line kept as is\n")
     steps = plan_playlist(fake_recommender, length=10, seed=2)
-    listener = simulated_listener(paths, fake_recommender.catalogue["cluster"], seed=2)
+    listener = simulated_listener(paths, fake_recommender.track_table["cluster"], seed=2)
 
     result = play_session(fake_recommender, listener, steps, log, progress=False)
 
@@ -185,7 +185,7 @@ def spotify(monkeypatch, fake_recommender):
     """The fake Spotify with every catalogue track, reached through the user's environment variables."""
     rng = np.random.default_rng(0)
     tracks = {track_id: FakeTrack(name, 100_000, listened=rng.integers(0, 21) / 20)
-              for track_id, name in fake_recommender.catalogue["name"].items()}
+              for track_id, name in fake_recommender.track_table["name"].items()}
     liked = set(list(tracks)[::3])
 
     def start(**options):
@@ -252,7 +252,7 @@ def test_command_stops_after_a_long_pause_and_keeps_what_was_played(cli, spotify
 
 
 def test_simulated_listener_with_a_taste_hears_each_track_around_its_own_taste(fake_recommender):
-    clusters = fake_recommender.catalogue["cluster"]
+    clusters = fake_recommender.track_table["cluster"]
     model = ListenerModel(np.full(6, 0.5), np.full(6, 0.1), like_threshold=0.6, seed=0)
     track_ids = list(clusters.index[:4])
     taste = pd.Series([0.2, 0.65, 1.0, 0.0], index=track_ids)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import make_rewards_table
 
-from helpers.env import REWARD_FEATURES, Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
-from helpers.evaluation import compare_policies, greedy_oracle_policy, random_policy, rollout, split_start_tracks
+from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
+from helpers.evaluation import build_playlists, compare_policies, greedy_oracle_policy, random_policy, split_start_tracks
 from helpers.ppo import (
     CandidateActorCritic,
     Observations,
@@ -23,18 +23,18 @@ SMALL = dict(hidden_size=32, n_fourier_features=8, playlist_length=6, num_envs=6
 
 
 @pytest.fixture(scope="module")
-def catalogue(rewards_table):
-    return Catalogue.from_table(rewards_table)
+def pool(rewards_table):
+    return TrackPool.from_table(rewards_table)
 
 
 @pytest.fixture(scope="module")
-def env(catalogue):
-    return VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(6, 4)), 6, 4)
+def env(pool):
+    return BatchPlaylistEnv(pool, build_neighbour_index(pool.latents, neighbours_needed(6, 4)), 6, 4)
 
 
 @pytest.fixture(scope="module")
-def split(catalogue):
-    return split_start_tracks(catalogue.n_tracks, 0.2, seed=0)
+def split(pool):
+    return split_start_tracks(pool.n_tracks, 0.2, seed=0)
 
 
 def random_observations(batch: int, n_candidates: int, seed: int = 0) -> Observations:
@@ -131,12 +131,12 @@ def test_gae_bootstraps_from_last_value_and_stops_at_episode_ends():
     torch.testing.assert_close(advantages, torch.tensor([[1.0], [2.0]]))
 
 
-def test_short_seeded_training_beats_random_on_held_out_starts(catalogue, env, split):
+def test_short_seeded_training_beats_random_on_held_out_starts(pool, env, split):
     train_rows, heldout_rows = split
-    run = train(TrainingRun.start(PPOConfig(**(SMALL | dict(total_timesteps=64 * 5 * 40))), catalogue),
+    run = train(TrainingRun.start(PPOConfig(**(SMALL | dict(total_timesteps=64 * 5 * 40))), pool),
                 env, train_rows, progress=False)
-    trained = rollout(env, heldout_rows, greedy_policy(run.agent))[1].sum(axis=1).mean()
-    random = np.mean([rollout(env, heldout_rows, random_policy(seed))[1].sum(axis=1).mean() for seed in range(5)])
+    trained = build_playlists(env, heldout_rows, greedy_policy(run.agent))[1].sum(axis=1).mean()
+    random = np.mean([build_playlists(env, heldout_rows, random_policy(seed))[1].sum(axis=1).mean() for seed in range(5)])
     assert trained > 1.1 * random
     history = run.history_frame()
     assert len(history) == 40 and history["global_step"].iloc[-1] == 64 * 5 * 40
@@ -147,9 +147,9 @@ def test_short_seeded_training_beats_random_on_held_out_starts(catalogue, env, s
 
 
 @pytest.mark.parametrize("make_config", [PPOConfig, PPOConfig.original])
-def test_same_seed_same_weights_other_seed_other_weights(catalogue, env, split, make_config):
+def test_same_seed_same_weights_other_seed_other_weights(pool, env, split, make_config):
     def weights(seed):
-        run = train(TrainingRun.start(make_config(**SMALL, seed=seed), catalogue), env, split[0], progress=False)
+        run = train(TrainingRun.start(make_config(**SMALL, seed=seed), pool), env, split[0], progress=False)
         return run.agent.state_dict(), run.history_frame()
 
     (first, first_history), (again, again_history), (other, _) = weights(1), weights(1), weights(2)
@@ -160,16 +160,16 @@ def test_same_seed_same_weights_other_seed_other_weights(catalogue, env, split, 
     assert first_history.drop(columns=drop).equals(again_history.drop(columns=drop))
 
 
-def test_checkpoint_round_trip_and_resume_equal_an_uninterrupted_run(catalogue, env, split, tmp_path):
+def test_checkpoint_round_trip_and_resume_equal_an_uninterrupted_run(pool, env, split, tmp_path):
     config = PPOConfig(**SMALL, seed=3)
-    straight = train(TrainingRun.start(config, catalogue), env, split[0], progress=False)
+    straight = train(TrainingRun.start(config, pool), env, split[0], progress=False)
 
-    first_half = train(TrainingRun.start(config, catalogue, heldout_ids=list(catalogue.ids[split[1]])),
+    first_half = train(TrainingRun.start(config, pool, heldout_ids=list(pool.ids[split[1]])),
                        env, split[0], max_updates=2, progress=False)
     path = first_half.save(tmp_path / "ppo_candidate.pt")
-    reloaded = TrainingRun.load(path, catalogue)
+    reloaded = TrainingRun.load(path, pool)
     assert reloaded.config == config and reloaded.updates == 2
-    assert reloaded.heldout_ids == list(catalogue.ids[split[1]])
+    assert reloaded.heldout_ids == list(pool.ids[split[1]])
     assert reloaded.model_version() == first_half.model_version()
     resumed = train(reloaded, env, split[0], progress=False)
 
@@ -179,9 +179,9 @@ def test_checkpoint_round_trip_and_resume_equal_an_uninterrupted_run(catalogue, 
     assert resumed.model_version() == straight.model_version()
 
 
-def test_checkpoint_refuses_another_catalogue_and_missing_files(catalogue, tmp_path, rewards_table):
-    path = TrainingRun.start(PPOConfig(**SMALL), catalogue).save(tmp_path / "run.pt")
-    other = Catalogue.from_table(rewards_table.assign(reward=rewards_table["reward"] + 1))
+def test_checkpoint_refuses_another_catalogue_and_missing_files(pool, tmp_path, rewards_table):
+    path = TrainingRun.start(PPOConfig(**SMALL), pool).save(tmp_path / "run.pt")
+    other = TrackPool.from_table(rewards_table.assign(reward=rewards_table["reward"] + 1))
     with pytest.raises(ValueError, match="another rewards table"):
         TrainingRun.load(path, other)
     with pytest.raises(FileNotFoundError, match="06_ppo"):
@@ -211,34 +211,34 @@ def test_original_config_keeps_the_original_network_and_clip():
 
 
 def test_a_seeded_short_training_on_a_mid_size_catalogue_beats_the_greedy_oracle():
-    catalogue = Catalogue.from_table(make_rewards_table(n_tracks=5_000, n_clusters=20, seed=1))
-    env = VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(10, 4),
+    pool = TrackPool.from_table(make_rewards_table(n_tracks=5_000, n_clusters=20, seed=1))
+    env = BatchPlaylistEnv(pool, build_neighbour_index(pool.latents, neighbours_needed(10, 4),
                                                              show_progress=False))
-    train_rows, heldout_rows = split_start_tracks(catalogue.n_tracks, 0.1, seed=0)
-    run = train(TrainingRun.start(PPOConfig(total_timesteps=120_000, seed=0), catalogue), env, train_rows,
+    train_rows, heldout_rows = split_start_tracks(pool.n_tracks, 0.1, seed=0)
+    run = train(TrainingRun.start(PPOConfig(total_timesteps=120_000, seed=0), pool), env, train_rows,
                 progress=False)
-    results = compare_policies(env, {"greedy oracle": lambda seed: greedy_oracle_policy(catalogue.rewards),
+    results = compare_policies(env, {"greedy oracle": lambda seed: greedy_oracle_policy(pool.rewards),
                                      "PPO": lambda seed: greedy_policy(run.agent)},
                                heldout_rows, n_eval_starts=100, eval_seeds=(0,), progress=False)
     assert results.loc["PPO", "mean_return"] > results.loc["greedy oracle", "mean_return"]
     assert results.loc["PPO", "repeats_per_episode"] == 0
 
 
-def test_minibatches_are_counted_as_in_cleanrl_and_the_critic_reports_explained_variance(catalogue, env, split):
+def test_minibatches_are_counted_as_in_cleanrl_and_the_critic_reports_explained_variance(pool, env, split):
     config = PPOConfig(**SMALL)
     assert config.batch_size == 64 * 5 and config.minibatch_size == 64 * 5 // 2
-    history = train(TrainingRun.start(config, catalogue), env, split[0], progress=False).history_frame()
+    history = train(TrainingRun.start(config, pool), env, split[0], progress=False).history_frame()
     assert history["explained_variance"].between(-10, 1).all()
     assert explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])) == 1.0
     assert explained_variance(torch.full((3,), 2.0), torch.tensor([1.0, 2.0, 3.0])) == 0.0
 
 
-def test_a_checkpoint_of_the_first_format_is_refused_clearly(catalogue, tmp_path):
-    path = TrainingRun.start(PPOConfig(**SMALL), catalogue).save(tmp_path / "run.pt")
+def test_a_checkpoint_of_the_first_format_is_refused_clearly(pool, tmp_path):
+    path = TrainingRun.start(PPOConfig(**SMALL), pool).save(tmp_path / "run.pt")
     checkpoint = torch.load(path, weights_only=True)
     del checkpoint["format"]
     checkpoint["config"] = {k: v for k, v in checkpoint["config"].items()
                             if k not in ("num_minibatches", "reward_inputs")} | {"minibatch_size": 160}
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match="format 1.*re-run notebook 06_ppo"):
-        TrainingRun.load(path, catalogue)
+        TrainingRun.load(path, pool)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
+from helpers.env import BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
 from helpers.ppo import PPOConfig, TrainingRun, train
 from helpers.recommend import Recommender, checkpoint_path
 from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
@@ -23,10 +23,10 @@ def run_dirs(tmp_path_factory, rewards_table):
     songs = pd.DataFrame({"id": rewards_table["id"], "song_id": rewards_table["id"]})
     merged = pd.DataFrame({"id": ["album-release", "relinked"], "song_id": ["track00003", "track00003"]})
     save_aliases(pd.concat([songs, merged]), data_dir / ALIASES_FILE)
-    catalogue = Catalogue.from_table(rewards_table)
+    pool = TrackPool.from_table(rewards_table)
     for make_config in (PPOConfig, PPOConfig.original):
         config = make_config(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
-        TrainingRun.start(config, catalogue).save(checkpoint_path(models_dir, config.architecture))
+        TrainingRun.start(config, pool).save(checkpoint_path(models_dir, config.architecture))
     return models_dir, data_dir
 
 
@@ -85,9 +85,9 @@ def test_same_seed_same_playlist(recommender):
     assert len(starts) > 1
 
 
-def test_catalogue_latent_and_model_version(recommender, rewards_table):
-    assert recommender.catalogue.loc["track00005", "artist"] == rewards_table.loc[5, "artist"]
-    assert {"name", "cluster", "latent_0"} <= set(recommender.catalogue.columns)
+def test_track_table_latent_and_model_version(recommender, rewards_table):
+    assert recommender.track_table.loc["track00005", "artist"] == rewards_table.loc[5, "artist"]
+    assert {"name", "cluster", "latent_0"} <= set(recommender.track_table.columns)
     assert recommender.latent("track00005") == pytest.approx(rewards_table.filter(like="latent_").iloc[5].tolist())
     assert recommender.model_version.startswith("candidate-")
     with pytest.raises(KeyError, match="nope"):
@@ -128,20 +128,20 @@ def test_the_other_ids_of_a_playlists_songs(recommender):
 @pytest.fixture(scope="module")
 def trained(rewards_table):
     """A candidate-aware policy trained briefly on the small table."""
-    catalogue = Catalogue.from_table(rewards_table)
-    env = VectorPlaylistEnv(catalogue, build_neighbour_index(catalogue.latents, neighbours_needed(10, 4),
+    pool = TrackPool.from_table(rewards_table)
+    env = BatchPlaylistEnv(pool, build_neighbour_index(pool.latents, neighbours_needed(10, 4),
                                                              show_progress=False))
-    return train(TrainingRun.start(PPOConfig(hidden_size=32, total_timesteps=40_000, seed=0), catalogue), env,
-                 np.arange(catalogue.n_tracks), progress=False)
+    return train(TrainingRun.start(PPOConfig(hidden_size=32, total_timesteps=40_000, seed=0), pool), env,
+                 np.arange(pool.n_tracks), progress=False)
 
 
 def test_the_policy_reads_the_reward_table_it_serves(trained, rewards_table, tmp_path):
     """Raising one candidate's reward in the served table makes the policy choose it, without retraining."""
-    served = Recommender(trained, Catalogue.from_table(rewards_table), tmp_path / "neighbours.npz")
+    served = Recommender(trained, TrackPool.from_table(rewards_table), tmp_path / "neighbours.npz")
     first = served.playlist(start_id="track00003")[0]
     other = next(track for track in first["candidates"] if track != first["chosen"])
     table = rewards_table.assign(reward=np.where(rewards_table["id"] == other, 500.0, rewards_table["reward"]))
-    updated = Recommender(trained, Catalogue.from_table(table), tmp_path / "neighbours.npz")
+    updated = Recommender(trained, TrackPool.from_table(table), tmp_path / "neighbours.npz")
     assert updated.model_version == served.model_version  # the same weights
     assert updated.playlist(start_id="track00003")[0]["chosen"] == other
 
@@ -156,6 +156,6 @@ def test_a_checkpoint_with_another_reward_table_fails_clearly_and_tables_are_rea
     RewardWeights().save(data_dir / REWARD_WEIGHTS_FILE)
     with pytest.raises(ValueError, match="another rewards table"):
         Recommender.load(models_dir, data_dir)
-    catalogue = Catalogue.from_table(rewards_table)
+    pool = TrackPool.from_table(rewards_table)
     with pytest.raises(ValueError, match="read-only"):
-        catalogue.rewards[7] = 0.0  # inputs derived from the table can never go stale
+        pool.rewards[7] = 0.0  # inputs derived from the table can never go stale

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.env import Catalogue, VectorPlaylistEnv, build_neighbour_index, neighbours_needed
+from helpers.env import BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
 from helpers.layouts import FEATURES
 from helpers.songs import (
     log_with_song_ids, merge_recordings, normalise_titles, recording_groups, resolve_song_ids, save_aliases,
@@ -156,17 +156,17 @@ def random_playlists(songs: pd.DataFrame, seed: int, n_playlists: int = 200, len
     frame = pd.DataFrame(latents, columns=[f"latent_{i}" for i in range(latents.shape[1])])
     frame.insert(0, "id", songs["id"].to_numpy())
     frame["reward"] = 1.0
-    catalogue = Catalogue.from_table(frame)
-    length = min(length, catalogue.n_tracks)
-    neighbours = build_neighbour_index(catalogue.latents, neighbours_needed(length, 4))
-    env = VectorPlaylistEnv(catalogue, neighbours, playlist_length=length, n_candidates=4)
+    pool = TrackPool.from_table(frame)
+    length = min(length, pool.n_tracks)
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(length, 4))
+    env = BatchPlaylistEnv(pool, neighbours, playlist_length=length, n_candidates=4)
     rng = np.random.default_rng(seed)
-    observation = env.reset(rng.integers(0, catalogue.n_tracks, n_playlists))
+    observation = env.reset(rng.integers(0, pool.n_tracks, n_playlists))
     done = False
     while not done:
         choice = rng.random(observation.mask.shape) * observation.mask
         observation, _, done = env.step(choice.argmax(axis=1))
-    return catalogue.ids[env.playlists]
+    return pool.ids[env.playlists]
 
 
 @settings(max_examples=40, deadline=None)

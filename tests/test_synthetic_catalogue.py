@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, filter_catalogue, load_catalogue
+from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, filter_catalogue, read_catalogue_files
 from helpers.paths import DEFAULT_CATALOGUE
 from tests.conftest import synthetic_catalogue_module
 
@@ -60,14 +60,14 @@ def test_values_are_plausible_and_labelled_synthetic(as_read):
 
 
 def test_features_are_resampled_from_the_embedded_catalogue(as_read):
-    embedded = load_catalogue(DEFAULT_CATALOGUE)[list(FEATURES)]
+    embedded = read_catalogue_files(DEFAULT_CATALOGUE)[list(FEATURES)]
     drift = (as_read[list(FEATURES)].mean() - embedded.mean()).abs() / embedded.std()
     assert (drift < 0.1).all(), drift
     assert set(as_read["key"]) <= set(range(12)) and set(as_read["mode"]) == {0, 1}
 
 
 def test_loader_reads_it_and_the_default_filter_finds_tracks(catalogue_file):
-    catalogue, report = load_catalogue(catalogue_file, return_report=True)
+    catalogue, report = read_catalogue_files(catalogue_file, return_report=True)
     assert (report.layout, report.rows_kept) == ("kaggle", N_ROWS)
     tracks = filter_catalogue(catalogue, [*ORIGINAL_DESIGN_ARTISTS, "Beyonce"], 2000, 2020)
     assert len(tracks) > 0 and tracks["year"].between(2000, 2020).all()

@@ -254,14 +254,14 @@ def test_a_feature_span_that_overflows_is_refused(catalogue):
 
 
 def test_a_loss_that_is_not_finite_stops_training(catalogue):
-    from helpers.vae import VAE, train_vae
+    from helpers.vae import VAE, vae_training_loop
 
     model = VAE(len(FEATURES), 3, 8)
     with torch.no_grad():
         model.decoder[0].weight[0, 0] = float("nan")
     x = torch.rand(64, len(FEATURES))
     with pytest.raises(ValueError, match=r"VAE training diverged: the loss is nan .* in epoch 1, after 2 updates"):
-        train_vae(model, x, epochs=3, batch_size=32, learning_rate=1e-3, beta=0.01, seed=0, progress=False)
+        vae_training_loop(model, x, epochs=3, batch_size=32, learning_rate=1e-3, beta=0.01, seed=0, progress=False)
 
 
 def test_latents_that_are_not_finite_are_never_returned(trained, catalogue):
