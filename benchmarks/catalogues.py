@@ -22,7 +22,7 @@ from helpers.evaluation import split_start_tracks
 from helpers.paths import ProjectPaths
 from helpers.pipeline import run_chain
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
-from helpers.recommend import NEIGHBOURS_FILE, checkpoint_path
+from helpers.recommend import checkpoint_path
 
 SYNTHETIC_ROWS = {"synthetic-100k": 100_000, "synthetic-1.2M": 1_204_025}
 BUILT_IN = ("embedded", "tidytuesday")  # helpers.data's built-in catalogue names
@@ -50,17 +50,17 @@ class ChainRun:
         return ProjectPaths.at(self.output_dir)
 
     def pool(self) -> TrackPool:
-        return TrackPool.from_parquet(self.paths.processed_file("rewards.parquet", produced_by="05_rewards"))
+        return TrackPool.from_parquet(self.paths.existing("rewards"))
 
     def neighbours(self, pool: TrackPool, config: PPOConfig = PPOConfig()) -> np.ndarray:
         """The chain's cached neighbour index (built and cached when missing)."""
         return load_neighbour_index(pool, neighbours_needed(config.playlist_length, config.n_candidates),
-                                    cache_path=self.paths.processed / NEIGHBOURS_FILE, show_progress=False)
+                                    cache_path=self.paths.file("neighbours"), show_progress=False)
 
     def prepare(self, seed: int = 42) -> None:
         """Run notebooks 01-05 when the rewards table is missing, and train notebook 06's default
         policy when its checkpoint is missing (same held-out split and seed as notebook 06)."""
-        if not (self.paths.processed / "rewards.parquet").exists():
+        if not self.paths.file("rewards").exists():
             self.run_chain()
         if not checkpoint_path(self.paths.models).exists():
             pool = self.pool()
@@ -84,7 +84,7 @@ class ChainRun:
                       output_dir=self.output_dir, progress=False)
         else:
             raise FileNotFoundError(
-                f"{self.paths.processed / 'rewards.parquet'} is missing: run the chain on the {self.name} catalogue "
+                f"{self.paths.file('rewards')} is missing: run the chain on the {self.name} catalogue "
                 f"first (python -m helpers.pipeline --output-dir {self.output_dir} -p catalogue_path FILE ...)")
 
 

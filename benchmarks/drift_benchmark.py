@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
 from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo
+from helpers.env import TrackPool
 from helpers.finetune import fine_tune, shift_through_clusters
 from helpers.listeners import ListenerModel
 from helpers.paths import ProjectPaths
-from helpers.ppo import PPOConfig, TrainingRun, make_env, train
-from helpers.recommend import NEIGHBOURS_FILE, version_path
-from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
+from helpers.ppo import TrainingRun, make_env, train
+from helpers.recommend import load_chain, version_path
+from helpers.rewards import RewardWeights
 from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
@@ -54,7 +54,7 @@ VARIANTS = {"default": {}, "no head reset": {"reset_policy_head": False}}
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
-    """The inputs every measurement reads from a finished chain."""
+    """The inputs every measurement reads from a finished chain (`helpers.recommend.load_chain`)."""
 
     paths: ProjectPaths
     table: pd.DataFrame
@@ -64,15 +64,8 @@ class Chain:
 
     @classmethod
     def at(cls, output_dir: str | None) -> "Chain":
-        paths = ProjectPaths.at(output_dir)
-        table = pd.read_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
-        prior_model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
-        config = PPOConfig()
-        neighbours = load_neighbour_index(TrackPool.from_table(table),
-                                          neighbours_needed(config.playlist_length, config.n_candidates),
-                                          cache_path=paths.processed / NEIGHBOURS_FILE)
-        weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
-        return cls(paths, table, prior_model, neighbours, weights)
+        chain = load_chain(output_dir, version=0)
+        return cls(chain.paths, chain.table, chain.listener_model, chain.neighbours(), chain.weights)
 
     def drift_target(self, drift_seed: int,
                      settings: DriftSettings) -> tuple[TrainingRun, DriftTarget, pd.Series, np.ndarray]:
@@ -92,7 +85,7 @@ def demo_row(source: ChainRun, variant: str, drift_seed: int, settings: DriftSet
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as demo_dir:
         rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste,
-                                chain.neighbours, chain.paths.processed / NEIGHBOURS_FILE, chain.weights, settings,
+                                chain.neighbours, chain.paths.file("neighbours"), chain.weights, settings,
                                 progress=False)
     print(f"{source.name}, {variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
     return {"catalogue": source.name, "kind": "drift demo", "variant": variant, "drift_seed": drift_seed,

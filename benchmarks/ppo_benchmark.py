@@ -34,7 +34,7 @@ from catalogues import HELDOUT_FRACTION, ChainRun, add_catalogue_arguments, resu
 from helpers.env import REWARD_FEATURES, PlaylistBatch, PlaylistEnv, TrackPool
 from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
 from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, make_env, train
-from helpers.recommend import NEIGHBOURS_FILE, Recommender
+from helpers.recommend import Recommender
 from tables import markdown_table
 
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         table, sb3, default_run = measure(source, args, with_sb3=position == 0)
         tables.append(table)
         sb3_steps_per_second = sb3 if position == 0 else sb3_steps_per_second
-        recommender = Recommender(default_run, source.pool(), source.paths.processed / NEIGHBOURS_FILE)
+        recommender = Recommender(default_run, source.pool(), source.paths.file("neighbours"))
         latency[f"{source.name}, {table['n_tracks'].iloc[0]:,} tracks"] = playlist_latency(recommender)
         pd.concat(tables).to_csv(results_dir / "ppo_benchmark.csv", index=False)  # kept as each size finishes
     if args.latency_tracks:

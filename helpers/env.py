@@ -85,10 +85,10 @@ class TrackPool:
         return cls(table["id"].astype(str).to_numpy(object), latents, rewards, table.reset_index(drop=True))
 
     @classmethod
-    def from_parquet(cls, path: str | Path, produced_by: str = "05_rewards") -> "TrackPool":
-        """Read and validate a rewards table written by notebook `produced_by` (05, or 08 for a
-        fine-tuned version's); a damaged file names that notebook."""
-        return cls.from_table(read_parquet(path, produced_by), source=str(path))
+    def from_parquet(cls, path: str | Path) -> "TrackPool":
+        """Read and validate a rewards table (notebook 05's, or one saved with a fine-tuned
+        version by notebook 08); a damaged file names the notebook that writes it."""
+        return cls.from_table(read_parquet(path, expected="rewards"), source=str(path))
 
     @property
     def n_tracks(self) -> int:

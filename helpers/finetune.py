@@ -48,7 +48,7 @@ from helpers.evaluation import build_playlists
 from helpers.listeners import ListenerModel
 from helpers.paths import save_parquet, write_text_atomic
 from helpers.ppo import TrainingRun, greedy_policy, make_env, make_optimizer, train
-from helpers.recommend import DEFAULT_ARCHITECTURE, version_path, version_rewards_path, versions
+from helpers.recommend import DEFAULT_ARCHITECTURE, version_path, version_record_path, version_rewards_path, versions
 from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
 
 
@@ -182,10 +182,10 @@ def save_version(run: TrainingRun, models_dir: str | Path, table: pd.DataFrame, 
                  architecture: str = DEFAULT_ARCHITECTURE) -> int:
     """Save `run` as the next version, with its rewards table and a JSON of the log records it used."""
     version = max(versions(models_dir, architecture), default=0) + 1
-    path = run.save(version_path(models_dir, version, architecture))
+    run.save(version_path(models_dir, version, architecture))
     save_parquet(table, version_rewards_path(models_dir, version, architecture))
     record = {"version": version, "model_version": run.model_version(), "global_step": run.global_step, **provenance}
-    write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    write_text_atomic(version_record_path(models_dir, version, architecture), json.dumps(record, indent=2) + "\n")
     return version
 
 

@@ -222,5 +222,5 @@ class SimulatedListener:
 def simulated_listener(paths: ProjectPaths, clusters: pd.Series, seed: int | None = None) -> SimulatedListener:
     """The offline listener of the run at `paths`: notebook 04's listener model over `clusters`
     (each track's cluster, indexed by track id)."""
-    model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
+    model = ListenerModel.from_json(paths.existing("listener_model"))
     return SimulatedListener(model, clusters, seed=seed)

@@ -7,6 +7,7 @@ whole chain in another folder by passing `output_dir` to the notebooks or `--out
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,61 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "data" / "filtered_artist_data.csv"
 TIDYTUESDAY_CATALOGUE = REPO_ROOT / "data" / "spotify_songs.csv.gz"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A file one notebook writes and later steps read: its folder below a run's root, its name
+    (a pattern with {architecture} / {version} for the policies) and the notebook that writes it."""
+
+    folder: str
+    name: str
+    produced_by: str
+
+    def pattern(self) -> re.Pattern:
+        """Matches the file names of this artefact (any architecture, any version)."""
+        return re.compile(re.escape(self.name).replace(r"\{architecture\}", r"[a-z]+").replace(r"\{version\}", r"\d+"))
+
+
+# The file contract between the notebooks: artefact -> file -> the notebook that writes it.
+# Every path and every "run notebook NN" message of the project comes from this table.
+ARTEFACTS: dict[str, Artefact] = {
+    "tracks": Artefact("data/processed", "tracks.parquet", "01_filter"),
+    "aliases": Artefact("data/processed", "aliases.parquet", "01_filter"),
+    "latents": Artefact("data/processed", "latents.parquet", "02_vae"),
+    "vae": Artefact("models", "vae.pt", "02_vae"),
+    "clusters": Artefact("data/processed", "clusters.parquet", "03_clusters"),
+    "listeners": Artefact("data/processed", "listeners.parquet", "04_listeners"),
+    "listener_model": Artefact("data/processed", "listener_model.json", "04_listeners"),
+    "rewards": Artefact("data/processed", "rewards.parquet", "05_rewards"),
+    "reward_weights": Artefact("data/processed", "reward_weights.json", "05_rewards"),
+    "neighbours": Artefact("data/processed", "neighbours.npz", "06_ppo"),
+    "policy_comparison": Artefact("data/processed", "policy_comparison.csv", "06_ppo"),
+    "policy": Artefact("models", "ppo_{architecture}.pt", "06_ppo"),
+    "policy_version": Artefact("models", "ppo_{architecture}_v{version}.pt", "08_finetune"),
+    "version_rewards": Artefact("models", "ppo_{architecture}_v{version}.rewards.parquet", "08_finetune"),
+    "version_record": Artefact("models", "ppo_{architecture}_v{version}.json", "08_finetune"),
+}
+
+
+def produced_by(path: str | Path, expected: str | None = None) -> str | None:
+    """The notebook that writes the file at `path`: found by its name in `ARTEFACTS`, else the
+    writer of the `expected` artefact (what the caller reads); None when neither is known."""
+    name = Path(path).name
+    found = next((artefact.produced_by for artefact in ARTEFACTS.values() if artefact.pattern().fullmatch(name)), None)
+    return found or (ARTEFACTS[expected].produced_by if expected else None)
+
+
+def rerun_hint(path: str | Path, expected: str | None = None) -> str:
+    """What to do about a damaged artefact: re-run the notebook that writes it."""
+    notebook = produced_by(path, expected)
+    return f"re-run notebook {notebook}" if notebook else "write it again"
+
+
+def missing_artefact(path: Path, notebook: str) -> FileNotFoundError:
+    """The error for an artefact that does not exist yet: which notebook writes it."""
+    return FileNotFoundError(f"{path} does not exist: run notebook {notebook} first "
+                             f"(or `python -m helpers.pipeline --from {notebook[:2]}`).")
 
 
 @dataclass(frozen=True)
@@ -55,20 +111,22 @@ class ProjectPaths:
     def runs(self) -> Path:
         return self.root / "runs"
 
-    def processed_file(self, name: str, produced_by: str) -> Path:
-        """An input produced by an earlier notebook; a clear error if that notebook has not run."""
-        path = self.processed / name
+    def file(self, artefact: str, **fields: object) -> Path:
+        """Where `artefact` of `ARTEFACTS` lives in this run (`fields` fill its name's pattern)."""
+        entry = ARTEFACTS[artefact]
+        return self.root / entry.folder / entry.name.format(**fields)
+
+    def existing(self, artefact: str, **fields: object) -> Path:
+        """`file(artefact)`, or a FileNotFoundError naming the notebook that writes it."""
+        path = self.file(artefact, **fields)
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path} does not exist: run notebook {produced_by} first "
-                f"(or `python -m helpers.pipeline --from {produced_by[:2]}`)."
-            )
+            raise missing_artefact(path, ARTEFACTS[artefact].produced_by)
         return path
 
-    def read_table(self, name: str, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """A parquet table produced by an earlier notebook; a clear error naming that notebook when
-        it is missing, truncated or not a parquet file."""
-        return read_parquet(self.processed_file(name, produced_by), produced_by, columns)
+    def read_table(self, artefact: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A parquet artefact; a clear error naming the notebook that writes it when it is missing,
+        truncated or not a parquet file."""
+        return read_parquet(self.existing(artefact), columns)
 
     def ensure(self) -> "ProjectPaths":
         """Create the output folders."""
@@ -118,9 +176,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def read_parquet(path: str | Path, produced_by: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """The parquet table at `path`; DamagedArtefact naming the notebook `produced_by` to re-run when
-    the file is truncated or not a parquet table."""
+def read_parquet(path: str | Path, columns: list[str] | None = None, expected: str | None = None) -> pd.DataFrame:
+    """The parquet artefact at `path` (`expected`: which one, when its name does not say);
+    DamagedArtefact naming the notebook that writes it when the file is truncated or not a
+    parquet table."""
     import pandas as pd
     import pyarrow as pa
 
@@ -131,7 +190,7 @@ def read_parquet(path: str | Path, produced_by: str, columns: list[str] | None =
             raise
         message = " ".join(str(error).split())[:200]
         raise DamagedArtefact(f"{path} cannot be read, it is truncated or not a parquet table ({message}): "
-                              f"re-run notebook {produced_by}.") from None
+                              f"{rerun_hint(path, expected)}.") from None
 
 
 def save_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -141,9 +200,10 @@ def save_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, keys: Iterable[str], produced_by: str) -> dict:
-    """A torch checkpoint (a dict holding `keys`), loaded with `weights_only`; DamagedArtefact,
-    naming the notebook `produced_by` to re-run, when it is truncated or not such a checkpoint."""
+def load_checkpoint(path: str | Path, keys: Iterable[str], expected: str) -> dict:
+    """A torch checkpoint (a dict holding `keys`) of the `expected` artefact, loaded with
+    `weights_only`; DamagedArtefact, naming the notebook that writes it, when it is truncated or
+    not such a checkpoint."""
     import pickle
     import zipfile
 
@@ -155,9 +215,9 @@ def load_checkpoint(path: str | Path, keys: Iterable[str], produced_by: str) -> 
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         message = " ".join(str(error).split())[:200]
         raise DamagedArtefact(f"{path} cannot be read, it is truncated or not a checkpoint ({type(error).__name__}: "
-                              f"{message}): re-run notebook {produced_by}.") from None
+                              f"{message}): {rerun_hint(path, expected)}.") from None
     missing = sorted(set(keys) - set(checkpoint)) if isinstance(checkpoint, dict) else sorted(keys)
     if missing:
-        raise DamagedArtefact(f"{path} is not a checkpoint of notebook {produced_by} (it lacks {missing}): "
-                              f"re-run notebook {produced_by}.")
+        raise DamagedArtefact(f"{path} is not a checkpoint of notebook {produced_by(path, expected)} (it lacks "
+                              f"{missing}): {rerun_hint(path, expected)}.")
     return checkpoint

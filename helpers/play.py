@@ -35,24 +35,28 @@ import argparse
 import math
 import sys
 import webbrowser
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from helpers.embed import EmbedListener
 from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
-from helpers.paths import ProjectPaths
-from helpers.recommend import NEIGHBOURS_FILE, Recommender, versions
 from helpers.listeners import simulated_listener
+from helpers.paths import ProjectPaths
 from helpers.playback import Listener, PlaybackError
 from helpers.playlists import check_length, format_steps, missing_names, plan_playlist, playlist_table, playlist_tracks
-from helpers.session import play_session
+from helpers.recommend import PlaylistStep, Recommender, load_chain
+from helpers.session import SessionResult, play_session
 from helpers.spotify import SpotifyListener, SpotifyPlayer, SpotifySettings
 
 EXIT_STOPPED_EARLY = 3
 EXIT_INTERRUPTED = 130
+ListenerKind = Literal["simulated", "spotify", "embed"]  # also the source its plays are logged under
 
 
 def resolve_offline(offline: bool | None, settings: SpotifySettings) -> bool:
@@ -61,13 +65,10 @@ def resolve_offline(offline: bool | None, settings: SpotifySettings) -> bool:
 
 
 def load_recommender(paths: ProjectPaths) -> Recommender:
-    """The trained recommender of the run at `paths` (its models/ and data/processed/); a clear
-    FileNotFoundError naming the notebook to run when the policy or the neighbour index is missing."""
-    if not versions(paths.models):
-        raise FileNotFoundError(f"no trained policy in {paths.models}: run notebook 06_ppo first "
-                                "(`python -m helpers.pipeline --from 06`)")
-    paths.processed_file(NEIGHBOURS_FILE, produced_by="06_ppo")
-    return Recommender.load(models_dir=paths.models, data_dir=paths.processed)
+    """The trained recommender of the run at `paths`; a clear FileNotFoundError naming the
+    notebook to run when the policy or the neighbour index is missing."""
+    paths.existing("neighbours")
+    return load_chain(paths).recommender()
 
 
 def check_seconds(name: str, value: float) -> float:
@@ -75,6 +76,67 @@ def check_seconds(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
     return value
+
+
+def session_log(paths: ProjectPaths, log_path: str | Path | None, kind: ListenerKind) -> Path:
+    """`log_path`, or the run's log for this kind of listener (a simulated listener never enters
+    a person's history), checked to accept appended records."""
+    return check_appendable(Path(log_path) if log_path else paths.feedback / default_log_name(kind))
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    """A checked playlist and how to make the listener that will play it."""
+
+    recommender: Recommender
+    steps: list[PlaylistStep]
+    table: pd.DataFrame  # the playlist as a table (`helpers.playlists.playlist_table`)
+    make_listener: Callable[[], Listener]  # called when the playlist starts (the embed page opens then)
+
+    def describe(self) -> str:
+        """The policy's steps: each track's candidates by probability, and the choice."""
+        return format_steps(self.steps, self.recommender.track_table)
+
+    def play(self, log_path: Path, *, progress: bool = True) -> SessionResult:
+        """Play the playlist, logging each track to `log_path` as it is heard."""
+        return play_session(self.recommender, self.make_listener(), self.steps, log_path, progress=progress)
+
+
+def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: ListenerKind, start_id: str | None,
+                   length: int, greedy: bool, seed: int | None, device_name: str | None = None,
+                   poll_interval: float = 2.0, pause_timeout: float = 120.0, stack: ExitStack | None = None,
+                   open_page: bool = True, announce: Callable[[str], None] = print) -> PlannedSession:
+    """Everything before the first play, checked, for `python -m helpers.play` and notebook 07.
+
+    Loads the run's recommender, checks the length and the seconds, signs in to Spotify for a
+    "spotify" listener, plans the playlist from `start_id` (random when None; drawn from the
+    policy unless `greedy`, with `seed`) and makes its listener: notebook 04's simulated
+    listener, the person's Spotify device `device_name`, or Spotify's embed player on a local
+    page ("embed": its server lives as long as `stack`, which only it needs).
+    """
+    if kind == "embed" and stack is None:
+        raise ValueError("the embed player's listener needs a `stack` to hold its local server")
+    check_seconds("poll_interval", poll_interval)
+    check_seconds("pause_timeout", pause_timeout)
+    recommender = load_recommender(paths)
+    check_length(recommender, length)
+    player = SpotifyPlayer.connect(settings) if kind == "spotify" else None
+    if player:
+        announce(f"Signed in to Spotify as {player.user_name}.")
+    steps = plan_playlist(recommender, start_id, length, greedy=greedy, seed=seed)
+    names = player.track_names(missing_names(steps, recommender.track_table)) if player else {}
+    table = playlist_table(steps, recommender.track_table, names)
+
+    def make_listener() -> Listener:
+        if kind == "embed":
+            return browser_listener(stack.enter_context(EmbedServer()), table, open_page=open_page)
+        if player is None:
+            return simulated_listener(paths, recommender.track_table["cluster"], seed=seed)
+        return SpotifyListener(player, device_name=device_name, poll_interval=poll_interval,
+                               pause_timeout=pause_timeout, announce=announce,
+                               aliases=recommender.aliases_of(playlist_tracks(steps)))
+
+    return PlannedSession(recommender, steps, table, make_listener)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,30 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         if offline and not args.offline:
             print("No Spotify credentials are set: playing offline with the simulated listener "
                   "(--browser: listen in Spotify's embed player).")
-        log_path = Path(args.log) if args.log else paths.feedback / default_log_name(
-            "simulated" if offline else "embed" if args.browser else "spotify")
-        check_appendable(log_path)
-        recommender = load_recommender(paths)
-        check_length(recommender, args.length)
-        player = None if offline or args.browser else SpotifyPlayer.connect(settings)
-        if player:
-            print(f"Signed in to Spotify as {player.user_name}.")
-        steps = plan_playlist(recommender, args.start, args.length, greedy=args.greedy, seed=args.seed)
-        names = player.track_names(missing_names(steps, recommender.track_table)) if player else {}
-        print(format_steps(steps, recommender.track_table))
-        table = playlist_table(steps, recommender.track_table, names)
-        print(table.to_string(index=False))
+        kind: ListenerKind = "simulated" if offline else "embed" if args.browser else "spotify"
+        log_path = session_log(paths, args.log, kind)
         with ExitStack() as stack:
-            if args.browser:
-                listener: Listener = browser_listener(stack.enter_context(EmbedServer()), table,
-                                                      open_page=not args.no_open)
-            elif player is None:
-                listener = simulated_listener(paths, recommender.track_table["cluster"], seed=args.seed)
-            else:
-                listener = SpotifyListener(player, device_name=args.device, poll_interval=args.poll_interval,
-                                           pause_timeout=args.pause_timeout, announce=print,
-                                           aliases=recommender.aliases_of(playlist_tracks(steps)))
-            result = play_session(recommender, listener, steps, log_path, progress=not args.no_progress)
+            planned = set_up_session(paths, settings, kind=kind, start_id=args.start, length=args.length,
+                                     greedy=args.greedy, seed=args.seed, device_name=args.device,
+                                     poll_interval=args.poll_interval, pause_timeout=args.pause_timeout,
+                                     stack=stack, open_page=not args.no_open)
+            print(planned.describe())
+            print(planned.table.to_string(index=False))
+            result = planned.play(log_path, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)
         return EXIT_INTERRUPTED

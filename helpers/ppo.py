@@ -43,7 +43,7 @@ from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
 from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, PlaylistBatch, TrackPool
-from helpers.paths import load_checkpoint, write_bytes_atomic
+from helpers.paths import load_checkpoint, missing_artefact, produced_by, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
 CHECKPOINT_FORMAT = 3  # 3: plan value without immediate return; 2: num_minibatches, reward inputs; 1: latents only
@@ -441,8 +441,8 @@ class TrainingRun:
         """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: train a policy first (notebook 06_ppo).")
-        checkpoint = load_checkpoint(path, CHECKPOINT_KEYS, "08_finetune" if "_v" in path.stem else "06_ppo")
+            raise missing_artefact(path, produced_by(path, "policy"))
+        checkpoint = load_checkpoint(path, CHECKPOINT_KEYS, "policy")
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{path} is a checkpoint of format {checkpoint.get('format', 1)}, this code reads format "

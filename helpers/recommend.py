@@ -1,14 +1,20 @@
-"""Inference: playlists from the trained policy, for the notebooks and the Spotify player.
+"""Serving a trained chain: what it left, loaded in one call, and playlists from its policy.
 
-    recommender = Recommender.load()          # models/ppo_candidate.pt + data/processed/
+    chain = load_chain()                      # the repository's run; load_chain(output_dir) for another
+    recommender = chain.recommender()         # or Recommender.load(output_dir)
     for step in recommender.playlist(start_id="2cQ9D0cQjUJmLs8rWFkcRH"):
         print(step["track_id"], step["candidates"], step["probs"], step["chosen"], step["chosen_name"])
+
+`load_chain` is the one place that reads a trained chain's files (the rewards table a version
+serves, its policy, the reward weights, the listener model, the aliases, the neighbour index):
+the Recommender, `python -m helpers.play`, notebooks 06-08 and the benchmarks use it.
 
 Each step reads the prebuilt neighbour index and runs the policy once on the 4 candidates:
 nothing scans the catalogue, so a 10-song playlist takes milliseconds even at 1.2M tracks.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TypedDict
@@ -18,44 +24,53 @@ import pandas as pd
 import torch
 
 from helpers.env import BatchPlaylistEnv, TrackPool, load_neighbour_index, neighbours_needed
-from helpers.paths import ProjectPaths
+from helpers.listeners import ListenerModel
+from helpers.paths import ARTEFACTS, ProjectPaths, missing_artefact, read_parquet
 from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
-from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
-from helpers.songs import ALIASES_FILE, resolve_song_ids
+from helpers.rewards import RewardWeights
+from helpers.songs import resolve_song_ids
 
 DEFAULT_ARCHITECTURE = "candidate"
-NEIGHBOURS_FILE = "neighbours.npz"
 
 
 def checkpoint_path(models_dir: str | Path, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
-    """Where notebook 06 saves the trained policy of `architecture`."""
+    """Where notebook 06 saves the trained policy of `architecture` (`ARTEFACTS["policy"]`)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}.")
-    return Path(models_dir) / f"ppo_{architecture}.pt"
+    return Path(models_dir) / ARTEFACTS["policy"].name.format(architecture=architecture)
 
 
 def version_path(models_dir: str | Path, version: int, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
     """Checkpoint of fine-tuned `version` (>= 1); version 0 is notebook 06's `checkpoint_path`."""
     if version < 0:
         raise ValueError(f"version must be >= 0, got {version}")
-    base = checkpoint_path(models_dir, architecture)
-    return base if version == 0 else base.with_name(f"{base.stem}_v{version}.pt")
+    if version == 0:
+        return checkpoint_path(models_dir, architecture)
+    checkpoint_path(models_dir, architecture)  # checks the architecture
+    return Path(models_dir) / ARTEFACTS["policy_version"].name.format(architecture=architecture, version=version)
 
 
 def versions(models_dir: str | Path, architecture: str = DEFAULT_ARCHITECTURE) -> list[int]:
     """The saved versions of `architecture`'s policy in `models_dir`, oldest first (0: notebook 06's)."""
-    base = checkpoint_path(models_dir, architecture)
-    found = [0] if base.exists() else []
-    for path in base.parent.glob(f"{base.stem}_v*.pt"):
-        suffix = path.stem.removeprefix(f"{base.stem}_v")
-        if suffix.isdigit():
-            found.append(int(suffix))
+    found = [0] if checkpoint_path(models_dir, architecture).exists() else []
+    prefix, suffix = ARTEFACTS["policy_version"].name.format(architecture=architecture, version="|").split("|")
+    for path in Path(models_dir).glob(f"{prefix}*{suffix}"):
+        number = path.name.removeprefix(prefix).removesuffix(suffix)
+        if number.isdigit():
+            found.append(int(number))
     return sorted(found)
 
 
 def version_rewards_path(models_dir: str | Path, version: int, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
-    """The rewards table fine-tuned `version` was trained on (saved next to its checkpoint)."""
-    return version_path(models_dir, version, architecture).with_suffix(".rewards.parquet")
+    """The rewards table fine-tuned `version` (>= 1) was trained on (saved next to its checkpoint)."""
+    version_path(models_dir, version, architecture)  # checks the version and the architecture
+    return Path(models_dir) / ARTEFACTS["version_rewards"].name.format(architecture=architecture, version=version)
+
+
+def version_record_path(models_dir: str | Path, version: int, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
+    """The JSON record of the log a fine-tuned `version` (>= 1) learnt from."""
+    version_path(models_dir, version, architecture)
+    return Path(models_dir) / ARTEFACTS["version_record"].name.format(architecture=architecture, version=version)
 
 
 class PlaylistStep(TypedDict):
@@ -91,33 +106,10 @@ class Recommender:
         run.agent.eval()
 
     @classmethod
-    def load(cls, models_dir: str | Path | None = None, data_dir: str | Path | None = None,
-             architecture: str = DEFAULT_ARCHITECTURE, version: int | None = None) -> "Recommender":
-        """The trained policy in `models_dir` (default: the repository's models/) over the
-        rewards table in `data_dir` (default: data/processed/). `architecture` is "candidate"
-        (the default policy) or "original". `version` picks a saved version (0: notebook 06's;
-        1, 2, ...: fine-tuned by notebook 08, over the rewards table saved with it); the default
-        is the newest."""
-        paths = ProjectPaths.at(None)
-        models_dir = Path(models_dir) if models_dir else paths.models
-        data_dir = Path(data_dir) if data_dir else paths.processed
-        rewards = data_dir / "rewards.parquet"
-        if not rewards.exists():
-            raise FileNotFoundError(f"{rewards} does not exist: run the chain up to notebook 05_rewards first.")
-        saved = versions(models_dir, architecture)
-        version = (saved[-1] if saved else 0) if version is None else version
-        if version > 0:
-            if version not in saved:
-                raise FileNotFoundError(f"no version {version} of the {architecture} policy in {models_dir}; "
-                                        f"saved versions: {saved}")
-            rewards = version_rewards_path(models_dir, version, architecture)
-        pool = TrackPool.from_parquet(rewards)
-        run = TrainingRun.load(version_path(models_dir, version, architecture), pool)
-        weights = RewardWeights.load(data_dir / REWARD_WEIGHTS_FILE)
-        aliases = pd.read_parquet(data_dir / ALIASES_FILE) if (data_dir / ALIASES_FILE).exists() else None
-        recommender = cls(run, pool, data_dir / NEIGHBOURS_FILE, weights, aliases)
-        recommender._env(run.config.playlist_length)
-        return recommender
+    def load(cls, output_dir: str | Path | None = None, *, architecture: str = DEFAULT_ARCHITECTURE,
+             version: int | None = None) -> "Recommender":
+        """The recommender of the chain run at `output_dir` (default: the repository): see `load_chain`."""
+        return load_chain(output_dir, architecture=architecture, version=version).recommender()
 
     @cached_property
     def track_table(self) -> pd.DataFrame:
@@ -196,3 +188,74 @@ class Recommender:
             neighbours = load_neighbour_index(self.pool, width, self.neighbours_path)
             self._envs[length] = BatchPlaylistEnv(self.pool, neighbours, length, self.n_candidates)
         return self._envs[length]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedChain:
+    """What a trained chain left for one version of its policy.
+
+    `table` is the rewards table that version serves (notebook 05's for version 0, the one saved
+    with a fine-tuned version otherwise) and `pool` the same as validated arrays.
+    The listener model and the aliases are read when first asked for.
+    """
+
+    paths: ProjectPaths
+    architecture: str
+    version: int
+    table: pd.DataFrame
+    pool: TrackPool
+    run: TrainingRun
+    weights: RewardWeights
+
+    @property
+    def neighbours_path(self) -> Path:
+        return self.paths.file("neighbours")
+
+    def neighbours(self, playlist_length: int | None = None) -> np.ndarray:
+        """The neighbour index, as wide as the policy's playlists need (its config's length and
+        candidates; `playlist_length` for longer ones), read from the cache or built once."""
+        config = self.run.config
+        width = neighbours_needed(playlist_length or config.playlist_length, config.n_candidates)
+        return load_neighbour_index(self.pool, width, self.neighbours_path)
+
+    @cached_property
+    def listener_model(self) -> ListenerModel:
+        """Notebook 04's listener model."""
+        return ListenerModel.from_json(self.paths.existing("listener_model"))
+
+    @cached_property
+    def aliases(self) -> pd.DataFrame | None:
+        """Notebook 01's id -> song_id table; None for a chain without one."""
+        path = self.paths.file("aliases")
+        return read_parquet(path) if path.exists() else None
+
+    def recommender(self) -> Recommender:
+        """The Recommender serving this version, its neighbour index ready for its playlists."""
+        recommender = Recommender(self.run, self.pool, self.neighbours_path, self.weights, self.aliases)
+        recommender._env(self.run.config.playlist_length)
+        return recommender
+
+
+def load_chain(output_dir: str | Path | ProjectPaths | None = None, *, architecture: str = DEFAULT_ARCHITECTURE,
+               version: int | None = None) -> TrainedChain:
+    """What the chain run at `output_dir` (default: the repository) left: `version` of the
+    `architecture` policy ("candidate", the default, or "original"; 0: notebook 06's, 1, 2, ...:
+    fine-tuned by notebook 08; default: the newest) with the rewards table it serves.
+
+    A missing or damaged file is an error naming the notebook that writes it.
+    """
+    paths = output_dir if isinstance(output_dir, ProjectPaths) else ProjectPaths.at(output_dir)
+    saved = versions(paths.models, architecture)
+    if not saved:
+        raise missing_artefact(checkpoint_path(paths.models, architecture), ARTEFACTS["policy"].produced_by)
+    version = saved[-1] if version is None else version
+    if version not in saved:
+        raise FileNotFoundError(f"no version {version} of the {architecture} policy in {paths.models}; "
+                                f"saved versions: {saved}")
+    table = paths.read_table("rewards") if version == 0 else read_parquet(
+        version_rewards_path(paths.models, version, architecture))
+    pool = TrackPool.from_table(table, source=str(paths.file("rewards")) if version == 0 else
+                                str(version_rewards_path(paths.models, version, architecture)))
+    run = TrainingRun.load(version_path(paths.models, version, architecture), pool)
+    weights = RewardWeights.load(paths.file("reward_weights"))
+    return TrainedChain(paths, architecture, version, table, pool, run, weights)

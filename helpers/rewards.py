@@ -15,16 +15,11 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import FEATURES
-from helpers.paths import write_text_atomic
+from helpers.paths import ARTEFACTS, missing_artefact, produced_by, write_text_atomic
 from helpers.validation import check_columns, check_finite, check_unique_ids, latent_columns
 
 # Expected and mean shares computed in floating point may leave [0, 1] by a rounding error.
 RANGE_TOLERANCE = 1e-9
-REWARD_WEIGHTS_FILE = "reward_weights.json"  # written by notebook 05 beside rewards.parquet
-
-# Which notebook writes each input, for error messages that say what to re-run.
-PRODUCED_BY = {"tracks.parquet": "01_filter", "latents.parquet": "02_vae",
-               "clusters.parquet": "03_clusters", "listeners.parquet": "04_listeners"}
 
 
 @dataclass(frozen=True)
@@ -51,14 +46,13 @@ class RewardWeights:
         """The weights notebook 05 saved; a clear error when the file is missing or not such a file."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: run notebook 05_rewards first "
-                                    "(it saves the reward weights beside rewards.parquet).")
+            raise missing_artefact(path, ARTEFACTS["reward_weights"].produced_by)
         try:
             document = json.loads(path.read_text())
             return cls(**{field.name: float(document[field.name]) for field in fields(cls)})
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a reward weights file written by notebook 05 ({error!r}); "
-                             "re-run notebook 05_rewards.") from None
+                             f"re-run notebook {ARTEFACTS['reward_weights'].produced_by}.") from None
 
     def formula(self) -> str:
         """The reward formula with these weights, as LaTeX for a notebook's Markdown."""
@@ -130,7 +124,7 @@ def reward_range(weights: RewardWeights = RewardWeights()) -> tuple[float, float
 
 def _check_table(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
     """Required columns present and every id unique in one input table."""
-    check_columns(frame, ["id", *columns], name, hint=f"Re-run {PRODUCED_BY[name]}.")
+    check_columns(frame, ["id", *columns], name, hint=f"Re-run {produced_by(name)}.")
     check_unique_ids(frame, name)
 
 
@@ -142,7 +136,7 @@ def _check_same_ids(frame: pd.DataFrame, name: str, expected: pd.Index) -> None:
         example = (missing if len(missing) else extra)[0]
         raise ValueError(
             f"{name} does not hold the same tracks as tracks.parquet: {len(missing)} ids missing, "
-            f"{len(extra)} extra (e.g. {example!r}). Re-run {PRODUCED_BY[name]} and the notebooks "
+            f"{len(extra)} extra (e.g. {example!r}). Re-run {produced_by(name)} and the notebooks "
             "after it on the same tracks.parquet.")
 
 

@@ -30,7 +30,6 @@ from helpers.paths import save_parquet
 from helpers.validation import check_columns
 
 ALIAS_COLUMNS = ("id", "song_id")
-ALIASES_FILE = "aliases.parquet"
 
 # What a version suffix says without changing the recording: a remaster, an edit for radio, the
 # single or album version, a live tag, a featured artist. Remixes, acoustic and instrumental

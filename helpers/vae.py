@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.paths import load_checkpoint, write_bytes_atomic
+from helpers.paths import ARTEFACTS, load_checkpoint, missing_artefact, write_bytes_atomic
 from helpers.validation import ID_COLUMN, check_finite, check_unique_ids, latent_names, numeric_matrix
 
 from helpers.data import FEATURES
@@ -292,9 +292,8 @@ class TrainedVAE:
         """Read a VAE written by `save`."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: run notebook 02_vae first.")
-        saved = load_checkpoint(path, ("state_dict", "hyperparameters", "feature_scaling", "latent_scaling"),
-                                "02_vae")
+            raise missing_artefact(path, ARTEFACTS["vae"].produced_by)
+        saved = load_checkpoint(path, ("state_dict", "hyperparameters", "feature_scaling", "latent_scaling"), "vae")
         feature_scaling = MinMaxScaling.from_dict(saved["feature_scaling"])
         latent_scaling = MinMaxScaling.from_dict(saved["latent_scaling"])
         model = VAE(len(feature_scaling.columns), len(latent_scaling.columns),

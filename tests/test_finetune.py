@@ -12,10 +12,11 @@ from helpers.evaluation import build_playlists
 from helpers.drift import DriftSettings, DriftTarget, drifted_taste, run_drift_demo, true_rewards
 from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save_version, update_rewards
 from helpers.off_policy import observed_rewards, off_policy_estimates
+from helpers.paths import ProjectPaths
 from helpers.listeners import ListenerModel
 from helpers.ppo import PPOConfig, TrainingRun, sampling_policy, train
 from helpers.recommend import Recommender, checkpoint_path, version_path, versions
-from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
+from helpers.rewards import RewardWeights
 from tests.conftest import make_rewards_table
 
 # Φ(0.25), Φ(-1), Φ(-2): standard normal CDF values from a table.
@@ -151,17 +152,16 @@ def chain(tmp_path):
     """A rewards table with proximity scores, its data folder, neighbours and held-out starts."""
     table = make_rewards_table().assign(proximity_score=lambda t: np.linspace(0, 1, len(t)))
     pool = TrackPool.from_table(table)
-    data_dir, models_dir = tmp_path / "data", tmp_path / "models"
-    data_dir.mkdir()
-    table.to_parquet(data_dir / "rewards.parquet", index=False)
-    WEIGHTS.save(data_dir / REWARD_WEIGHTS_FILE)
-    neighbours = load_neighbour_index(pool, neighbours_needed(10, 4), data_dir / "neighbours.npz")
+    paths = ProjectPaths.at(tmp_path).ensure()
+    table.to_parquet(paths.file("rewards"), index=False)
+    WEIGHTS.save(paths.file("reward_weights"))
+    neighbours = load_neighbour_index(pool, neighbours_needed(10, 4), paths.file("neighbours"))
     heldout = pool.ids[::8].tolist()
-    return table, pool, neighbours, data_dir, models_dir, heldout
+    return table, pool, neighbours, paths, paths.models, heldout
 
 
 def test_versions_are_kept_and_the_newest_is_loaded(chain, small_log):
-    table, pool, neighbours, data_dir, models_dir, heldout = chain
+    table, pool, neighbours, paths, models_dir, heldout = chain
     TrainingRun.start(tiny_config(), pool, heldout).save(checkpoint_path(models_dir))
     base_bytes = checkpoint_path(models_dir).read_bytes()
     log = pd.DataFrame({"session_id": ["s"], "track_id": [pool.ids[0]], "position": [0],
@@ -176,11 +176,11 @@ def test_versions_are_kept_and_the_newest_is_loaded(chain, small_log):
     assert checkpoint_path(models_dir).read_bytes() == base_bytes
     provenance = json.loads(version_path(models_dir, 2).with_suffix(".json").read_text())
     assert provenance["n_records"] == 1 and provenance["sessions"] == ["s"] and len(provenance["sha256"]) == 64
-    assert Recommender.load(models_dir, data_dir).model_version == tuned_versions[1][1]
-    assert Recommender.load(models_dir, data_dir, version=1).model_version == tuned_versions[0][1]
-    assert Recommender.load(models_dir, data_dir, version=0).run.global_step == 0
+    assert Recommender.load(paths.root).model_version == tuned_versions[1][1]
+    assert Recommender.load(paths.root, version=1).model_version == tuned_versions[0][1]
+    assert Recommender.load(paths.root, version=0).run.global_step == 0
     with pytest.raises(FileNotFoundError, match="no version 7"):
-        Recommender.load(models_dir, data_dir, version=7)
+        Recommender.load(paths.root, version=7)
 
 
 def test_drift_demo_improves_the_return(tmp_path):

@@ -82,13 +82,33 @@ def test_a_truncated_or_foreign_table_names_the_notebook_to_re_run(tmp_path):
     paths = ProjectPaths.at(tmp_path).ensure()
     table = paths.processed / "rewards.parquet"
     save_parquet(make_rewards_table(n_tracks=12, n_duplicates=2), table)
-    assert len(paths.read_table("rewards.parquet", produced_by="05_rewards")) == 12
+    assert len(paths.read_table("rewards")) == 12
     whole = table.read_bytes()
     for damaged in (whole[: len(whole) // 2], b"id,reward\na,1\n"):
         table.write_bytes(damaged)
         with pytest.raises(DamagedArtefact, match="truncated or not a parquet table .*re-run notebook 05_rewards"):
-            paths.read_table("rewards.parquet", produced_by="05_rewards")
+            paths.read_table("rewards")
         with pytest.raises(DamagedArtefact, match="re-run notebook 05_rewards"):
             TrackPool.from_parquet(table)
     with pytest.raises(FileNotFoundError, match="run notebook 04_listeners first"):
-        paths.read_table("listeners.parquet", produced_by="04_listeners")
+        paths.read_table("listeners")
+
+
+def test_the_file_contract_names_every_artefact_once_and_who_writes_it(tmp_path):
+    from helpers.paths import ARTEFACTS, produced_by
+
+    paths = ProjectPaths.at(tmp_path)
+    files = [paths.file(name, architecture="candidate", version=3) for name in ARTEFACTS]
+    assert len(set(files)) == len(ARTEFACTS) and all(path.is_relative_to(tmp_path) for path in files)
+    assert [produced_by(path) for path in files] == [artefact.produced_by for artefact in ARTEFACTS.values()]
+    assert produced_by("ppo_original_v12.pt") == "08_finetune" and produced_by("ppo_original.pt") == "06_ppo"
+    assert produced_by("notes.txt") is None
+    with pytest.raises(FileNotFoundError, match="neighbours.npz does not exist: run notebook 06_ppo first"):
+        paths.existing("neighbours")
+
+
+def test_every_notebook_named_in_the_file_contract_exists():
+    from helpers.paths import ARTEFACTS, NOTEBOOKS_DIR
+
+    notebooks = {path.stem for path in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")}
+    assert {artefact.produced_by for artefact in ARTEFACTS.values()} <= notebooks

@@ -5,34 +5,33 @@ import pytest
 
 from helpers.env import BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
 from helpers.ppo import PPOConfig, TrainingRun, train
-from helpers.recommend import Recommender, checkpoint_path
-from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights
-from helpers.songs import ALIASES_FILE, save_aliases
+from helpers.paths import ProjectPaths
+from helpers.recommend import Recommender, checkpoint_path, load_chain
+from helpers.rewards import RewardWeights
+from helpers.songs import save_aliases
 
 
 @pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory, rewards_table):
-    """A data folder with a rewards table and a models folder with both (barely trained) policies."""
-    root = tmp_path_factory.mktemp("run")
-    data_dir, models_dir = root / "data" / "processed", root / "models"
-    data_dir.mkdir(parents=True)
-    rewards_table.to_parquet(data_dir / "rewards.parquet", index=False)
-    RewardWeights(liked_weight=40.0).save(data_dir / REWARD_WEIGHTS_FILE)
+def run_root(tmp_path_factory, rewards_table) -> ProjectPaths:
+    """A chain's run with a rewards table and both (barely trained) policies."""
+    paths = ProjectPaths.at(tmp_path_factory.mktemp("run")).ensure()
+    rewards_table.to_parquet(paths.file("rewards"), index=False)
+    RewardWeights(liked_weight=40.0).save(paths.file("reward_weights"))
     # Two ids of the catalogue of notebook 01 that were merged into track00003: an album
     # release and the id Spotify relinks to in some market.
     songs = pd.DataFrame({"id": rewards_table["id"], "song_id": rewards_table["id"]})
     merged = pd.DataFrame({"id": ["album-release", "relinked"], "song_id": ["track00003", "track00003"]})
-    save_aliases(pd.concat([songs, merged]), data_dir / ALIASES_FILE)
+    save_aliases(pd.concat([songs, merged]), paths.file("aliases"))
     pool = TrackPool.from_table(rewards_table)
     for make_config in (PPOConfig, PPOConfig.original):
         config = make_config(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
-        TrainingRun.start(config, pool).save(checkpoint_path(models_dir, config.architecture))
-    return models_dir, data_dir
+        TrainingRun.start(config, pool).save(checkpoint_path(paths.models, config.architecture))
+    return paths
 
 
 @pytest.fixture(scope="module")
-def recommender(run_dirs):
-    return Recommender.load(*run_dirs)
+def recommender(run_root):
+    return Recommender.load(run_root.root)
 
 
 @pytest.mark.parametrize("length", [2, 10, 14])
@@ -94,29 +93,41 @@ def test_track_table_latent_and_model_version(recommender, rewards_table):
         recommender.latent("nope")
 
 
-def test_loads_the_original_architecture_by_name(run_dirs):
-    original = Recommender.load(*run_dirs, architecture="original")
+def test_loads_the_original_architecture_by_name(run_root):
+    original = Recommender.load(run_root.root, architecture="original")
     assert original.model_version.startswith("original-")
     assert len(original.playlist(start_id="track00001")) == 9
 
 
-def test_missing_files_name_the_notebook_to_run(tmp_path, run_dirs):
-    models_dir, data_dir = run_dirs
-    with pytest.raises(FileNotFoundError, match="05_rewards"):
-        Recommender.load(models_dir, tmp_path)
-    with pytest.raises(FileNotFoundError, match="06_ppo"):
-        Recommender.load(tmp_path, data_dir)
+def test_missing_files_name_the_notebook_to_run(tmp_path, run_root):
+    paths = ProjectPaths.at(tmp_path).ensure()
+    with pytest.raises(FileNotFoundError, match="ppo_candidate.pt does not exist: run notebook 06_ppo first"):
+        load_chain(paths)
+    checkpoint_path(paths.models).write_bytes(checkpoint_path(run_root.models).read_bytes())
+    with pytest.raises(FileNotFoundError, match="rewards.parquet does not exist: run notebook 05_rewards first"):
+        load_chain(paths)
 
 
-def test_the_recommender_reads_the_reward_weights_notebook_05_saved(run_dirs, tmp_path):
-    models_dir, data_dir = run_dirs
-    assert Recommender.load(models_dir, data_dir).reward_weights == RewardWeights(liked_weight=40.0)
-    (tmp_path / "rewards.parquet").write_bytes((data_dir / "rewards.parquet").read_bytes())
-    with pytest.raises(FileNotFoundError, match=f"{REWARD_WEIGHTS_FILE} does not exist: run notebook 05_rewards"):
-        Recommender.load(models_dir, tmp_path)
-    (tmp_path / REWARD_WEIGHTS_FILE).write_text('{"liked_weight": 50}')
+def test_the_recommender_reads_the_reward_weights_notebook_05_saved(run_root, tmp_path):
+    assert Recommender.load(run_root.root).reward_weights == RewardWeights(liked_weight=40.0)
+    paths = ProjectPaths.at(tmp_path).ensure()
+    for artefact in ("rewards", "policy"):
+        source = run_root.file(artefact, architecture="candidate")
+        paths.file(artefact, architecture="candidate").write_bytes(source.read_bytes())
+    with pytest.raises(FileNotFoundError, match="reward_weights.json does not exist: run notebook 05_rewards"):
+        Recommender.load(tmp_path)
+    paths.file("reward_weights").write_text('{"liked_weight": 50}')
     with pytest.raises(ValueError, match="not a reward weights file written by notebook 05"):
-        Recommender.load(models_dir, tmp_path)
+        Recommender.load(tmp_path)
+
+
+def test_the_chain_loads_every_artefact_a_trained_run_left(run_root):
+    chain = load_chain(run_root)
+    assert chain.version == 0 and chain.run.config.architecture == "candidate"
+    assert chain.pool.fingerprint == chain.run.pool_fingerprint and len(chain.table) == chain.pool.n_tracks
+    assert chain.neighbours().shape == (chain.pool.n_tracks, neighbours_needed(10, 4))
+    assert chain.neighbours(playlist_length=12).shape[1] == neighbours_needed(12, 4)
+    assert set(chain.aliases["id"]) >= {"album-release", "relinked"}
 
 
 def test_the_other_ids_of_a_playlists_songs(recommender):
@@ -148,14 +159,13 @@ def test_the_policy_reads_the_reward_table_it_serves(trained, rewards_table, tmp
 
 def test_a_checkpoint_with_another_reward_table_fails_clearly_and_tables_are_read_only(trained, rewards_table,
                                                                                        tmp_path):
-    data_dir, models_dir = tmp_path / "processed", tmp_path / "models"
-    data_dir.mkdir()
-    trained.save(checkpoint_path(models_dir))
+    paths = ProjectPaths.at(tmp_path).ensure()
+    trained.save(checkpoint_path(paths.models))
     changed = rewards_table.assign(reward=rewards_table["reward"].where(rewards_table.index != 7, 0.0))
-    changed.to_parquet(data_dir / "rewards.parquet", index=False)
-    RewardWeights().save(data_dir / REWARD_WEIGHTS_FILE)
+    changed.to_parquet(paths.file("rewards"), index=False)
+    RewardWeights().save(paths.file("reward_weights"))
     with pytest.raises(ValueError, match="another rewards table"):
-        Recommender.load(models_dir, data_dir)
+        Recommender.load(tmp_path)
     pool = TrackPool.from_table(rewards_table)
     with pytest.raises(ValueError, match="read-only"):
         pool.rewards[7] = 0.0  # inputs derived from the table can never go stale

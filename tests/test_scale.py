@@ -45,7 +45,7 @@ def test_umap_is_fitted_on_the_sample_and_the_map_says_so(large_chain):
 
 def test_the_neighbour_index_is_saved_and_the_recommender_serves_playlists(large_chain):
     assert (large_chain.processed / "neighbours.npz").stat().st_size > 0
-    recommender = Recommender.load(large_chain.models, large_chain.processed)
+    recommender = Recommender.load(large_chain.root)
     steps = recommender.playlist(length=10, greedy=False, seed=0)
     playlist = [steps[0]["track_id"]] + [step["chosen"] for step in steps]
     assert len(playlist) == len(set(playlist)) == 10
