@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
-from helpers.evaluation import split_start_tracks
+from helpers.evaluation import HELDOUT_FRACTION, split_start_tracks
 from helpers.paths import ProjectPaths
 from helpers.pipeline import run_chain
 from helpers.ppo import PPOConfig, TrainingRun, make_env, train
@@ -27,7 +27,6 @@ from helpers.recommend import checkpoint_path
 SYNTHETIC_ROWS = {"synthetic-100k": 100_000, "synthetic-1.2M": 1_204_025}
 BUILT_IN = ("embedded", "tidytuesday")  # helpers.data's built-in catalogue names
 UNFILTERED = {"artists": None, "year_min": None, "year_max": None}
-HELDOUT_FRACTION = 0.1  # notebook 06's default
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,9 @@ class Chain:
         """Notebook 06's policy, the target it is measured against, the drifted taste and the loved clusters."""
         taste, loved = drifted_taste(self.table, self.prior_model, seed=drift_seed)
         base_run = TrainingRun.load(version_path(self.paths.models, 0))
-        target = DriftTarget.build(base_run, self.table, taste, self.neighbours, settings.play_noise,
-                                   self.prior_model.like_threshold, settings.n_eval_starts, drift_seed, self.weights)
+        target = DriftTarget.build(base_run, self.table, taste, self.neighbours, play_noise=settings.play_noise,
+                                   like_threshold=self.prior_model.like_threshold,
+                                   n_eval_starts=settings.n_eval_starts, seed=drift_seed, weights=self.weights)
         return base_run, target, taste, loved
 
 
@@ -84,9 +85,9 @@ def demo_row(source: ChainRun, variant: str, drift_seed: int, settings: DriftSet
     settings = dataclasses.replace(settings, seed=drift_seed, **VARIANTS[variant])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as demo_dir:
-        rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste,
-                                chain.neighbours, chain.paths.file("neighbours"), chain.weights, settings,
-                                progress=False)
+        rounds = run_drift_demo(chain.paths.models, Path(demo_dir), chain.table, chain.prior_model, taste=taste,
+                                neighbours=chain.neighbours, neighbours_path=chain.paths.file("neighbours"),
+                                weights=chain.weights, settings=settings, progress=False)
     print(f"{source.name}, {variant}, drift seed {drift_seed}: {rounds['gap_closed'].iloc[-1]:.0%}", flush=True)
     return {"catalogue": source.name, "kind": "drift demo", "variant": variant, "drift_seed": drift_seed,
             "seconds": time.perf_counter() - start, "untuned": rounds["untuned"].iloc[0],
@@ -111,7 +112,7 @@ def ceiling_rows(source: ChainRun, drift_seed: int, settings: DriftSettings) -> 
             shutil.copy(version_path(chain.paths.models, 0), version_path(models_dir, 0))
             start = time.perf_counter()
             run = fine_tune(models_dir, target.true_pool, chain.neighbours, settings.finetune_timesteps,
-                            settings.learning_rate, reset)
+                            learning_rate=settings.learning_rate, reset_policy_head=reset)
             record(variant, run, time.perf_counter() - start)
     config = dataclasses.replace(base_run.config, total_timesteps=settings.finetune_timesteps)
     scratch = TrainingRun.start(config, target.true_pool, base_run.heldout_ids)

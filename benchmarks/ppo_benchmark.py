@@ -137,7 +137,7 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
         policies[rows[-1]["policy"]] = lambda eval_seed, model=model: sb3_policy(model)
         print(f"SB3: {sb3_steps_per_second:,.0f} steps/s", flush=True)
 
-    quality = compare_policies(env, policies, heldout_rows, args.n_eval_starts, tuple(args.eval_seeds),
+    quality = compare_policies(env, policies, heldout_rows, args.n_eval_starts, eval_seeds=tuple(args.eval_seeds),
                                progress=False)
     table = quality.reset_index().merge(pd.DataFrame(rows), on="policy", how="left")
     table["kind"] = table["kind"].fillna(table["policy"])

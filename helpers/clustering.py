@@ -86,7 +86,7 @@ class Clustering:
 
 
 def fit_kmeans(latents: np.ndarray, n_clusters: int = 20, n_init: int = 10,
-               algorithm: str = "auto", seed: int = 42,
+               algorithm: str = "auto", *, seed: int = 42,
                batch_size: int = MINIBATCH_SIZE) -> Clustering:
     """Cluster the latent vectors with K-Means (or MiniBatchKMeans), `n_init` seeded restarts."""
     latents = np.asarray(latents, dtype=np.float64)
@@ -109,7 +109,7 @@ def fit_kmeans(latents: np.ndarray, n_clusters: int = 20, n_init: int = 10,
 
 
 def compare_kmeans_inertia(latents: np.ndarray, n_clusters: int = 20, n_init: int = 10,
-                           sample_size: int | None = None, seed: int = 42) -> pd.DataFrame:
+                           sample_size: int | None = None, *, seed: int = 42) -> pd.DataFrame:
     """Full K-Means against MiniBatchKMeans on the same (optionally sampled) tracks.
 
     One row per algorithm: tracks used, inertia, inertia relative to full K-Means, fit seconds.
@@ -119,7 +119,7 @@ def compare_kmeans_inertia(latents: np.ndarray, n_clusters: int = 20, n_init: in
     rows = []
     for algorithm in ("kmeans", "minibatch"):
         started = time.perf_counter()
-        clustering = fit_kmeans(sample, n_clusters, n_init, algorithm, seed)
+        clustering = fit_kmeans(sample, n_clusters, n_init, algorithm, seed=seed)
         rows.append({"algorithm": algorithm, "n_tracks": len(sample),
                      "inertia": clustering.inertia, "seconds": time.perf_counter() - started})
     table = pd.DataFrame(rows)
@@ -158,7 +158,7 @@ class LatentMap:
 
 
 def place_by_neighbours(fitted_latents: np.ndarray, fitted_xy: np.ndarray, latents: np.ndarray,
-                        n_neighbors: int = 10, progress: bool = True) -> np.ndarray:
+                        n_neighbors: int = 10, *, progress: bool = True) -> np.ndarray:
     """Map positions for tracks UMAP was not fitted on: the inverse-distance weighted mean of the
     positions of their `n_neighbors` nearest fitted tracks in latent space.
 
@@ -183,7 +183,7 @@ def place_by_neighbours(fitted_latents: np.ndarray, fitted_xy: np.ndarray, laten
 
 
 def umap_map(latents: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
-             sample_size: int | None = 50_000, seed: int = 42, progress: bool = True) -> LatentMap:
+             sample_size: int | None = 50_000, *, seed: int = 42, progress: bool = True) -> LatentMap:
     """A seeded 2-D UMAP map of the latent vectors.
 
     With `sample_size` smaller than the catalogue, UMAP is fitted on a seeded sample of that
@@ -212,7 +212,7 @@ def umap_map(latents: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
 
 
 def gridworld_edges(ids: np.ndarray, latents: np.ndarray, n_tracks: int = 6, k: int = 4,
-                    seed: int = 42) -> pd.DataFrame:
+                    *, seed: int = 42) -> pd.DataFrame:
     """Arrows from `n_tracks` seeded random tracks to their `k` nearest neighbours in latent space.
 
     The targets are the environment's `k` candidates at a playlist's first pick from each source

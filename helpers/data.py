@@ -384,7 +384,7 @@ def _record_starts(path: Path, column: int) -> tuple[list[str], list[int], list[
 
 
 def _locate_bad_row(path: Path, header: Sequence[str], id_column: str, ids: list[str] | None = None,
-                    line_count: int = 0) -> CatalogueError | None:
+                    *, line_count: int = 0) -> CatalogueError | None:
     """The error for the first row that a strict CSV reading finds not well-formed, with another
     number of fields than the header, or (given the `ids` the parser read) where the two readings
     first differ; None if the strict reading agrees."""
@@ -419,7 +419,7 @@ def _check_rows_add_up(path: Path, parsed: _Parsed, header: Sequence[str], id_co
             lengths = None
     rows = None if lengths is None else int((lengths > 0).sum())
     if lengths is None or rows != parsed.table.num_rows or ((lengths > 0) & (lengths != len(header))).any():
-        error = _locate_bad_row(path, header, id_column, parsed.table[id_column].to_pylist(), parsed.lines)
+        error = _locate_bad_row(path, header, id_column, parsed.table[id_column].to_pylist(), line_count=parsed.lines)
         if error is not None:
             raise error
     _check_no_merged_rows(path, parsed.table, len(header))
@@ -501,7 +501,7 @@ def _read_fields(path: Path, header: Sequence[str], layout: Layout) -> _FileFiel
     return _FileFields(table, rows_expected, parsed.newlines_in_values)
 
 
-def _bad_value(path: Path, column: str, table: pa.Table, field: str, row: int, expected: str) -> CatalogueError:
+def _bad_value(path: Path, column: str, table: pa.Table, field: str, *, row: int, expected: str) -> CatalogueError:
     """The error for the value of `field` (the file's `column`) in data row `row` (from 0)."""
     return CatalogueError(f"{path}: column '{column}' has the value {table[field][row].as_py()!r} "
                           f"in data row {row + 1}; expected {expected}.")
@@ -525,21 +525,21 @@ def _convert_fields(table: pa.Table, layout: Layout, header: Sequence[str], path
         ids = fields["id"]
         ok = pc.fill_null(pc.starts_with(ids, layout.id_prefix), True).to_numpy(zero_copy_only=False)
         if not ok.all():
-            raise _bad_value(path, columns["id"], table, "id", int(np.flatnonzero(~ok)[0]),
-                             f"a Spotify URI such as '{layout.id_prefix}4uLU6hMCjMI75M1A2tKUQC'")
+            raise _bad_value(path, columns["id"], table, "id", row=int(np.flatnonzero(~ok)[0]),
+                             expected=f"a Spotify URI such as '{layout.id_prefix}4uLU6hMCjMI75M1A2tKUQC'")
         fields["id"] = pc.utf8_slice_codeunits(ids, len(layout.id_prefix))
     if layout.words_for_key_and_mode:
         for name, convert, expected in (("key", pitch_classes, "a number or a pitch name (C, C#, Db, …, B)"),
                                         ("mode", mode_numbers, "a number, Major or Minor")):
             values, bad = convert(fields[name])
             if bad is not None:
-                raise _bad_value(path, columns[name], table, name, bad, expected)
+                raise _bad_value(path, columns[name], table, name, row=bad, expected=expected)
             fields[name] = pa.chunked_array([values])
     if "year" not in fields and "release_date" in fields:
         years, bad = years_from_release_dates(fields["release_date"])
         if bad is not None:
-            raise _bad_value(path, columns["release_date"], table, "release_date", bad,
-                             "a date written YYYY-MM-DD, YYYY-MM or YYYY")
+            raise _bad_value(path, columns["release_date"], table, "release_date", row=bad,
+                             expected="a date written YYYY-MM-DD, YYYY-MM or YYYY")
         fields["year"] = pa.chunked_array([years])
     decade = decade_from_file_name(path) if layout.decade_in_file_name else None
     if decade is not None:
@@ -795,7 +795,7 @@ def match_artists(tracks: pd.DataFrame, artists: Sequence[str]) -> pd.Series:
 
 def filter_catalogue(tracks: pd.DataFrame, artists: Sequence[str] | None,
                      year_min: int | None = 2000, year_max: int | None = 2020,
-                     source: str = "the catalogue") -> pd.DataFrame:
+                     *, source: str = "the catalogue") -> pd.DataFrame:
     """Keep the tracks released in [year_min, year_max] by one of `artists`.
 
     The year range applies only when `tracks` has a `year` column (a track without a year is

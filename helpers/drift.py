@@ -35,7 +35,7 @@ from helpers.session import play_session
 
 
 def drifted_taste(table: pd.DataFrame, model: ListenerModel, n_loved: int = 2, loved_mean: float = 0.95,
-                  seed: int = 42) -> tuple[pd.Series, np.ndarray]:
+                  *, seed: int = 42) -> tuple[pd.Series, np.ndarray]:
     """The taste of a listener who now loves the `n_loved` clusters `model` rated lowest.
 
     Its taste for a track (the share it listens to on average) is notebook 04's
@@ -54,7 +54,7 @@ def drifted_taste(table: pd.DataFrame, model: ListenerModel, n_loved: int = 2, l
 
 
 def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_threshold: float,
-                 weights: RewardWeights) -> np.ndarray:
+                 *, weights: RewardWeights) -> np.ndarray:
     """Each track's expected reward when a listener with `taste` hears it (notebook 05's formula on
     the expected listening and like probability of `SimulatedListener(taste=..., play_noise=...)`)."""
     listened, like_probability = expected_listening(taste.loc[table["id"]].to_numpy(), play_noise, like_threshold)
@@ -74,13 +74,13 @@ class DriftTarget:
 
     @classmethod
     def build(cls, base_run: TrainingRun, table: pd.DataFrame, taste: pd.Series, neighbours: np.ndarray,
-              play_noise: float, like_threshold: float, n_eval_starts: int, seed: int,
+              *, play_noise: float, like_threshold: float, n_eval_starts: int, seed: int,
               weights: RewardWeights) -> "DriftTarget":
         """`n_eval_starts` of `base_run`'s held-out starts (seeded); `base_run` is the un-tuned policy."""
         if not base_run.heldout_ids:
             raise ValueError("the base checkpoint records no held-out start tracks to evaluate on")
         true_pool = TrackPool.from_table(table.assign(
-            reward=true_rewards(table, taste, play_noise, like_threshold, weights)))
+            reward=true_rewards(table, taste, play_noise, like_threshold, weights=weights)))
         heldout_rows = evaluation_starts(true_pool.rows_of(base_run.heldout_ids), n_eval_starts, seed)
         env = make_env(base_run.config, true_pool, neighbours)
         optimum = float(exact_optimum(env, heldout_rows, progress=False)[1].sum(axis=1).mean())
@@ -134,7 +134,7 @@ class DriftSettings:
 
 
 def play_round(run: TrainingRun, pool: TrackPool, neighbours_path: Path, listener: SimulatedListener,
-               start_ids: Sequence[str], log_path: Path, seed: int, weights: RewardWeights) -> None:
+               *, start_ids: Sequence[str], log_path: Path, seed: int, weights: RewardWeights) -> None:
     """Sample one playlist per start from `run`'s policy and let `listener` play it, logging to `log_path`."""
     recommender = Recommender(run, pool, neighbours_path, weights)
     for offset, start_id in enumerate(start_ids):
@@ -143,7 +143,7 @@ def play_round(run: TrainingRun, pool: TrackPool, neighbours_path: Path, listene
 
 
 def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, prior_model: ListenerModel,
-                   taste: pd.Series, neighbours: np.ndarray, neighbours_path: Path, weights: RewardWeights,
+                   *, taste: pd.Series, neighbours: np.ndarray, neighbours_path: Path, weights: RewardWeights,
                    settings: DriftSettings = DriftSettings(), progress: bool = True) -> pd.DataFrame:
     """Play rounds with a listener of `taste` (see `drifted_taste`), fine-tune after each, and
     measure on the held-out starts.
@@ -162,8 +162,9 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
     shutil.copy(version_path(base_models_dir, 0), version_path(models_dir, 0))
     base_run = TrainingRun.load(version_path(models_dir, 0))
     prior_pool = TrackPool.from_table(table)
-    target = DriftTarget.build(base_run, table, taste, neighbours, settings.play_noise, prior_model.like_threshold,
-                               settings.n_eval_starts, settings.seed, weights)
+    target = DriftTarget.build(base_run, table, taste, neighbours, play_noise=settings.play_noise,
+                               like_threshold=prior_model.like_threshold, n_eval_starts=settings.n_eval_starts,
+                               seed=settings.seed, weights=weights)
     train_ids = np.setdiff1d(prior_pool.ids.astype(str), np.asarray(base_run.heldout_ids, dtype=str))
     listener = SimulatedListener(prior_model, table.set_index("id")["cluster"], seed=settings.seed, taste=taste,
                                  play_noise=settings.play_noise)
@@ -178,17 +179,17 @@ def run_drift_demo(base_models_dir: Path, demo_dir: Path, table: pd.DataFrame, p
     for round_number in tqdm(range(1, settings.n_rounds + 1), desc="drift rounds", disable=not progress):
         start_ids = rng.choice(train_ids, settings.playlists_per_round, replace=False)
         before = len(read_interactions(log_path)) if log_path.exists() else 0
-        play_round(run, served, neighbours_path, listener, start_ids, log_path,
+        play_round(run, served, neighbours_path, listener, start_ids=start_ids, log_path=log_path,
                    seed=settings.seed + 1000 * round_number, weights=weights)
         log = read_interactions(log_path)
         updated, _ = update_rewards(table, log, prior_model, confidence_plays=settings.confidence_plays,
                                     prior_plays=settings.prior_plays, weights=weights)
         served = TrackPool.from_table(updated)
-        run = fine_tune(models_dir, served, neighbours, settings.finetune_timesteps, settings.learning_rate,
-                        settings.reset_policy_head)
+        run = fine_tune(models_dir, served, neighbours, settings.finetune_timesteps,
+                        learning_rate=settings.learning_rate, reset_policy_head=settings.reset_policy_head)
         save_version(run, models_dir, updated, log_provenance(log))
         round_log = log.iloc[before:]
-        estimates = off_policy_estimates(run, round_log, served, neighbours, weights)
+        estimates = off_policy_estimates(run, round_log, served, neighbours, weights=weights)
         simulated = target.true_return(run, served, served.rows_of(start_ids), sampling_policy(run.agent, settings.seed))
         rows.append(row(round_number, run, served, {**estimates, "simulated": simulated}))
     return pd.DataFrame(rows)

@@ -445,7 +445,7 @@ class PlaylistEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, pool: TrackPool, neighbours: np.ndarray | None = None, playlist_length: int = 10,
-                 n_candidates: int = 4, observation: str = "latent", reward_scale: float = 1.0,
+                 n_candidates: int = 4, *, observation: str = "latent", reward_scale: float = 1.0,
                  start_rows: np.ndarray | None = None):
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}.")

@@ -17,9 +17,11 @@ from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool
 
 Policy = Callable[[PlaylistBatch], np.ndarray]
 PolicyFactory = Callable[[int], Policy]
+HELDOUT_FRACTION = 0.1  # share of the tracks kept out of the training starts (notebook 06's default)
 
 
-def split_start_tracks(n_tracks: int, heldout_fraction: float = 0.1, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def split_start_tracks(n_tracks: int, heldout_fraction: float = HELDOUT_FRACTION,
+                       seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Rows of training starts and of held-out starts: a seeded random partition of the catalogue."""
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must lie strictly between 0 and 1, got {heldout_fraction}.")
@@ -160,7 +162,7 @@ def evaluation_starts(heldout_rows: np.ndarray, n_starts: int, seed: int) -> np.
 
 
 def compare_policies(env: BatchPlaylistEnv, policies: dict[str, PolicyFactory], heldout_rows: np.ndarray,
-                     n_eval_starts: int = 150, eval_seeds: tuple[int, ...] = (0, 1, 2),
+                     n_eval_starts: int = 150, *, eval_seeds: tuple[int, ...] = (0, 1, 2),
                      progress: bool = True) -> pd.DataFrame:
     """Evaluate every policy and the exact optimum on the same held-out starts.
 

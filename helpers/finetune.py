@@ -101,9 +101,8 @@ def shift_through_clusters(table: pd.DataFrame, model: ListenerModel, updated_mo
     return np.clip(table["reward"].to_numpy(np.float64) + shift[table["cluster"].to_numpy(np.int64)], low, high)
 
 
-def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel, *, confidence_plays: float = 3.0,
-                   prior_plays: float = 1.0,
-                   weights: RewardWeights) -> tuple[pd.DataFrame, ListenerModel]:
+def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel, *, confidence_plays: float,
+                   prior_plays: float, weights: RewardWeights) -> tuple[pd.DataFrame, ListenerModel]:
     """The rewards table with `reward` updated from `log` (see the module docstring), and the updated model.
 
     Adds the columns `prior_reward`, `plays`, `confidence` and `observed_reward` (NaN when unplayed).
@@ -152,7 +151,7 @@ def log_provenance(log: pd.DataFrame) -> dict:
 
 
 def fine_tune(models_dir: str | Path, pool: TrackPool, neighbours: np.ndarray, timesteps: int,
-              learning_rate: float = 2e-3, reset_policy_head: bool = True,
+              *, learning_rate: float, reset_policy_head: bool,
               architecture: str = DEFAULT_ARCHITECTURE, progress: bool = False) -> TrainingRun:
     """Continue PPO from the newest version in `models_dir` for `timesteps` steps on `pool`'s rewards.
 
@@ -179,7 +178,7 @@ def fine_tune(models_dir: str | Path, pool: TrackPool, neighbours: np.ndarray, t
 
 
 def save_version(run: TrainingRun, models_dir: str | Path, table: pd.DataFrame, provenance: dict,
-                 architecture: str = DEFAULT_ARCHITECTURE) -> int:
+                 *, architecture: str = DEFAULT_ARCHITECTURE) -> int:
     """Save `run` as the next version, with its rewards table and a JSON of the log records it used."""
     version = max(versions(models_dir, architecture), default=0) + 1
     run.save(version_path(models_dir, version, architecture))

@@ -115,7 +115,7 @@ def _check_range(name: str, value_range: tuple[float, float], low: float, high: 
 
 def draw_listener_model(n_clusters: int, mean_range: tuple[float, float] = (0.4, 0.9),
                         std_range: tuple[float, float] = (0.05, 0.15),
-                        like_threshold: float = 0.6, seed: int = 42) -> ListenerModel:
+                        like_threshold: float = 0.6, *, seed: int = 42) -> ListenerModel:
     """Draw each cluster's listening mean ~ U(mean_range) and std ~ U(std_range), seeded."""
     if n_clusters < 1:
         raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
@@ -192,7 +192,7 @@ class SimulatedListener:
     source = "simulated"
 
     def __init__(self, listener_model: ListenerModel, clusters: pd.Series, seed: int | None = None,
-                 taste: pd.Series | None = None, play_noise: float = 0.05) -> None:
+                 taste: pd.Series | None = None, *, play_noise: float = 0.05) -> None:
         if play_noise < 0:
             raise ValueError(f"play_noise must be >= 0, got {play_noise}")
         self.listener_model = listener_model

@@ -31,7 +31,7 @@ def logged_steps(log: pd.DataFrame, playlist_length: int) -> pd.DataFrame:
 
 
 def target_probabilities(run: TrainingRun, steps: pd.DataFrame, log: pd.DataFrame, pool: TrackPool,
-                         neighbours: np.ndarray) -> np.ndarray:
+                         *, neighbours: np.ndarray) -> np.ndarray:
     """π_new(· | logged state) over each logged step's candidates, shape (n_steps, n_candidates).
 
     The state (latents, the tracks played before it, the candidates' reward inputs from
@@ -80,7 +80,7 @@ def observed_rewards(steps: pd.DataFrame, pool: TrackPool, weights: RewardWeight
 
 
 def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, pool: TrackPool, neighbours: np.ndarray,
-                         weights: RewardWeights) -> dict[str, float]:
+                         *, weights: RewardWeights) -> dict[str, float]:
     """Per-decision IPS, self-normalised IPS and doubly-robust estimates of `run`'s playlist value
     (the sum of the picks' rewards) on the logged sessions.
 
@@ -96,7 +96,7 @@ def off_policy_estimates(run: TrainingRun, log: pd.DataFrame, pool: TrackPool, n
     DR is unbiased whatever r̂ (given correct logged probabilities); a good r̂ cuts its variance.
     """
     steps = logged_steps(log, run.config.playlist_length)
-    probs = target_probabilities(run, steps, log, pool, neighbours)
+    probs = target_probabilities(run, steps, log, pool, neighbours=neighbours)
     actions = steps["action"].to_numpy()
     ratio = probs[np.arange(len(steps)), actions] / steps["logged_prob"].to_numpy()
     sessions = steps["session_id"]

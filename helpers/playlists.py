@@ -65,7 +65,7 @@ def check_length(recommender: PlaylistRecommender, length: int) -> int:
 
 
 def plan_playlist(recommender: PlaylistRecommender, start_id: str | None = None, length: int = 10,
-                  greedy: bool = False, seed: int | None = None) -> list[PlaylistStep]:
+                  greedy: bool = False, *, seed: int | None = None) -> list[PlaylistStep]:
     """The recommender's playlist from `start_id` (random when None), checked.
 
     `start_id` may be any id of notebook 01's catalogue: the recommender resolves it to its song.

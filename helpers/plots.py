@@ -79,7 +79,7 @@ def _png_export_ready() -> bool:
     return _png_state["ready"]
 
 
-def _write_png(fig: go.Figure, path: Path, width: int, height: int, timeout_seconds: float) -> bool:
+def _write_png(fig: go.Figure, path: Path, width: int, height: int, *, timeout_seconds: float) -> bool:
     """Render `fig` to `path` through kaleido within `timeout_seconds`; False if it did not finish.
 
     Kaleido waits without limit on its browser: a Chrome that crashed or hangs would freeze the
@@ -120,7 +120,7 @@ def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool
     written = {"html": figures_dir / f"{name}.html"}
     fig.write_html(written["html"], include_plotlyjs="directory")
     if png and _png_export_ready():
-        if _write_png(fig, figures_dir / f"{name}.png", width, height, png_timeout_seconds):
+        if _write_png(fig, figures_dir / f"{name}.png", width, height, timeout_seconds=png_timeout_seconds):
             written["png"] = figures_dir / f"{name}.png"
         else:
             _png_state["ready"] = False

@@ -222,7 +222,7 @@ class OriginalActorCritic(ActorCritic):
     """
 
     def __init__(self, latent_dim: int = 5, n_candidates: int = 4, hidden_size: int = 128,
-                 latent_mean: np.ndarray | None = None, latent_std: np.ndarray | None = None):
+                 latent_mean: np.ndarray | None = None, *, latent_std: np.ndarray | None = None):
         super().__init__()
         self.policy_net = nn.Sequential(
             layer_init(nn.Linear(latent_dim, hidden_size)), nn.ReLU(),
@@ -262,7 +262,7 @@ class CandidateActorCritic(ActorCritic):
     """
 
     def __init__(self, latent_dim: int = 5, hidden_size: int = 64, n_fourier_features: int = 32,
-                 fourier_scale: float = 2.0, reward_inputs: tuple[str, ...] = REWARD_FEATURES,
+                 fourier_scale: float = 2.0, *, reward_inputs: tuple[str, ...] = REWARD_FEATURES,
                  reward_mean: float = 0.0, reward_std: float = 1.0):
         super().__init__()
         self.register_buffer("fourier_frequencies", torch.randn(latent_dim, n_fourier_features) * fourier_scale)
@@ -316,10 +316,10 @@ def make_agent(config: PPOConfig, latent_dim: int, pool: TrackPool | None = None
         torch.manual_seed(config.seed)
         if config.architecture == "original":
             mean, std = (None, None) if pool is None else (pool.latents.mean(0), pool.latents.std(0))
-            return OriginalActorCritic(latent_dim, config.n_candidates, config.hidden_size, mean, std)
+            return OriginalActorCritic(latent_dim, config.n_candidates, config.hidden_size, mean, latent_std=std)
         mean, std = (0.0, 1.0) if pool is None else (pool.rewards.mean(), pool.rewards.std())
         return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale,
-                                    config.reward_inputs, mean, std)
+                                    reward_inputs=config.reward_inputs, reward_mean=mean, reward_std=std)
 
 
 def make_env(config: PPOConfig, pool: TrackPool, neighbours: np.ndarray) -> BatchPlaylistEnv:
@@ -333,7 +333,7 @@ def make_optimizer(agent: ActorCritic, learning_rate: float) -> torch.optim.Adam
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
-                gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+                *, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and value targets for a (time, batch) rollout.
 
     `dones[t]` is 1 where the episode ended with step t (no bootstrap from V(s_{t+1}));
@@ -483,7 +483,7 @@ class Rollout:
 
 
 def collect_rollout(agent: ActorCritic, env: BatchPlaylistEnv, start_rows: torch.Tensor, num_envs: int,
-                    generator: torch.Generator) -> Rollout:
+                    *, generator: torch.Generator) -> Rollout:
     """Build `num_envs` playlists from random `start_rows` with the current policy π_old."""
     starts = start_rows[torch.randint(len(start_rows), (num_envs,), generator=generator)]
     batch = env.reset(starts.numpy())
@@ -503,7 +503,7 @@ def collect_rollout(agent: ActorCritic, env: BatchPlaylistEnv, start_rows: torch
 
 
 def ppo_update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
-               returns: torch.Tensor, config: PPOConfig, generator: torch.Generator) -> dict[str, float]:
+               *, returns: torch.Tensor, config: PPOConfig, generator: torch.Generator) -> dict[str, float]:
     """Several epochs of clipped-surrogate updates over shuffled minibatches; mean losses and diagnostics."""
     b_actions, b_logprobs = rollout.actions.reshape(-1), rollout.logprobs.reshape(-1)
     b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
@@ -599,11 +599,12 @@ def train(run: TrainingRun, env: BatchPlaylistEnv, start_rows: np.ndarray, *, ma
             if config.anneal_lr:
                 run.optimizer.param_groups[0]["lr"] = (1.0 - budget_spent()) * config.learning_rate
 
-            rollout = collect_rollout(run.agent, env, start_rows, config.num_envs, run.generator)
+            rollout = collect_rollout(run.agent, env, start_rows, config.num_envs, generator=run.generator)
             rewards = torch.as_tensor(rollout.table_rewards * run.reward_scale, dtype=torch.float32)
             advantages, returns = compute_gae(rewards, rollout.values, dones, torch.zeros(config.num_envs),
-                                              config.gamma, config.gae_lambda)
-            losses = ppo_update(run.agent, run.optimizer, rollout, advantages, returns, config, run.generator)
+                                              gamma=config.gamma, gae_lambda=config.gae_lambda)
+            losses = ppo_update(run.agent, run.optimizer, rollout, advantages, returns=returns, config=config,
+                                generator=run.generator)
 
             seconds = time.perf_counter() - update_start
             spent_before = budget_spent()

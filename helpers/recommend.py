@@ -94,7 +94,7 @@ class Recommender:
     """A trained policy over its catalogue. Build it with `Recommender.load()`."""
 
     def __init__(self, run: TrainingRun, pool: TrackPool, neighbours_path: Path,
-                 reward_weights: RewardWeights | None = None, aliases: pd.DataFrame | None = None):
+                 reward_weights: RewardWeights | None = None, *, aliases: pd.DataFrame | None = None):
         self.run = run
         self.pool = pool
         self.neighbours_path = neighbours_path
@@ -231,7 +231,7 @@ class TrainedChain:
 
     def recommender(self) -> Recommender:
         """The Recommender serving this version, its neighbour index ready for its playlists."""
-        recommender = Recommender(self.run, self.pool, self.neighbours_path, self.weights, self.aliases)
+        recommender = Recommender(self.run, self.pool, self.neighbours_path, self.weights, aliases=self.aliases)
         recommender._env(self.run.config.playlist_length)
         return recommender
 

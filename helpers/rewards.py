@@ -146,7 +146,7 @@ NAME_COLUMNS = ("name", "album", "genre")
 
 def build_rewards_table(tracks: pd.DataFrame, latents: pd.DataFrame, clusters: pd.DataFrame,
                         listeners: pd.DataFrame,
-                        weights: RewardWeights = RewardWeights()) -> pd.DataFrame:
+                        *, weights: RewardWeights = RewardWeights()) -> pd.DataFrame:
     """Join the four inputs on `id` and add interaction_score, proximity_score and reward.
 
     Rows keep tracks.parquet's order. Columns: id, artist, [name], [album], [genre] (each

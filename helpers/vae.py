@@ -137,7 +137,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def negative_elbo(x: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  *, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, reconstruction, KL), each averaged over the tracks of the batch.
 
     Reconstruction is the squared error summed over features: the negative log-likelihood of
@@ -175,7 +175,7 @@ def vae_training_loop(model: VAE, x: torch.Tensor, *, epochs: int, batch_size: i
         for start in range(0, n_tracks, batch_size):
             batch = x[permutation[start:start + batch_size]]
             x_hat, mu, logvar = model(batch, generator)
-            total, reconstruction, kl = negative_elbo(batch, x_hat, mu, logvar, beta)
+            total, reconstruction, kl = negative_elbo(batch, x_hat, mu, logvar, beta=beta)
             optimizer.zero_grad()
             total.backward()
             optimizer.step()
@@ -305,7 +305,7 @@ class TrainedVAE:
 
 def fit_vae(tracks: pd.DataFrame, *, features: Sequence[str] = FEATURES, latent_dim: int = 5,
             hidden_dim: int = 64, beta: float = 0.005, epochs: int = 200, batch_size: int = 128,
-            learning_rate: float = 3e-3, max_updates: int | None = None,
+            learning_rate: float = 3e-3, max_updates: int | None = 20_000,
             time_budget_seconds: float | None = None, seed: int = 42, progress: bool = True, source: str = "tracks"
             ) -> tuple[TrainedVAE, pd.DataFrame]:
     """Scale the features, train a VAE on them and fit the latent rescaling on the catalogue.

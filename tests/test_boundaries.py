@@ -74,3 +74,19 @@ def test_the_listener_contract_imports_nothing_of_the_project_and_spotify_no_ses
     graph = helper_imports()
     assert graph["playback"] == set()
     assert graph["spotify"] <= {"paths", "playback"}, f"helpers.spotify imports {sorted(graph['spotify'])}"
+
+
+def test_functions_with_more_than_four_parameters_take_the_rest_by_keyword():
+    """So a notebook never passes a bare True or 0.05 by position (`fine_tune(..., 2e-3, True)`)."""
+    import ast
+
+    from helpers.paths import REPO_ROOT
+
+    too_many = []
+    for path in sorted((REPO_ROOT / "helpers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(positional) > 4:
+                    too_many.append(f"{path.stem}.{node.name}({', '.join(positional)})")
+    assert not too_many, f"put a `*` after the fourth parameter of: {too_many}"

@@ -22,6 +22,7 @@ from tests.conftest import make_rewards_table
 # Φ(0.25), Φ(-1), Φ(-2): standard normal CDF values from a table.
 PHI_025, PHI_M1, PHI_M2 = 0.5987063257, 0.1586552539, 0.0227501319
 WEIGHTS = RewardWeights()
+FEEDBACK = dict(confidence_plays=3.0, prior_plays=1.0, weights=WEIGHTS)
 
 
 def record(session: str, track: str, position: int, listened: float, liked: int | None) -> Interaction:
@@ -90,7 +91,7 @@ def test_plays_heard_as_expected_do_not_move_their_cluster_however_good_the_trac
     table = small_table().assign(percentage_listened=log.groupby("track_id")["percentage_listened"].mean()
                                  .reindex(["a", "b", "c", "d"]).fillna(0.5).to_numpy())
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
-    updated, new_model = update_rewards(table, log, model, prior_plays=1, weights=WEIGHTS)
+    updated, new_model = update_rewards(table, log, model, confidence_plays=3, prior_plays=1, weights=WEIGHTS)
     np.testing.assert_allclose(new_model.cluster_mean, model.cluster_mean)
     assert updated.set_index("id").loc[["b", "d"], "reward"].tolist() == [30.0, 20.0]
 
@@ -130,7 +131,7 @@ def test_a_rewards_table_without_the_expected_listening_is_refused(small_log):
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['percentage_listened'\]"):
-        update_rewards(small_table().drop(columns="percentage_listened"), log, model, weights=WEIGHTS)
+        update_rewards(small_table().drop(columns="percentage_listened"), log, model, **FEEDBACK)
 
 
 def test_unknown_track_in_the_log_is_an_error(small_log):
@@ -139,7 +140,7 @@ def test_unknown_track_in_the_log_is_an_error(small_log):
         log = read_interactions(small_log)
     model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
     with pytest.raises(ValueError, match="not in the rewards table"):
-        update_rewards(small_table().iloc[1:], log, model, weights=WEIGHTS)
+        update_rewards(small_table().iloc[1:], log, model, **FEEDBACK)
 
 
 def tiny_config(**overrides) -> PPOConfig:
@@ -170,7 +171,8 @@ def test_versions_are_kept_and_the_newest_is_loaded(chain, small_log):
     tuned_versions = []
     for boost in (10.0, 20.0):
         updated = table.assign(reward=table["reward"] + boost)
-        run = fine_tune(models_dir, TrackPool.from_table(updated), neighbours, timesteps=1_000)
+        run = fine_tune(models_dir, TrackPool.from_table(updated), neighbours, timesteps=1_000, learning_rate=2e-3,
+                        reset_policy_head=True)
         tuned_versions.append((save_version(run, models_dir, updated, log_provenance(log)), run.model_version()))
     assert versions(models_dir) == [0, 1, 2] and [v for v, _ in tuned_versions] == [1, 2]
     assert checkpoint_path(models_dir).read_bytes() == base_bytes
@@ -202,9 +204,10 @@ def test_drift_demo_improves_the_return(tmp_path):
     run.save(checkpoint_path(tmp_path / "models"))
     taste, loved = drifted_taste(table, model, seed=0)
     assert loved.tolist() == [2, 3]
-    results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, taste, neighbours,
-                             neighbours_path, WEIGHTS, DriftSettings(n_rounds=3, playlists_per_round=10,
-                                                            finetune_timesteps=15_000, learning_rate=2e-3, seed=0),
+    results = run_drift_demo(tmp_path / "models", tmp_path / "demo", table, model, taste=taste, neighbours=neighbours,
+                             neighbours_path=neighbours_path, weights=WEIGHTS,
+                             settings=DriftSettings(n_rounds=3, playlists_per_round=10, finetune_timesteps=15_000,
+                                                    learning_rate=2e-3, seed=0),
                              progress=False)
     assert results["round"].tolist() == [0, 1, 2, 3]
     assert results["gap_closed"].iloc[0] == 0.0
@@ -213,7 +216,8 @@ def test_drift_demo_improves_the_return(tmp_path):
     assert versions(tmp_path / "demo" / "models") == [0, 1, 2, 3]
     assert np.isfinite(results[["ips", "snips", "dr", "simulated"]].iloc[1:].to_numpy()).all()
     # an exact planner reading the true table builds the optimal playlists; reading the prior table it cannot beat them
-    target = DriftTarget.build(run, table, taste, neighbours, 0.05, model.like_threshold, 40, 0, WEIGHTS)
+    target = DriftTarget.build(run, table, taste, neighbours, play_noise=0.05, like_threshold=model.like_threshold,
+                               n_eval_starts=40, seed=0, weights=WEIGHTS)
     assert target.gap_closed(target.planned_return(run, target.true_pool)) == pytest.approx(1.0)
     assert target.planned_return(run, pool) < target.optimum
 
@@ -225,11 +229,11 @@ def test_the_drifted_taste_changes_only_the_loved_clusters_and_true_rewards_are_
     assert loved.tolist() == [1] and taste[["a", "b"]].tolist() == [0.8, 0.7]
     assert (taste[["c", "d"]] > 0.5).all()  # clip(N(0.9, 0.1)): far above 0.2 and 0.3
     # without play noise the expected listening is the taste itself: notebook 05's formula on it
-    np.testing.assert_allclose(true_rewards(table, taste, 0.0, 0.6, WEIGHTS),
+    np.testing.assert_allclose(true_rewards(table, taste, 0.0, 0.6, weights=WEIGHTS),
                                0.8 * (100 * taste.to_numpy() + 50 * (taste.to_numpy() > 0.6)) + 0.2 * table["proximity_score"])
     # with noise: a taste of 0.6 is liked half the time; a taste of 1 is heard less than fully
     edge = pd.Series([0.6, 1.0], index=["a", "b"])
-    rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6, WEIGHTS)
+    rewards = true_rewards(table.iloc[:2], edge, 0.1, 0.6, weights=WEIGHTS)
     assert rewards[0] == pytest.approx(0.8 * (60 + 25) + 0.2)
     assert 0.8 * (100 * 0.96 + 50 * 0.99) + 0.2 < rewards[1] < 0.8 * (100 + 50) + 0.2
 
@@ -278,11 +282,12 @@ def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
     target = TrainingRun.start(tiny_config(seed=4), pool, heldout)
     true_value = build_playlists(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
     logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
-    estimates = off_policy_estimates(target, log, pool, neighbours, WEIGHTS)
+    estimates = off_policy_estimates(target, log, pool, neighbours, weights=WEIGHTS)
     assert logged_value == 10 and estimates["n_sessions"] == len(starts)
     assert estimates["logged"] > 1.1 * true_value  # the logging policy is much better: a naive mean is off
     for name in ("ips", "snips", "dr"):
         assert estimates[name] == pytest.approx(true_value, rel=0.03), name
     # DR stays unbiased with a wrong reward model, and an exact one makes it the most precise
     wrong_model = TrackPool.from_table(table.assign(reward=table["reward"] + rng.normal(0, 30, len(table))))
-    assert off_policy_estimates(target, log, wrong_model, neighbours, WEIGHTS)["dr"] == pytest.approx(true_value, rel=0.05)
+    estimates = off_policy_estimates(target, log, wrong_model, neighbours, weights=WEIGHTS)
+    assert estimates["dr"] == pytest.approx(true_value, rel=0.05)
