@@ -384,6 +384,20 @@ class BatchPlaylistEnv:
         self._observation = None if done else self._observe()
         return self._observation, self.pool.rewards[picks], done
 
+    def resume(self, playlists: np.ndarray) -> PlaylistBatch:
+        """Go on with partly built playlists (pool rows, -1 for the picks to come), all at
+        the same step: e.g. after the reward table changed in the middle of a playlist."""
+        playlists = np.asarray(playlists, dtype=np.int64)
+        built = (playlists >= 0).sum(axis=1)
+        if (playlists.ndim != 2 or playlists.shape[1] != self.playlist_length or len(set(built)) != 1
+                or not 1 <= built[0] < self.playlist_length or (playlists[:, : built[0]] < 0).any()):
+            raise ValueError(f"playlists must be (batch, {self.playlist_length}) rows, each with the same number "
+                             "(1 or more, not all) of tracks first and -1 after")
+        self.playlists = playlists.copy()
+        self.step_index = int(built[0]) - 1
+        self._observation = self._observe()
+        return self._observation
+
     def _observe(self) -> PlaylistBatch:
         current = self.playlists[:, self.step_index]
         candidate_rows, mask = free_neighbours(self.neighbours[current], self.playlists, self.n_candidates)
@@ -528,3 +542,58 @@ class PlaylistEnv(gym.Env):
             "candidate_latents": batch.candidates[0][mask],
             "mask": mask.copy(),
         }
+
+
+def reachable_rows(neighbours: np.ndarray, start_rows: np.ndarray, hops: int) -> np.ndarray:
+    """The sorted rows reachable from `start_rows` in at most `hops` steps along the neighbour index."""
+    seen = np.zeros(len(neighbours), dtype=bool)
+    frontier = np.unique(np.asarray(start_rows, dtype=np.int64))
+    seen[frontier] = True
+    for _ in range(hops):
+        reached = neighbours[frontier].ravel()
+        reached = np.unique(reached[reached >= 0])
+        frontier = reached[~seen[reached]]
+        if not len(frontier):
+            break
+        seen[frontier] = True
+    return np.flatnonzero(seen)
+
+
+def local_rows(neighbours: np.ndarray, playlists: np.ndarray, playlist_length: int = 10,
+               n_candidates: int = 4) -> np.ndarray:
+    """The sorted pool rows the rest of `playlists` can reach, with the tracks already in them.
+
+    `playlists` (batch, playlist_length) are pool rows, -1 for the picks to come, all at
+    the same step. Every input the policy sees (the candidates, their next offer, their
+    neighbourhood and plan value) lies within picks_left + 1 steps of the current track along
+    the index, so these rows are all an environment needs to plan the rest exactly.
+    """
+    playlists = np.asarray(playlists, dtype=np.int64)
+    built = (playlists >= 0).sum(axis=1)
+    current = playlists[np.arange(len(playlists)), built - 1]
+    width = neighbours_needed(playlist_length, n_candidates)
+    reached = reachable_rows(neighbours[:, :width], current, playlist_length - int(built[0]) + 1)
+    return np.union1d(reached, playlists[playlists >= 0])
+
+
+def local_env(pool: TrackPool, neighbours: np.ndarray, playlists: np.ndarray, rows: np.ndarray,
+              rewards: np.ndarray | None = None, playlist_length: int = 10,
+              n_candidates: int = 4) -> tuple[BatchPlaylistEnv, PlaylistBatch]:
+    """An environment over the pool's `rows` only (`local_rows` of `playlists`), resumed at `playlists`.
+
+    Its observations and rewards are exactly the whole pool's, at the cost of that
+    neighbourhood: a playlist at 1.2M songs is planned without the catalogue-wide pass of
+    `plan_values`. `rewards` (one per entry of `rows`) replaces the pool's rewards there.
+    Local row r is pool row rows[r]. Returns the environment and its first observation.
+    """
+    width = neighbours_needed(playlist_length, n_candidates)
+    local = np.full(len(neighbours), -1, dtype=np.int64)
+    local[rows] = np.arange(len(rows))
+    index = neighbours[rows, :width]
+    # Rows at the edge point outside; they are never read (see local_rows), so -1 is safe there.
+    local_index = np.where(index >= 0, local[np.maximum(index, 0)], -1).astype(np.int32)
+    served = pool.rewards[rows] if rewards is None else np.asarray(rewards, dtype=np.float64)
+    sub = TrackPool(pool.ids[rows], pool.latents[rows], served, pool.table.iloc[rows].reset_index(drop=True))
+    env = BatchPlaylistEnv(sub, local_index, playlist_length, n_candidates)
+    playlists = np.asarray(playlists, dtype=np.int64)
+    return env, env.resume(np.where(playlists >= 0, local[np.maximum(playlists, 0)], -1))

@@ -34,8 +34,13 @@ def split_start_tracks(n_tracks: int, heldout_fraction: float = HELDOUT_FRACTION
 
 def build_playlists(env: BatchPlaylistEnv, start_rows: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     """Build one playlist per start with `policy`; return playlists (rows) and per-pick rewards."""
-    batch = env.reset(start_rows)
-    rewards = np.zeros((len(start_rows), env.n_picks))
+    return finish_playlists(env, env.reset(start_rows), policy)
+
+
+def finish_playlists(env: BatchPlaylistEnv, batch: PlaylistBatch, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Complete the playlists `env` is building, from its observation `batch` (of `reset` or
+    `resume`), with `policy`; return playlists (rows) and per-pick rewards (0 for picks made before)."""
+    rewards = np.zeros((len(env.playlists), env.n_picks))
     done = False
     while not done:
         step = env.step_index
