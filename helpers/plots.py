@@ -621,3 +621,24 @@ def off_policy_figure(rounds: pd.DataFrame) -> go.Figure:
     fig = px.bar(long, x="round", y="playlist value", color="estimate", barmode="group",
                  title="Off-policy estimates of the fine-tuned policy's value on each round's log")
     return fig.update_layout(xaxis=dict(dtick=1))
+
+
+# --- 08 adaptation ------------------------------------------------------------------------------
+
+
+def adaptation_figure(summary: pd.DataFrame) -> go.Figure:
+    """Share of the knowable gap against playlists heard: one panel per scenario (and row per catalogue),
+    one line per learner with its 95% interval over listener seeds, the knowable ceiling at 1.
+
+    `summary` has the columns of `helpers.adaptation.summarise`."""
+    rows = list(dict.fromkeys(summary["catalogue"])) if "catalogue" in summary else [None]
+    fig = px.line(summary, x="playlists", y="share_knowable", color="learner", markers=True,
+                  facet_col="scenario", facet_row="catalogue" if len(rows) > 1 else None,
+                  error_y="share_knowable_ci95", category_orders={"catalogue": rows},
+                  title="Learning a new listener: share of the knowable gap closed<br><sup>mean over listener "
+                        "seeds, 95% interval; 1 = the person's taste model known exactly</sup>")
+    fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="knowable ceiling",
+                  annotation_position="bottom right")
+    fig.for_each_annotation(lambda note: note.update(text=note.text.split("=")[-1]))
+    return fig.update_layout(legend_title="", height=max(450, 260 * len(rows))).update_xaxes(
+        type="log", tickvals=[1, 3, 10], title="playlists heard")

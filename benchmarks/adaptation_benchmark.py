@@ -1,0 +1,93 @@
+"""Adaptation benchmark: how fast each learner learns a new listener, every scenario, every size.
+
+    .venv/bin/python benchmarks/adaptation_benchmark.py                      # the repository's run
+    .venv/bin/python benchmarks/adaptation_benchmark.py --jobs 2 --prepare --catalogues embedded \\
+        tidytuesday=/tmp/tt synthetic-100k=/tmp/s100k synthetic-1.2M=/tmp/s1m
+
+For every catalogue (a finished chain 01-06, see `catalogues.py`), scenario
+(`helpers.people.SCENARIOS`) and listener seed, each learner of `helpers.adaptation` plays
+10 learning playlists of 10 songs to its own copy of the same simulated person, from the same
+start songs, and is measured after 1, 3 and 10 of them on the same held-out starts (see
+`helpers.adaptation.Study`): share of the full and of the knowable gap, the exact planner on
+its own table, and the cumulative regret of what the person heard. The taste model's switch
+time (last play of a playlist to the next playlist built) is recorded too.
+
+Writes `adaptation_benchmark.md`, `adaptation_benchmark.csv` (one row per catalogue, scenario,
+seed, learner and checkpoint) and the figure `adaptation_benchmark.html/.png` to
+`--results-dir` (default: the first catalogue's runs/).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+from catalogues import CatalogueRun, add_catalogue_arguments, results_folder
+from tables import markdown_table
+
+from helpers.adaptation import CHECKPOINTS, LEARNERS, Study, load_served_chain, make_learner, summarise
+from helpers.people import SCENARIOS, make_person
+from helpers.plots import adaptation_figure, save_figure
+
+
+def measure(catalogue: CatalogueRun, scenario: str, seed: int, learners: list[str], n_eval_starts: int) -> pd.DataFrame:
+    """Every learner on one person of `scenario` (seed `seed`) over one catalogue's chain."""
+    import torch
+
+    torch.set_num_threads(1)  # the jobs run side by side
+    chain = load_served_chain(catalogue.paths)
+    person = make_person(scenario, chain.pool.table, chain.listener_model, seed=seed)
+    study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
+    frames = []
+    for name in learners:
+        began = time.perf_counter()
+        learner = make_learner(name, chain, seed=seed, history=person.history)
+        frame = study.run(learner)
+        frame["seconds"] = time.perf_counter() - began
+        switch = getattr(learner, "switch_seconds", [])
+        frame["switch_seconds_max"] = max(switch) if switch else np.nan
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True).assign(catalogue=catalogue.name, scenario=scenario, seed=seed,
+                                                       n_songs=chain.pool.n_tracks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_catalogue_arguments(parser, "adaptation_benchmark", "notebooks 01-06")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="listener seeds (default 0-4)")
+    parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
+    parser.add_argument("--eval-starts", type=int, default=200, help="held-out starts per measure (default 200)")
+    parser.add_argument("--jobs", type=int, default=1, help="measures run side by side (default 1)")
+    args = parser.parse_args()
+    if args.prepare:
+        for catalogue in args.catalogues:
+            catalogue.prepare()
+    tasks = [(catalogue, scenario, seed) for catalogue in args.catalogues for scenario in args.scenarios
+             for seed in args.seeds]
+    began = time.perf_counter()
+    # Spawned workers: a forked torch thread pool can deadlock (see drift_benchmark.py).
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(measure, *task, args.learners, args.eval_starts) for task in tasks]
+        frames = []
+        for (catalogue, scenario, seed), future in zip(tasks, futures):
+            frames.append(future.result())
+            print(f"{catalogue.name} / {scenario} / seed {seed}: done ({time.perf_counter() - began:.0f} s)", flush=True)
+    results = pd.concat(frames, ignore_index=True)
+    folder = results_folder(args)
+    results.to_csv(folder / "adaptation_benchmark.csv", index=False)
+    summary = summarise(results)
+    report = [f"# Adaptation benchmark\n\n{len(args.seeds)} listener seeds, {args.eval_starts} held-out starts, "
+              f"checkpoints after {', '.join(map(str, CHECKPOINTS))} playlists; {os.cpu_count()} CPUs, "
+              f"{time.perf_counter() - began:.0f} s in all.\n", markdown_table(summary)]
+    (folder / "adaptation_benchmark.md").write_text("\n".join(report) + "\n")
+    save_figure(adaptation_figure(summary), "adaptation_benchmark", folder)
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""Learning one listener from a few playlists, and the measure of how well a system does it.
+
+A *learner* meets a simulated person (`helpers.people`), plays them playlists one at a time
+(`play`), learns from what they heard, and can at any time build the playlists it now believes
+best (`playlists`). The measure compares, under the person's true rewards and on held-out
+start songs, the learner's playlists after 1, 3 and 10 learning playlists with:
+
+- the policy serving notebook 05's table, never updated (R_none);
+- the same policy serving the *knowable* table: the person's taste model known exactly, no
+  song known individually (R_knowable, `Person.knowable_rewards`);
+- the exact optimum under the true rewards (R*).
+
+    share of the full gap     = (R - R_none) / (R* - R_none)
+    share of the knowable gap = (R - R_none) / (R_knowable - R_none)
+
+The planning error is measured apart: an exact planner reading the learner's own table,
+scored under the true rewards, against the learner's playlists. The regret is what the
+learning playlists cost the person: the sum over them of (best playlist from their start -
+what they heard), under the true rewards of the moment.
+
+Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; playlists
+planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
+the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
+sampling).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from helpers.bandits import LinearBandit
+from helpers.env import (TrackPool, PlaylistBatch, BatchPlaylistEnv, load_neighbour_index, local_env, local_rows,
+                         neighbours_needed)
+from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
+from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
+from helpers.listeners import ListenerModel
+from helpers.people import Person
+from helpers.ppo import TrainingRun, greedy_policy, make_env
+from helpers.paths import ProjectPaths
+from helpers.recommend import NEIGHBOURS_FILE, checkpoint_path, version_path
+from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights, interaction_score, reward, reward_range
+from helpers.taste import TasteModel, TastePrior
+
+CHECKPOINTS = (1, 3, 10)
+Rewards = np.ndarray | Callable[[np.ndarray], np.ndarray]  # a reward per song, or per song of the rows given
+
+
+@dataclass(frozen=True)
+class ServedChain:
+    """What a trained chain serves: notebook 05's table, its neighbour index, notebook 06's policy."""
+
+    pool: TrackPool
+    neighbours: np.ndarray
+    run: TrainingRun
+    weights: RewardWeights
+    listener_model: ListenerModel
+    checkpoint: Path
+
+    @property
+    def like_threshold(self) -> float:
+        return self.listener_model.like_threshold
+
+    @property
+    def proximity(self) -> np.ndarray:
+        return self.pool.table["proximity_score"].to_numpy(np.float64)
+
+    def serving(self, rewards: np.ndarray) -> TrackPool:
+        """The catalogue with `rewards` in place of notebook 05's (ids and latents shared, not copied)."""
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if rewards.shape != self.pool.rewards.shape or not np.isfinite(rewards).all():
+            raise ValueError(f"a served table needs one finite reward per song ({self.pool.n_tracks}), "
+                             f"got shape {rewards.shape}")
+        rewards.flags.writeable = False
+        return dataclasses.replace(self.pool, rewards=rewards)
+
+    def local(self, rewards: Rewards, start_rows: np.ndarray) -> tuple[BatchPlaylistEnv, PlaylistBatch, np.ndarray]:
+        """An environment over only the songs playlists from `start_rows` can reach (`helpers.env.local_env`),
+        serving `rewards` (one per song, or a function of the rows); its first observation; its rows."""
+        config = self.run.config
+        playlists = np.full((len(start_rows), config.playlist_length), -1, dtype=np.int64)
+        playlists[:, 0] = start_rows
+        rows = local_rows(self.neighbours, playlists, config.playlist_length, config.n_candidates)
+        served = rewards(rows) if callable(rewards) else np.asarray(rewards)[rows]
+        env, batch = local_env(self.pool, self.neighbours, playlists, rows, served, config.playlist_length,
+                               config.n_candidates)
+        return env, batch, rows
+
+    def policy_playlists(self, rewards: Rewards, start_rows: np.ndarray, policy: Policy | None = None) -> np.ndarray:
+        """The playlists (catalogue rows, start first) of `policy` (default: notebook 06's, greedy)
+        from `start_rows`, serving `rewards`."""
+        env, batch, rows = self.local(rewards, np.asarray(start_rows))
+        return rows[finish_playlists(env, batch, policy or greedy_policy(self.run.agent))[0]]
+
+    def planned_playlists(self, rewards: Rewards, start_rows: np.ndarray) -> np.ndarray:
+        """The best playlists by `rewards` (exact search), from `start_rows`."""
+        env, _, rows = self.local(rewards, np.asarray(start_rows))
+        return rows[exact_optimum(env, env.playlists[:, 0], progress=False)[0]]
+
+
+class Learner(Protocol):
+    name: str
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        """Play one learning playlist from `start_row` to `person`, learn from it; its rows, start first."""
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        """The playlists it now believes best from `start_rows` (rows, start first)."""
+
+    def table(self) -> np.ndarray | None:
+        """Its reward table of the person (None for a learner without one)."""
+
+
+class FixedTable:
+    """No update: notebook 06's policy serving notebook 05's table, whatever is heard."""
+
+    name = "no update"
+
+    def __init__(self, chain: ServedChain) -> None:
+        self.chain = chain
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        rows = self.chain.policy_playlists(self.chain.pool.rewards, [start_row])[0]
+        person.listen(rows)
+        return rows
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        return self.chain.policy_playlists(self.chain.pool.rewards, start_rows)
+
+    def table(self) -> np.ndarray:
+        return self.chain.pool.rewards
+
+
+class TasteLearner:
+    """The system: a taste posterior, exploring by Thompson sampling, planning with notebook 06's policy.
+
+    Each learning playlist is planned by notebook 06's policy on the reward table of one taste
+    drawn from the posterior (its spread times `exploration`; 0: the posterior mean, no
+    exploration). Every song heard, the start included, updates the posterior after the
+    playlist; evaluation serves the posterior mean table.
+    """
+
+    name = "taste model"
+
+    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None,
+                 exploration: float = 1.0, seed: int = 0) -> None:
+        if exploration < 0:
+            raise ValueError(f"exploration must be >= 0, got {exploration}")
+        self.chain = chain
+        table = chain.pool.table
+        self.model = TasteModel(chain.pool.latents, table["cluster"].to_numpy(np.int64), prior, prior_mean, seed)
+        self.exploration = exploration
+        self.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        self.run = chain.run
+        self.switch_seconds: list[float] = []  # from a playlist's last play to the next playlist built
+        self._update_seconds: float | None = None
+
+    def _rewards(self, rows: np.ndarray, explore: bool) -> np.ndarray:
+        rng = self.rng if explore and self.exploration > 0 else None
+        return self.model.expected_rewards(self.chain.proximity, self.chain.weights, self.chain.like_threshold,
+                                           rows, rng, self.exploration)
+
+    def next_playlist(self, start_row: int, explore: bool = True) -> np.ndarray:
+        """The policy's playlist from `start_row` on the model's table (a Thompson draw with `explore`).
+
+        Only the songs the playlist can reach are scored and planned on (`ServedChain.local`), so
+        the time does not grow with the catalogue."""
+        return self.chain.policy_playlists(lambda rows: self._rewards(rows, explore), [start_row], self.policy)[0]
+
+    @property
+    def policy(self) -> Policy:
+        return greedy_policy(self.run.agent)
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        began = time.perf_counter()
+        rows = self.next_playlist(start_row)
+        if self._update_seconds is not None:
+            self.switch_seconds.append(self._update_seconds + time.perf_counter() - began)
+        listened, _ = person.listen(rows)
+        began = time.perf_counter()
+        self.model.observe(rows, listened)
+        self.model.end_session()
+        self._update_seconds = time.perf_counter() - began
+        return rows
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        return self.chain.policy_playlists(self.table(), start_rows, self.policy)
+
+    def table(self) -> Rewards:
+        return lambda rows: self._rewards(rows, explore=False)
+
+
+class FineTunedTasteLearner(TasteLearner):
+    """The ablation of PPO's part: the taste model, and after the playlists numbered in
+    `finetune_after` a PPO fine-tune of `timesteps` steps (notebook 08's) on its posterior mean table."""
+
+    name = "taste model + PPO fine-tune"
+
+    def __init__(self, chain: ServedChain, finetune_after: Sequence[int] = (max(CHECKPOINTS),),
+                 timesteps: int = 200_000, **taste: object) -> None:
+        super().__init__(chain, **taste)
+        self.finetune_after = finetune_after
+        self.timesteps = timesteps
+        self.played = 0
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        rows = super().play(start_row, person)
+        self.played += 1
+        if self.played in self.finetune_after:
+            with tempfile.TemporaryDirectory(prefix="taste-finetune-") as folder:
+                shutil.copy(self.chain.checkpoint, version_path(folder, 0))
+                table = self._rewards(np.arange(self.chain.pool.n_tracks), explore=False)
+                self.run = fine_tune(folder, self.chain.serving(table), self.chain.neighbours, self.timesteps)
+        return rows
+
+
+class BanditLearner:
+    """LinUCB or linear Thompson sampling over the candidates' latents, learning after every song."""
+
+    def __init__(self, chain: ServedChain, exploration: str, strength: float = 1.0, seed: int = 0) -> None:
+        self.chain = chain
+        self.name = {"ucb": "LinUCB", "thompson": "linear Thompson sampling"}[exploration]
+        self.bandit = LinearBandit(chain.pool.latent_dim, exploration, strength,
+                                   reward_scale=reward_range(chain.weights)[1], seed=seed)
+
+    def _heard(self, rows: np.ndarray, person: Person) -> None:
+        listened, liked = person.listen(rows)
+        weights = self.chain.weights
+        heard = reward(interaction_score(listened, liked, weights), self.chain.proximity[rows], weights)
+        self.bandit.update(self.chain.pool.latents[rows], heard)
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        """Pick by pick, hearing each song before the next pick (the start song first)."""
+        env, batch, rows = self.chain.local(self.chain.pool.rewards, np.array([start_row]))
+        self._heard(np.array([start_row]), person)
+        policy = self.bandit.policy(explore=True)
+        while batch is not None:
+            step = env.step_index
+            batch, _, _ = env.step(policy(batch))
+            self._heard(rows[env.playlists[:, step + 1]], person)
+        return rows[env.playlists[0]]
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        return self.chain.policy_playlists(self.chain.pool.rewards, start_rows, self.bandit.policy(explore=False))
+
+    def table(self) -> None:
+        return None
+
+
+class Notebook08Learner:
+    """Today's notebook 08: the reward update of `helpers.finetune.update_rewards` after every
+    playlist, and a PPO fine-tune of `timesteps` steps on the updated table after the playlists
+    numbered in `finetune_after` (every one by default); playlists come from the newest policy
+    serving the newest table."""
+
+    name = "notebook 08 update + fine-tune"
+
+    def __init__(self, chain: ServedChain, timesteps: int = 200_000, finetune_after: Sequence[int] | None = None) -> None:
+        self.chain = chain
+        self.timesteps = timesteps
+        self.finetune_after = finetune_after
+        self.folder = tempfile.TemporaryDirectory(prefix="notebook08-")
+        self.models_dir = Path(self.folder.name)
+        shutil.copy(chain.checkpoint, version_path(self.models_dir, 0))
+        self.run = chain.run
+        self.rewards = chain.pool.rewards
+        self.log: list[pd.DataFrame] = []
+
+    def _rollout(self, start_rows: np.ndarray) -> np.ndarray:
+        return self.chain.policy_playlists(self.rewards, start_rows, greedy_policy(self.run.agent))
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        rows = self._rollout([start_row])[0]
+        listened, liked = person.listen(rows)
+        self.log.append(pd.DataFrame({"track_id": self.chain.pool.ids[rows], "percentage_listened": listened,
+                                      "liked": liked, "session_id": str(len(self.log)), "position": range(len(rows)),
+                                      "timestamp": pd.Timestamp.now(tz="UTC")}))
+        log = pd.concat(self.log, ignore_index=True)
+        updated, _ = update_rewards(self.chain.pool.table, log, self.chain.listener_model,
+                                    weights=self.chain.weights)
+        self.rewards = updated["reward"].to_numpy(np.float64)
+        if self.finetune_after is None or len(self.log) in self.finetune_after:
+            served = self.chain.serving(self.rewards)
+            self.run = fine_tune(self.models_dir, served, self.chain.neighbours, self.timesteps)
+            save_version(self.run, self.models_dir, updated, log_provenance(log))
+        return rows
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        return self._rollout(start_rows)
+
+    def table(self) -> np.ndarray:
+        return self.rewards
+
+
+def playlist_returns(playlists: np.ndarray, true_rewards: np.ndarray) -> np.ndarray:
+    """Each playlist's return under `true_rewards`: the sum over its picks (the start is not a pick)."""
+    return true_rewards[playlists[:, 1:]].sum(axis=1)
+
+
+@dataclass
+class Study:
+    """One person, one chain: the learning starts, the evaluation starts and the learners to compare."""
+
+    chain: ServedChain
+    person: Person
+    learning_starts: np.ndarray
+    eval_starts: np.ndarray
+
+    @classmethod
+    def build(cls, chain: ServedChain, person: Person, seed: int, n_learning: int = max(CHECKPOINTS),
+              n_eval_starts: int = 200) -> "Study":
+        """Learning starts among notebook 06's training starts, evaluation starts among its held-out ones (seeded)."""
+        heldout = chain.pool.rows_of(chain.run.heldout_ids)
+        training = np.setdiff1d(np.arange(chain.pool.n_tracks), heldout)
+        rng = np.random.default_rng(seed)
+        return cls(chain, person, rng.choice(training, n_learning, replace=False),
+                   evaluation_starts(heldout, n_eval_starts, seed))
+
+    def references(self, person: Person) -> dict[str, float]:
+        """R_none, R_knowable and R* for `person` as they are now, on the evaluation starts."""
+        chain, proximity, weights = self.chain, self.chain.proximity, self.chain.weights
+        truth = person.true_rewards(proximity, weights)
+        knowable = person.knowable_rewards(proximity, weights)
+        return {
+            "none": playlist_returns(chain.policy_playlists(chain.pool.rewards, self.eval_starts), truth).mean(),
+            "knowable": playlist_returns(chain.policy_playlists(knowable, self.eval_starts), truth).mean(),
+            "optimum": playlist_returns(chain.planned_playlists(truth, self.eval_starts), truth).mean(),
+        }
+
+    def run(self, learner: Learner, checkpoints: Sequence[int] = CHECKPOINTS, plan: bool = True) -> pd.DataFrame:
+        """Play the learning playlists to a private copy of the person; one row per checkpoint."""
+        person = copy.deepcopy(self.person)
+        rows, regret, references = [], 0.0, None
+        static = person.drift_rate == 0
+        best_from: dict[int, float] = {}
+        for number, start in enumerate(self.learning_starts[: max(checkpoints)], start=1):
+            truth = person.true_rewards(self.chain.proximity, self.chain.weights)
+            if not static or start not in best_from:
+                best = self.chain.planned_playlists(truth, [start])
+                best_from[start] = float(playlist_returns(best, truth)[0])
+            heard = learner.play(int(start), person)
+            regret += best_from[start] - float(playlist_returns(heard[None], truth)[0])
+            if number not in checkpoints:
+                continue
+            truth = person.true_rewards(self.chain.proximity, self.chain.weights)
+            references = self.references(person) if (references is None or not static) else references
+            achieved = playlist_returns(learner.playlists(self.eval_starts), truth).mean()
+            table = learner.table() if plan else None
+            planned = (playlist_returns(self.chain.planned_playlists(table, self.eval_starts), truth).mean()
+                       if table is not None else np.nan)
+            rows.append({"learner": learner.name, "playlists": number, "return": achieved, "planned": planned,
+                         "regret": regret, **{f"R_{name}": value for name, value in references.items()}})
+        frame = pd.DataFrame(rows)
+        frame["share_full"] = (frame["return"] - frame["R_none"]) / (frame["R_optimum"] - frame["R_none"])
+        frame["share_knowable"] = (frame["return"] - frame["R_none"]) / (frame["R_knowable"] - frame["R_none"])
+        frame["planned_share_knowable"] = (frame["planned"] - frame["R_none"]) / (frame["R_knowable"] - frame["R_none"])
+        return frame
+
+
+LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", "notebook 08 update + fine-tune",
+            "taste model + PPO fine-tune")
+
+
+def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
+    """A fresh learner of `LEARNERS` over `chain`, seeded; the taste model starts from the person's
+    `history` (mean share listened per song) where there is one, else from the population prior."""
+    if name == "taste model":
+        return TasteLearner(chain, prior_mean=history, seed=seed)
+    if name == "no update":
+        return FixedTable(chain)
+    if name in ("LinUCB", "linear Thompson sampling"):
+        return BanditLearner(chain, "ucb" if name == "LinUCB" else "thompson", seed=seed)
+    if name == "notebook 08 update + fine-tune":
+        return Notebook08Learner(chain, finetune_after=CHECKPOINTS)
+    if name == "taste model + PPO fine-tune":
+        return FineTunedTasteLearner(chain, prior_mean=history, seed=seed)
+    raise ValueError(f"learner must be one of {LEARNERS}, got {name!r}")
+
+
+def load_served_chain(paths: ProjectPaths) -> ServedChain:
+    """What the chain at `paths` serves: notebook 05's table and weights, notebook 04's listener model,
+    notebook 06's default policy and its neighbour index."""
+    pool = TrackPool.from_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
+    checkpoint = checkpoint_path(paths.models)
+    run = TrainingRun.load(checkpoint, pool)
+    width = neighbours_needed(run.config.playlist_length, run.config.n_candidates)
+    neighbours = load_neighbour_index(pool, width, paths.processed / NEIGHBOURS_FILE, show_progress=False)
+    weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
+    listener_model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
+    return ServedChain(pool, neighbours, run, weights, listener_model, checkpoint)
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% confidence half-width over listener seeds, per catalogue, scenario, learner and checkpoint."""
+    keys = ["catalogue", "scenario", "learner", "playlists"]
+    measures = ["share_full", "share_knowable", "planned_share_knowable", "regret"]
+    grouped = results.groupby(keys, sort=False)
+    mean = grouped[measures].mean()
+    half_width = 1.96 * grouped[measures].std(ddof=1) / np.sqrt(grouped.size().to_numpy()[:, None])
+    summary = mean.join(half_width.add_suffix("_ci95")).join(grouped.size().rename("seeds"))
+    return summary.reset_index()

@@ -1,0 +1,196 @@
+"""Simulated people: listeners the system has never met, each with a hidden taste.
+
+A person has a taste for every song of the catalogue: the share t_i of song i they listen to
+on average. A play of song i is heard
+
+    percentage_listened = clip(N(t_i, play_noise), 0, 1),   liked when percentage_listened > like_threshold,
+
+so a person's expected reward for a song follows from t_i alone (`expected_rewards`). What
+differs between the scenarios is where the taste comes from, and so what a system can learn
+about it from a few plays:
+
+- `someone_else`: a fresh draw of notebook 04's kind of listener. Each cluster c has a mean
+  mu_c ~ U(0.4, 0.9) and a spread sigma_c ~ U(0.05, 0.15), and each song its own
+  t_i ~ N(mu_c, sigma_c). Clusters are independent: hearing one says nothing of another.
+- `smooth_taste`: taste falls with the latent distance from an interest point u (RecSim NG's
+  affinity), t_i = low + (high - low) exp(-|z_i - u|^2 / (2 l^2)) + N(0, song_noise).
+- `drifting`: smooth taste whose interest point moves while listening, towards the songs
+  enjoyed (RecSim's interest evolution): after a play of song j, u <- u + rate * p_j (z_j - u),
+  with p_j its percentage listened.
+- `loves_lowest_clusters`: notebook 04's own listener, except that it now loves the clusters
+  notebook 04 rated lowest (their songs are drawn afresh around 0.95): the hard case.
+
+Each person also carries its *taste model* (`model_mean`, `model_std`): the distribution of a
+song's taste given everything about the person except that song's own draw. A system that
+knew the taste model exactly, and no song individually, would serve `knowable_rewards`: that
+table is the "knowable" ceiling of adaptation. The system under test never sees any of this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from helpers.listeners import ListenerModel, expected_listening, sample_listening
+from helpers.rewards import RewardWeights, interaction_score, reward
+
+SCENARIOS = ("someone else", "smooth taste", "drifting", "loves the two lowest clusters")
+PLAY_NOISE = 0.05  # spread of one play around the song's taste
+LIKE_THRESHOLD = 0.6  # notebook 04's
+
+
+def expected_rewards(taste_mean: np.ndarray, taste_std: np.ndarray | float, proximity: np.ndarray,
+                     weights: RewardWeights, like_threshold: float = LIKE_THRESHOLD) -> np.ndarray:
+    """Each song's expected reward when its taste is N(taste_mean, taste_std) and a play adds nothing more.
+
+    A play is clip(Y, 0, 1) with Y ~ N(taste_mean, taste_std), so notebook 05's reward formula
+    applies to E[percentage_listened] and P(liked) (`helpers.listeners.expected_listening`).
+    """
+    listened, like_probability = expected_listening(taste_mean, taste_std, like_threshold)
+    return reward(interaction_score(listened, like_probability, weights), proximity, weights)
+
+
+@dataclass
+class Person:
+    """A simulated person: a taste per song, plays drawn from it, and (for `drifting`) a taste that moves.
+
+    `taste` (n_songs,) is the current mean share listened; `model_mean`/`model_std` the taste
+    model (see the module docstring). `interest`, `lengthscale`, `low`, `high` and
+    `drift_rate` describe a smooth taste and its drift (unused when `drift_rate` is 0).
+    `history` is what a system may know of the person from before (the mean share listened per
+    song of their past plays), None for a stranger.
+    """
+
+    scenario: str
+    taste: np.ndarray
+    model_mean: np.ndarray
+    model_std: np.ndarray
+    latents: np.ndarray
+    song_noise: np.ndarray
+    seed: int
+    play_noise: float = PLAY_NOISE
+    like_threshold: float = LIKE_THRESHOLD
+    interest: np.ndarray | None = None
+    lengthscale: float = 1.0
+    low: float = 0.0
+    high: float = 1.0
+    drift_rate: float = 0.0
+    history: np.ndarray | None = None
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[1])
+
+    @property
+    def n_songs(self) -> int:
+        return len(self.taste)
+
+    def listen(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Play the songs at `rows` in order: (percentage_listened, liked), drifting after each play."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self.drift_rate:
+            return sample_listening(self.taste[rows], self.play_noise, self.like_threshold, self.rng)
+        listened, liked = np.empty(len(rows)), np.empty(len(rows), dtype=np.int64)
+        for position, row in enumerate(rows):  # a playlist's songs, one after the other: the taste moves between them
+            heard = sample_listening(self.taste[row:row + 1], self.play_noise, self.like_threshold, self.rng)
+            listened[position], liked[position] = heard[0][0], heard[1][0]
+            self.interest = self.interest + self.drift_rate * listened[position] * (self.latents[row] - self.interest)
+            self._retaste()
+        return listened, liked
+
+    def _retaste(self) -> None:
+        self.model_mean = smooth_curve(self.latents, self.interest, self.lengthscale, self.low, self.high)
+        self.taste = self.model_mean + self.song_noise
+
+    def true_rewards(self, proximity: np.ndarray, weights: RewardWeights) -> np.ndarray:
+        """Each song's expected reward for this person now (its taste known exactly)."""
+        return expected_rewards(self.taste, self.play_noise, proximity, weights, self.like_threshold)
+
+    def knowable_rewards(self, proximity: np.ndarray, weights: RewardWeights) -> np.ndarray:
+        """Each song's expected reward under the taste model, no song known individually."""
+        spread = np.sqrt(self.model_std ** 2 + self.play_noise ** 2)
+        return expected_rewards(self.model_mean, spread, proximity, weights, self.like_threshold)
+
+
+def smooth_curve(latents: np.ndarray, interest: np.ndarray, lengthscale: float, low: float, high: float) -> np.ndarray:
+    """low + (high - low) exp(-|z - interest|^2 / (2 lengthscale^2)) for every row z of `latents`."""
+    squared = ((latents - interest) ** 2).sum(axis=1)
+    return low + (high - low) * np.exp(-squared / (2 * lengthscale ** 2))
+
+
+def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int,
+                 mean_range: tuple[float, float] = (0.4, 0.9),
+                 std_range: tuple[float, float] = (0.05, 0.15)) -> Person:
+    """A fresh listener of notebook 04's kind: per-cluster mean and spread, a draw per song."""
+    rng = np.random.default_rng(seed)
+    n_clusters = int(clusters.max()) + 1
+    cluster_mean = rng.uniform(*mean_range, size=n_clusters)
+    cluster_std = rng.uniform(*std_range, size=n_clusters)
+    model_mean, model_std = cluster_mean[clusters], cluster_std[clusters]
+    song_noise = model_std * rng.standard_normal(len(clusters))
+    return Person("someone else", model_mean + song_noise, model_mean, model_std, latents, song_noise, seed)
+
+
+def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:
+    """An interest point at a random song, a lengthscale of 0.5-1x the median distance to it, a taste range."""
+    interest = latents[rng.integers(len(latents))].astype(np.float64)
+    sample = latents[rng.choice(len(latents), min(len(latents), 10_000), replace=False)]
+    median = float(np.median(np.linalg.norm(sample - interest, axis=1)))
+    return {"interest": interest, "lengthscale": median * rng.uniform(0.5, 1.0),
+            "low": rng.uniform(0.3, 0.5), "high": rng.uniform(0.85, 0.95)}
+
+
+def smooth_taste(latents: np.ndarray, seed: int, song_noise: float = 0.07, drift_rate: float = 0.0) -> Person:
+    """Taste that falls with latent distance from an interest point, plus per-song noise."""
+    rng = np.random.default_rng(seed)
+    latents = np.asarray(latents, dtype=np.float64)
+    parameters = _smooth_parameters(latents, rng)
+    model_mean = smooth_curve(latents, parameters["interest"], parameters["lengthscale"],
+                              parameters["low"], parameters["high"])
+    noise = song_noise * rng.standard_normal(len(latents))
+    return Person("drifting" if drift_rate else "smooth taste", model_mean + noise, model_mean,
+                  np.full(len(latents), song_noise), latents, noise, seed, drift_rate=drift_rate, **parameters)
+
+
+def drifting(latents: np.ndarray, seed: int, drift_rate: float = 0.1) -> Person:
+    """Smooth taste whose interest point moves towards each song by `drift_rate` x its percentage listened."""
+    return smooth_taste(latents, seed, drift_rate=drift_rate)
+
+
+def loves_lowest_clusters(table: pd.DataFrame, listener_model: ListenerModel, seed: int,
+                          n_loved: int = 2, loved_mean: float = 0.95) -> Person:
+    """Notebook 04's listener (its per-song draws in `table`), now loving the `n_loved` clusters it rated lowest.
+
+    Outside those clusters the taste is the song's `percentage_listened` in `table`; inside, a
+    fresh draw N(loved_mean, sigma_c). The system knows the person's past: `history` is that
+    `percentage_listened` (notebook 05's table is built from it).
+    """
+    rng = np.random.default_rng(seed)
+    clusters = table["cluster"].to_numpy(np.int64)
+    loved = np.sort(np.argsort(listener_model.cluster_mean, kind="stable")[:n_loved])
+    in_loved = np.isin(clusters, loved)
+    model_mean = table["percentage_listened"].to_numpy(np.float64).copy()
+    model_std = np.zeros(len(table))
+    model_mean[in_loved] = loved_mean
+    model_std[in_loved] = listener_model.cluster_std[clusters[in_loved]]
+    noise = model_std * rng.standard_normal(len(table))
+    latents = table.filter(regex=r"^latent_\d+$").to_numpy(np.float64)
+    history = table["percentage_listened"].to_numpy(np.float64)
+    return Person("loves the two lowest clusters", model_mean + noise, model_mean, model_std, latents, noise, seed,
+                  history=history)
+
+
+def make_person(scenario: str, table: pd.DataFrame, listener_model: ListenerModel, seed: int) -> Person:
+    """The person of `scenario` (one of `SCENARIOS`) over the songs of the rewards `table`, seeded."""
+    latents = table.filter(regex=r"^latent_\d+$").to_numpy(np.float64)
+    clusters = table["cluster"].to_numpy(np.int64)
+    if scenario == "someone else":
+        return someone_else(clusters, latents, seed)
+    if scenario == "smooth taste":
+        return smooth_taste(latents, seed)
+    if scenario == "drifting":
+        return drifting(latents, seed)
+    if scenario == "loves the two lowest clusters":
+        return loves_lowest_clusters(table, listener_model, seed)
+    raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")

@@ -1,0 +1,230 @@
+"""The system's model of one listener's taste: a Bayesian posterior learned from their plays.
+
+The taste t_i of song i (the share of it the person listens to on average) is modelled as
+
+    t_i = m_i + s_c * b[c_i] + phi(z_i) . w + e_i,      b ~ N(0, I),  w ~ N(0, I),  e_i ~ N(0, song_std^2)
+
+- m_i, the prior mean: the population's mean taste (`TastePrior.mean`), or the person's own
+  history where it is known;
+- b, one effect per K-Means cluster (scale s_c = `cluster_std`): hearing a song says something
+  of its whole cluster;
+- phi(z_i) . w, a smooth function of the latent state: `n_fourier` random Fourier features of
+  an RBF kernel of lengthscale `lengthscale_factor` x the catalogue's median latent distance
+  (scale `smooth_std`), so hearing a song says something of its latent neighbours, across
+  cluster borders;
+- e_i, the song's own deviation, learned only from the song's own plays.
+
+A play is y = clip(N(t_i, play_noise), 0, 1). Treating y as Gaussian, the posterior of the
+weights (b, w) is exact and closed-form: with the plays of song i averaged (n_i of them, mean
+ybar_i), ybar_i ~ N(m_i + f_i . theta, song_std^2 + play_noise^2 / n_i). A song's posterior
+mean is then its features' prediction, pulled towards its own plays by
+k_i = song_std^2 / (song_std^2 + play_noise^2 / n_i).
+
+Evidence fades by `forgetting` per session (a play of s sessions ago counts forgetting^s), so
+a taste that moves is followed; 1 keeps every play at full weight.
+
+Two tables come out of it, in notebook 05's reward units (`helpers.people.expected_rewards`):
+the posterior mean reward (what the system believes; evaluation and serving without
+exploration) and a Thompson sample (one plausible taste drawn from the posterior; the table
+the exploring playlists are planned on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from helpers.people import expected_rewards
+from helpers.rewards import RewardWeights
+
+CHUNK = 262_144  # songs per block when predicting, so memory stays small at 1.2M songs
+
+
+@dataclass(frozen=True)
+class TastePrior:
+    """The population prior of a person's taste: no particular listener, only how listeners vary.
+
+    The defaults follow notebook 04's population of listeners: cluster means ~ U(0.4, 0.9)
+    (mean 0.65, standard deviation 0.144) and per-song spreads ~ U(0.05, 0.15) (mean 0.1).
+    """
+
+    mean: float = 0.65
+    cluster_std: float = 0.144
+    smooth_std: float = 0.15
+    song_std: float = 0.1
+    play_noise: float = 0.05
+    n_fourier: int = 64
+    lengthscale_factor: float = 0.8
+    forgetting: float = 1.0
+    history_song_std: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("cluster_std", "smooth_std", "song_std", "play_noise", "lengthscale_factor", "history_song_std"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if self.play_noise == 0 and min(self.song_std, self.history_song_std) == 0:
+            raise ValueError("play_noise and a song's own spread cannot both be 0: a play would be exact")
+        if not 0 < self.forgetting <= 1:
+            raise ValueError(f"forgetting must lie in (0, 1], got {self.forgetting}")
+        if self.n_fourier < 0:
+            raise ValueError(f"n_fourier must be >= 0, got {self.n_fourier}")
+
+
+def median_distance(latents: np.ndarray, seed: int, n_sample: int = 2_000) -> float:
+    """Median Euclidean distance between two songs, on a seeded sample of at most `n_sample` songs."""
+    rng = np.random.default_rng(seed)
+    sample = latents[rng.choice(len(latents), min(n_sample, len(latents)), replace=False)]
+    distances = np.linalg.norm(sample[:, None, :] - sample[None, :, :], axis=-1)
+    return float(np.median(distances[np.triu_indices(len(sample), 1)]))
+
+
+class TasteModel:
+    """The posterior over one person's taste, for every song of a catalogue (see the module docstring).
+
+    `latents` (n_songs, d) and `clusters` (n_songs,) describe the songs. `prior_mean` is the
+    person's history, m_i: the mean share they listened to each song before (NaN where they
+    never heard it); a song with history deviates from it by `history_song_std`, one without
+    starts at the population mean with `song_std`. Plays are added with `observe`;
+    `end_session` ages them by one session.
+    """
+
+    def __init__(self, latents: np.ndarray, clusters: np.ndarray, prior: TastePrior = TastePrior(),
+                 prior_mean: np.ndarray | None = None, seed: int = 0) -> None:
+        self.latents = np.asarray(latents, dtype=np.float32)
+        self.clusters = np.asarray(clusters, dtype=np.int64)
+        if self.latents.ndim != 2 or len(self.latents) != len(self.clusters):
+            raise ValueError(f"latents (n_songs, d) and clusters (n_songs,) must describe the same songs, "
+                             f"got shapes {self.latents.shape} and {self.clusters.shape}")
+        self.prior = prior
+        history = np.full(len(self.clusters), np.nan) if prior_mean is None else np.asarray(prior_mean, np.float64)
+        if history.shape != self.clusters.shape or not np.isfinite(history[~np.isnan(history)]).all():
+            raise ValueError(f"prior_mean must hold one share (or NaN: no history) per song, got shape {history.shape}")
+        known = ~np.isnan(history)
+        self.prior_mean = np.where(known, history, prior.mean)
+        self._song_var = np.where(known, prior.history_song_std, prior.song_std) ** 2  # of e_i
+        self.n_clusters = int(self.clusters.max()) + 1
+        rng = np.random.default_rng(seed)
+        lengthscale = prior.lengthscale_factor * median_distance(self.latents, seed)
+        self.frequencies = (rng.standard_normal((self.latents.shape[1], prior.n_fourier))
+                            / max(lengthscale, 1e-9)).astype(np.float32)
+        self.phases = rng.uniform(0, 2 * np.pi, prior.n_fourier).astype(np.float32)
+        self.n_weights = self.n_clusters + prior.n_fourier
+        self.session = 0
+        self._rows = np.empty(0, dtype=np.int64)
+        self._listened = np.empty(0)
+        self._sessions = np.empty(0, dtype=np.int64)
+        self._fit()
+
+    @property
+    def n_songs(self) -> int:
+        return len(self.clusters)
+
+    @property
+    def n_plays(self) -> int:
+        return len(self._rows)
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """f_i for `rows`: the scaled cluster indicator and the scaled Fourier features, (len(rows), n_weights)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        features = np.zeros((len(rows), self.n_weights), dtype=np.float32)
+        features[np.arange(len(rows)), self.clusters[rows]] = self.prior.cluster_std
+        features[:, self.n_clusters:] = self._fourier(rows)
+        return features
+
+    def _fourier(self, rows: np.ndarray | slice) -> np.ndarray:
+        scale = self.prior.smooth_std * np.sqrt(2.0 / max(self.prior.n_fourier, 1))
+        return (scale * np.cos(self.latents[rows] @ self.frequencies + self.phases)).astype(np.float32)
+
+    def observe(self, rows: np.ndarray, percentage_listened: np.ndarray) -> None:
+        """Add plays (song rows and their percentage listened, in [0, 1]) and update the posterior."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        listened = np.asarray(percentage_listened, dtype=np.float64).ravel()
+        if rows.shape != listened.shape:
+            raise ValueError(f"rows and percentage_listened must have the same length, got {rows.shape} "
+                             f"and {listened.shape}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_songs):
+            raise ValueError(f"song rows must lie in [0, {self.n_songs}), got {rows.min()} to {rows.max()}")
+        if not (np.isfinite(listened).all() and ((listened >= 0) & (listened <= 1)).all()):
+            raise ValueError("percentage_listened must be finite and lie in [0, 1]")
+        self._rows = np.concatenate([self._rows, rows])
+        self._listened = np.concatenate([self._listened, listened])
+        self._sessions = np.concatenate([self._sessions, np.full(len(rows), self.session)])
+        self._fit()
+
+    def end_session(self) -> None:
+        """Age every play by one session (evidence then counts `forgetting` times less)."""
+        self.session += 1
+        self._fit()
+
+    def _fit(self) -> None:
+        """The weights' posterior and the heard songs' summaries from the (faded) plays."""
+        prior = self.prior
+        weight = prior.forgetting ** (self.session - self._sessions)
+        heard, inverse = np.unique(self._rows, return_inverse=True)
+        n = np.bincount(inverse, weights=weight, minlength=len(heard))
+        total = np.bincount(inverse, weights=weight * self._listened, minlength=len(heard))
+        heard_mean = total / np.maximum(n, 1e-12)
+        noise = self._song_var[heard] + prior.play_noise ** 2 / np.maximum(n, 1e-12)
+        features = self.features(heard).astype(np.float64)
+        precision = np.eye(self.n_weights) + features.T @ (features / noise[:, None])
+        self.covariance = np.linalg.inv(precision)
+        self.covariance = (self.covariance + self.covariance.T) / 2
+        self.weights = self.covariance @ (features.T @ ((heard_mean - self.prior_mean[heard]) / noise))
+        self.cholesky = np.linalg.cholesky(self.covariance)
+        self._pull = np.zeros(self.n_songs)  # k_i: how far a song's own plays pull its taste (0: unheard)
+        self._pull[heard] = self._song_var[heard] / noise
+        self._own_mean = np.zeros(self.n_songs)
+        self._own_mean[heard] = heard_mean
+
+    def _predict(self, weights: np.ndarray, rows: np.ndarray, with_variance: bool) -> tuple[np.ndarray, np.ndarray]:
+        """m_i + f_i . weights for the songs `rows`, and f_i Sigma f_i (0 unless `with_variance`),
+        in blocks of `CHUNK` songs."""
+        mean = np.empty(len(rows))
+        variance = np.zeros(len(rows))
+        cluster_part = self.prior.cluster_std * weights[: self.n_clusters]
+        factor = self.cholesky.astype(np.float32)
+        for start in range(0, len(rows), CHUNK):
+            block = slice(start, start + CHUNK)
+            songs = rows[block]
+            fourier = self._fourier(songs)
+            mean[block] = (self.prior_mean[songs] + cluster_part[self.clusters[songs]]
+                           + fourier @ weights[self.n_clusters:].astype(np.float32))
+            if with_variance:
+                projected = self.prior.cluster_std * factor[self.clusters[songs]] + fourier @ factor[self.n_clusters:]
+                variance[block] = np.einsum("ij,ij->i", projected, projected)
+        return mean, variance
+
+    def _with_heard(self, rows: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Taste mean and standard deviation of `rows` from the features' prediction: heard songs
+        pulled towards their own plays, each song's own deviation added to the variance."""
+        pull, own = self._pull[rows], self._own_mean[rows]
+        mean = (1 - pull) * mean + pull * own
+        variance = (1 - pull) ** 2 * variance + (1 - pull) * self._song_var[rows]
+        return mean, np.sqrt(variance)
+
+    def _songs(self, rows: np.ndarray | None) -> np.ndarray:
+        return np.arange(self.n_songs) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the taste of the songs `rows` (default: every song)."""
+        rows = self._songs(rows)
+        return self._with_heard(rows, *self._predict(self.weights, rows, with_variance=True))
+
+    def sample(self, rng: np.random.Generator, rows: np.ndarray | None = None,
+               scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """One Thompson draw of the weights (its spread around the posterior mean times `scale`):
+        the taste of `rows` under it, and the spread left (each song's own deviation)."""
+        rows = self._songs(rows)
+        drawn = self.weights + scale * (self.cholesky @ rng.standard_normal(self.n_weights))
+        return self._with_heard(rows, *self._predict(drawn, rows, with_variance=False))
+
+    def expected_rewards(self, proximity: np.ndarray, weights: RewardWeights, like_threshold: float,
+                         rows: np.ndarray | None = None, rng: np.random.Generator | None = None,
+                         scale: float = 1.0) -> np.ndarray:
+        """The person's reward table as the model sees it, for `rows` (default: every song;
+        `proximity` is per song of the catalogue): the posterior mean reward, or with `rng` the
+        reward under one Thompson draw of the taste (`sample`, for exploring)."""
+        rows = self._songs(rows)
+        mean, std = self.predict(rows) if rng is None else self.sample(rng, rows, scale)
+        spread = np.sqrt(std ** 2 + self.prior.play_noise ** 2)
+        return expected_rewards(mean, spread, proximity[rows], weights, like_threshold)

@@ -1,0 +1,110 @@
+"""Learning a listener from playlists: exact local planning, the measure, and the learners."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.adaptation import (BanditLearner, FixedTable, ServedChain, Study, TasteLearner, summarise)
+from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
+from helpers.evaluation import build_playlists, finish_playlists
+from helpers.listeners import draw_listener_model
+from helpers.people import make_person
+from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, make_env, train
+from helpers.recommend import checkpoint_path
+from helpers.rewards import RewardWeights
+
+from conftest import make_rewards_table
+
+
+@pytest.fixture(scope="module")
+def served_chain(tmp_path_factory) -> ServedChain:
+    """A small chain: 400 songs in 6 clusters, a briefly trained default policy, notebook 04's listener."""
+    rng = np.random.default_rng(0)
+    table = make_rewards_table(n_tracks=400, n_clusters=6, seed=2)
+    table = table.assign(percentage_listened=rng.uniform(0.3, 0.9, len(table)),
+                         proximity_score=rng.uniform(0, 1, len(table)))
+    pool = TrackPool.from_table(table)
+    neighbours = load_neighbour_index(pool, neighbours_needed(10, 4), show_progress=False)
+    config = PPOConfig(hidden_size=32, n_fourier_features=8, num_envs=128, total_timesteps=8_000, seed=0)
+    heldout = pool.ids[::5].tolist()
+    run = TrainingRun.start(config, pool, heldout)
+    train_rows = np.setdiff1d(np.arange(pool.n_tracks), pool.rows_of(heldout))
+    train(run, make_env(config, pool, neighbours), train_rows, progress=False)
+    path = run.save(checkpoint_path(tmp_path_factory.mktemp("models")))
+    return ServedChain(pool, neighbours, run, RewardWeights(), draw_listener_model(6, seed=0), path)
+
+
+def test_a_local_environment_plans_exactly_as_the_whole_pool(served_chain):
+    rng = np.random.default_rng(1)
+    rewards = rng.uniform(0, 120, served_chain.pool.n_tracks)
+    starts = rng.choice(served_chain.pool.n_tracks, 12, replace=False)
+    policy = greedy_policy(served_chain.run.agent)
+    whole_env = make_env(served_chain.run.config, served_chain.serving(rewards), served_chain.neighbours)
+    whole = build_playlists(whole_env, starts, policy)[0]
+    assert np.array_equal(served_chain.policy_playlists(rewards, starts), whole)
+    for start, expected in zip(starts, whole):
+        playlist = np.full((1, 10), -1)
+        playlist[0, 0] = start
+        for step in range(1, 4):  # resumed mid-playlist too, as after a change of table
+            rows = local_rows(served_chain.neighbours, playlist)
+            env, batch = local_env(served_chain.serving(rewards), served_chain.neighbours, playlist, rows)
+            local = finish_playlists(env, batch, policy)[0]
+            assert np.array_equal(rows[local[0]], expected)
+            assert len(rows) < served_chain.pool.n_tracks
+            playlist[0, step] = expected[step]
+
+
+class KnowsTheTasteModel(FixedTable):
+    """A learner handed the person's taste model: it serves the knowable table and learns nothing."""
+
+    name = "told the taste model"
+
+    def __init__(self, chain: ServedChain, person) -> None:
+        super().__init__(chain)
+        self.rewards = person.knowable_rewards(chain.proximity, chain.weights)
+
+    def playlists(self, start_rows):
+        return self.chain.policy_playlists(self.rewards, start_rows)
+
+    def table(self):
+        return self.rewards
+
+
+def test_the_measure_gives_one_to_the_taste_model_known_and_zero_to_no_update(served_chain):
+    person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=4)
+    study = Study.build(served_chain, person, seed=0, n_learning=3, n_eval_starts=40)
+    told = study.run(KnowsTheTasteModel(served_chain, person), checkpoints=(1, 3))
+    assert np.allclose(told["share_knowable"], 1.0)
+    none = study.run(FixedTable(served_chain), checkpoints=(1, 3))
+    assert np.allclose(none["share_knowable"], 0.0) and np.allclose(none["share_full"], 0.0)
+    assert (none["regret"].diff().dropna() >= 0).all() and (none["regret"] >= 0).all()
+
+
+def test_the_taste_model_learns_a_smooth_listener_and_regret_is_what_was_heard(served_chain):
+    person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=1)
+    study = Study.build(served_chain, person, seed=1, n_learning=10, n_eval_starts=40)
+    learner = TasteLearner(served_chain, seed=0)
+    frame = study.run(learner)
+    assert frame["share_knowable"].iloc[-1] > 0.5
+    assert frame["share_knowable"].iloc[-1] > frame["share_knowable"].iloc[0] - 0.05
+    assert learner.model.n_plays == 100 and len(learner.switch_seconds) == 9
+    assert person.rng.bit_generator.state == make_person(
+        "smooth taste", served_chain.pool.table, served_chain.listener_model, seed=1).rng.bit_generator.state
+
+
+def test_the_same_seed_gives_the_same_learning(served_chain):
+    person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=2)
+    study = Study.build(served_chain, person, seed=2, n_learning=3, n_eval_starts=20)
+    first = study.run(TasteLearner(served_chain, seed=5), checkpoints=(3,))
+    second = study.run(TasteLearner(served_chain, seed=5), checkpoints=(3,))
+    pd.testing.assert_frame_equal(first, second)
+    bandit = study.run(BanditLearner(served_chain, "thompson", seed=5), checkpoints=(3,))
+    assert np.isnan(bandit["planned"]).all() and np.isfinite(bandit["return"]).all()
+
+
+def test_summary_has_a_confidence_interval_per_checkpoint():
+    rows = [{"catalogue": "c", "scenario": "s", "learner": "l", "playlists": p, "share_full": v, "share_knowable": v,
+             "planned_share_knowable": v, "regret": 10 * v} for p in (1, 3) for v in (0.2, 0.4, 0.6)]
+    summary = summarise(pd.DataFrame(rows))
+    assert summary["seeds"].tolist() == [3, 3]
+    assert summary["share_knowable"].tolist() == pytest.approx([0.4, 0.4])
+    assert summary["share_knowable_ci95"].iloc[0] == pytest.approx(1.96 * 0.2 / np.sqrt(3))

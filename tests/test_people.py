@@ -1,0 +1,105 @@
+"""Simulated people: seeded, hidden tastes of the documented kinds, and the bandit baselines that learn them."""
+import numpy as np
+import pytest
+
+from helpers.bandits import LinearBandit
+from helpers.env import PlaylistBatch
+from helpers.listeners import draw_listener_model
+from helpers.people import SCENARIOS, make_person
+from helpers.rewards import RewardWeights
+
+from conftest import make_rewards_table
+
+
+@pytest.fixture(scope="module")
+def table():
+    frame = make_rewards_table(n_tracks=300, n_clusters=6, seed=1)
+    rng = np.random.default_rng(0)
+    return frame.assign(percentage_listened=rng.uniform(0, 1, len(frame)), proximity_score=rng.uniform(0, 1, len(frame)))
+
+
+@pytest.fixture(scope="module")
+def listener_model():
+    return draw_listener_model(n_clusters=6, seed=0)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_person_is_reproducible_from_its_seed_and_differs_across_seeds(table, listener_model, scenario):
+    first = make_person(scenario, table, listener_model, seed=3)
+    again = make_person(scenario, table, listener_model, seed=3)
+    other = make_person(scenario, table, listener_model, seed=4)
+    assert np.array_equal(first.taste, again.taste)
+    assert np.array_equal(first.listen(np.arange(10))[0], again.listen(np.arange(10))[0])
+    if scenario != "loves the two lowest clusters":  # outside the loved clusters that one is notebook 04's listener
+        assert not np.allclose(first.taste, other.taste)
+    else:
+        assert not np.allclose(first.taste, other.taste) and np.isclose(first.taste, other.taste).mean() > 0.5
+
+
+def test_someone_else_has_one_taste_per_cluster_and_a_draw_per_song(table, listener_model):
+    person = make_person("someone else", table, listener_model, seed=0)
+    clusters = table["cluster"].to_numpy()
+    for cluster in range(6):
+        members = clusters == cluster
+        assert np.unique(person.model_mean[members]).size == 1
+        assert 0.4 <= person.model_mean[members][0] <= 0.9
+    assert np.std(person.taste - person.model_mean) > 0.03
+
+
+def test_smooth_taste_falls_with_distance_from_its_interest(table, listener_model):
+    person = make_person("smooth taste", table, listener_model, seed=0)
+    latents = table.filter(regex=r"^latent_").to_numpy()
+    distance = np.linalg.norm(latents - person.interest, axis=1)
+    assert np.corrcoef(distance, person.model_mean)[0, 1] < -0.8
+
+
+def test_a_drifting_person_moves_towards_what_they_enjoyed(table, listener_model):
+    person = make_person("drifting", table, listener_model, seed=0)
+    latents = table.filter(regex=r"^latent_").to_numpy()
+    far = int(np.argmax(np.linalg.norm(latents - person.interest, axis=1)))
+    before = np.linalg.norm(latents[far] - person.interest)
+    taste_before = person.taste[far]
+    person.taste[far] = 1.0  # they enjoy it fully whenever it plays
+    for _ in range(10):
+        person.listen([far])
+    assert np.linalg.norm(latents[far] - person.interest) < 0.6 * before
+    assert person.taste[far] > taste_before
+
+
+def test_the_hard_case_changes_only_the_two_lowest_clusters(table, listener_model):
+    person = make_person("loves the two lowest clusters", table, listener_model, seed=0)
+    loved = np.argsort(listener_model.cluster_mean)[:2]
+    inside = np.isin(table["cluster"], loved)
+    assert np.array_equal(person.taste[~inside], table["percentage_listened"].to_numpy()[~inside])
+    assert person.taste[inside].mean() > 0.85
+
+
+def test_true_rewards_are_the_expected_reward_of_the_plays(table, listener_model):
+    person = make_person("someone else", table, listener_model, seed=0)
+    weights = RewardWeights()
+    proximity = table["proximity_score"].to_numpy()
+    expected = person.true_rewards(proximity, weights)
+    rows = np.repeat(np.arange(5), 4000)
+    listened, liked = person.listen(rows)
+    heard = (weights.interaction_weight * (weights.listened_weight * listened + weights.liked_weight * liked)
+             + weights.proximity_weight * proximity[rows])
+    assert np.allclose(np.bincount(rows, heard) / 4000, expected[:5], atol=1.5)
+
+
+def batch_of(latents: np.ndarray) -> PlaylistBatch:
+    """One step of one playlist whose 4 candidates have `latents`."""
+    return PlaylistBatch(current=latents[:1], candidates=latents[None], mask=np.ones((1, len(latents)), bool),
+                         steps_left=np.ones(1, np.float32), candidate_rewards=np.zeros((1, len(latents), 6)),
+                         current_rows=np.zeros(1, int), candidate_rows=np.arange(len(latents))[None])
+
+
+@pytest.mark.parametrize("exploration", ["ucb", "thompson"])
+def test_a_linear_bandit_learns_which_direction_pays(exploration):
+    rng = np.random.default_rng(0)
+    bandit = LinearBandit(2, exploration, strength=0.5, reward_scale=100.0, seed=0)
+    latents = rng.uniform(0, 1, (200, 2))
+    bandit.update(latents, 100 * latents[:, 0])
+    candidates = np.array([[0.1, 0.5], [0.9, 0.5], [0.5, 0.1], [0.5, 0.9]])
+    assert bandit.policy(explore=False)(batch_of(candidates))[0] == 1
+    picks = [bandit.policy(explore=True)(batch_of(candidates))[0] for _ in range(20)]
+    assert np.mean(np.array(picks) == 1) > 0.8

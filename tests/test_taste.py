@@ -1,0 +1,109 @@
+"""The listener posterior: what a play says about the songs near it, and how sure the model is."""
+import numpy as np
+import pytest
+
+from helpers.rewards import RewardWeights
+from helpers.taste import TasteModel, TastePrior
+
+from conftest import make_rewards_table
+
+
+@pytest.fixture(scope="module")
+def songs():
+    table = make_rewards_table(n_tracks=400, n_clusters=6, seed=3)
+    latents = table.filter(regex=r"^latent_").to_numpy()
+    return latents, table["cluster"].to_numpy()
+
+
+def nearest_unplayed(latents: np.ndarray, row: int, k: int = 10) -> np.ndarray:
+    distance = np.linalg.norm(latents - latents[row], axis=1)
+    distance[row] = np.inf
+    return np.argsort(distance)[:k]
+
+
+@pytest.mark.parametrize("listened, direction", [(0.05, -1), (1.0, 1)])
+def test_a_skip_lowers_and_a_full_listen_raises_the_unplayed_neighbours(songs, listened, direction):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    weights = RewardWeights()
+    proximity = np.full(len(clusters), 0.5)
+    neighbours = nearest_unplayed(latents, 7)
+    before = model.expected_rewards(proximity, weights, 0.6)[neighbours]
+    model.observe([7], [listened])
+    after = model.expected_rewards(proximity, weights, 0.6)[neighbours]
+    assert (np.sign(after - before) == direction).all()
+    far = np.flatnonzero(clusters != clusters[7])
+    distance = np.linalg.norm(latents[far] - latents[7], axis=1)
+    farthest = far[np.argsort(distance)[-10:]]
+    moved_far = np.abs(model.predict(farthest)[0] - TastePrior().mean)
+    moved_near = np.abs(model.predict(neighbours)[0] - TastePrior().mean)
+    assert moved_near.mean() > 3 * moved_far.mean()  # evidence is local: it reaches neighbours, not the far side
+
+
+def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    _, before = model.predict()
+    played = np.flatnonzero(clusters == 2)[:15]
+    model.observe(played, np.full(len(played), 0.8))
+    _, after = model.predict()
+    same_cluster = np.setdiff1d(np.flatnonzero(clusters == 2), played)
+    elsewhere = np.flatnonzero(clusters == 4)
+    assert (after[played] < before[played]).all()
+    shrink_near = 1 - after[same_cluster].mean() / before[same_cluster].mean()
+    shrink_elsewhere = 1 - after[elsewhere].mean() / before[elsewhere].mean()
+    assert shrink_near > 0.1 and shrink_elsewhere < shrink_near / 3
+
+
+def test_a_heard_song_moves_most_towards_its_own_plays(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    model.observe([11, 11, 11], [0.95, 0.9, 1.0])
+    mean, _ = model.predict()
+    assert mean[11] > mean[nearest_unplayed(latents, 11)].max()
+    assert mean[11] == pytest.approx(0.95, abs=0.1)
+
+
+def test_forgetting_fades_old_sessions_and_one_keeps_them(songs):
+    latents, clusters = songs
+    for forgetting, expect_faded in ((0.5, True), (1.0, False)):
+        model = TasteModel(latents, clusters, TastePrior(forgetting=forgetting), seed=0)
+        model.observe([20], [1.0])
+        after_play = model.predict([20])[0][0]
+        for _ in range(5):
+            model.end_session()
+        later = model.predict([20])[0][0]
+        assert (later < after_play - 0.05) == expect_faded
+
+
+def test_thompson_draws_are_seeded_and_centred_on_the_posterior(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    model.observe([1, 2, 3], [0.2, 0.9, 0.5])
+    first = model.sample(np.random.default_rng(5))[0]
+    assert np.array_equal(first, model.sample(np.random.default_rng(5))[0])
+    draws = np.stack([model.sample(np.random.default_rng(seed))[0] for seed in range(300)])
+    mean, _ = model.predict()
+    assert np.abs(draws.mean(axis=0) - mean).max() < 0.03
+    assert np.array_equal(model.sample(np.random.default_rng(9), scale=0.0)[0], mean)
+
+
+def test_scoring_some_rows_equals_scoring_all(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    model.observe([5, 9], [0.1, 0.9])
+    rows = np.array([3, 5, 9, 200])
+    proximity = np.linspace(0, 1, len(clusters))
+    every = model.expected_rewards(proximity, RewardWeights(), 0.6)
+    assert np.allclose(model.expected_rewards(proximity, RewardWeights(), 0.6, rows), every[rows])
+
+
+def test_bad_plays_are_refused_with_the_reason(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.observe([1], [1.5])
+    with pytest.raises(ValueError, match="rows must lie"):
+        model.observe([len(clusters)], [0.5])
+    with pytest.raises(ValueError, match="forgetting"):
+        TastePrior(forgetting=0)
