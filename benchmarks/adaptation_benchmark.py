@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
-from catalogues import CatalogueRun, add_catalogue_arguments, results_folder
+from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
 from helpers.adaptation import CHECKPOINTS, LEARNERS, Study, load_served_chain, make_learner, summarise
@@ -34,7 +34,7 @@ from helpers.people import SCENARIOS, make_person
 from helpers.plots import adaptation_figure, save_figure
 
 
-def measure(catalogue: CatalogueRun, scenario: str, seed: int, learners: list[str], n_eval_starts: int) -> pd.DataFrame:
+def measure(catalogue: ChainRun, scenario: str, seed: int, learners: list[str], n_eval_starts: int) -> pd.DataFrame:
     """Every learner on one person of `scenario` (seed `seed`) over one catalogue's chain."""
     import torch
 

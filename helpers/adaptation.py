@@ -39,16 +39,15 @@ import numpy as np
 import pandas as pd
 
 from helpers.bandits import LinearBandit
-from helpers.env import (TrackPool, PlaylistBatch, BatchPlaylistEnv, load_neighbour_index, local_env, local_rows,
-                         neighbours_needed)
+from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, local_env, local_rows
 from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
 from helpers.people import Person
-from helpers.ppo import TrainingRun, greedy_policy, make_env
+from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
-from helpers.recommend import NEIGHBOURS_FILE, checkpoint_path, version_path
-from helpers.rewards import REWARD_WEIGHTS_FILE, RewardWeights, interaction_score, reward, reward_range
+from helpers.recommend import checkpoint_path, load_chain, version_path
+from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
 from helpers.taste import TasteModel, TastePrior
 
 CHECKPOINTS = (1, 3, 10)
@@ -91,8 +90,8 @@ class ServedChain:
         playlists[:, 0] = start_rows
         rows = local_rows(self.neighbours, playlists, config.playlist_length, config.n_candidates)
         served = rewards(rows) if callable(rewards) else np.asarray(rewards)[rows]
-        env, batch = local_env(self.pool, self.neighbours, playlists, rows, served, config.playlist_length,
-                               config.n_candidates)
+        env, batch = local_env(self.pool, self.neighbours, playlists, rows, rewards=served,
+                               playlist_length=config.playlist_length, n_candidates=config.n_candidates)
         return env, batch, rows
 
     def policy_playlists(self, rewards: Rewards, start_rows: np.ndarray, policy: Policy | None = None) -> np.ndarray:
@@ -151,13 +150,13 @@ class TasteLearner:
 
     name = "taste model"
 
-    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None,
-                 exploration: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None, *,
+                 exploration: float = 0.5, seed: int = 0) -> None:
         if exploration < 0:
             raise ValueError(f"exploration must be >= 0, got {exploration}")
         self.chain = chain
         table = chain.pool.table
-        self.model = TasteModel(chain.pool.latents, table["cluster"].to_numpy(np.int64), prior, prior_mean, seed)
+        self.model = TasteModel(chain.pool.latents, table["cluster"].to_numpy(np.int64), prior, prior_mean, seed=seed)
         self.exploration = exploration
         self.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         self.run = chain.run
@@ -167,7 +166,7 @@ class TasteLearner:
     def _rewards(self, rows: np.ndarray, explore: bool) -> np.ndarray:
         rng = self.rng if explore and self.exploration > 0 else None
         return self.model.expected_rewards(self.chain.proximity, self.chain.weights, self.chain.like_threshold,
-                                           rows, rng, self.exploration)
+                                           rows=rows, rng=rng, scale=self.exploration)
 
     def next_playlist(self, start_row: int, explore: bool = True) -> np.ndarray:
         """The policy's playlist from `start_row` on the model's table (a Thompson draw with `explore`).
@@ -316,7 +315,7 @@ class Study:
     eval_starts: np.ndarray
 
     @classmethod
-    def build(cls, chain: ServedChain, person: Person, seed: int, n_learning: int = max(CHECKPOINTS),
+    def build(cls, chain: ServedChain, person: Person, seed: int, *, n_learning: int = max(CHECKPOINTS),
               n_eval_starts: int = 200) -> "Study":
         """Learning starts among notebook 06's training starts, evaluation starts among its held-out ones (seeded)."""
         heldout = chain.pool.rows_of(chain.run.heldout_ids)
@@ -386,17 +385,12 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
     raise ValueError(f"learner must be one of {LEARNERS}, got {name!r}")
 
 
-def load_served_chain(paths: ProjectPaths) -> ServedChain:
-    """What the chain at `paths` serves: notebook 05's table and weights, notebook 04's listener model,
-    notebook 06's default policy and its neighbour index."""
-    pool = TrackPool.from_parquet(paths.processed_file("rewards.parquet", produced_by="05_rewards"))
-    checkpoint = checkpoint_path(paths.models)
-    run = TrainingRun.load(checkpoint, pool)
-    width = neighbours_needed(run.config.playlist_length, run.config.n_candidates)
-    neighbours = load_neighbour_index(pool, width, paths.processed / NEIGHBOURS_FILE, show_progress=False)
-    weights = RewardWeights.load(paths.processed_file(REWARD_WEIGHTS_FILE, produced_by="05_rewards"))
-    listener_model = ListenerModel.from_json(paths.processed_file("listener_model.json", produced_by="04_listeners"))
-    return ServedChain(pool, neighbours, run, weights, listener_model, checkpoint)
+def load_served_chain(output_dir: str | Path | ProjectPaths | None = None) -> ServedChain:
+    """What the chain at `output_dir` serves (`helpers.recommend.load_chain`, version 0): notebook 05's
+    table and weights, notebook 04's listener model, notebook 06's default policy and its neighbour index."""
+    trained = load_chain(output_dir, version=0)
+    return ServedChain(trained.pool, trained.neighbours(), trained.run, trained.weights, trained.listener_model,
+                       checkpoint_path(trained.paths.models))
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ class LinearBandit:
     `exploration` is "ucb" (alpha = `strength`) or "thompson" (v = `strength`).
     """
 
-    def __init__(self, latent_dim: int, exploration: str, strength: float = 1.0, ridge: float = 1.0,
+    def __init__(self, latent_dim: int, exploration: str, strength: float = 1.0, ridge: float = 1.0, *,
                  reward_scale: float = 1.0, seed: int = 0) -> None:
         if exploration not in ("ucb", "thompson"):
             raise ValueError(f"exploration must be 'ucb' or 'thompson', got {exploration!r}")

@@ -576,7 +576,7 @@ def local_rows(neighbours: np.ndarray, playlists: np.ndarray, playlist_length: i
     return np.union1d(reached, playlists[playlists >= 0])
 
 
-def local_env(pool: TrackPool, neighbours: np.ndarray, playlists: np.ndarray, rows: np.ndarray,
+def local_env(pool: TrackPool, neighbours: np.ndarray, playlists: np.ndarray, rows: np.ndarray, *,
               rewards: np.ndarray | None = None, playlist_length: int = 10,
               n_candidates: int = 4) -> tuple[BatchPlaylistEnv, PlaylistBatch]:
     """An environment over the pool's `rows` only (`local_rows` of `playlists`), resumed at `playlists`.

@@ -41,7 +41,7 @@ LIKE_THRESHOLD = 0.6  # notebook 04's
 
 
 def expected_rewards(taste_mean: np.ndarray, taste_std: np.ndarray | float, proximity: np.ndarray,
-                     weights: RewardWeights, like_threshold: float = LIKE_THRESHOLD) -> np.ndarray:
+                     weights: RewardWeights, *, like_threshold: float = LIKE_THRESHOLD) -> np.ndarray:
     """Each song's expected reward when its taste is N(taste_mean, taste_std) and a play adds nothing more.
 
     A play is clip(Y, 0, 1) with Y ~ N(taste_mean, taste_std), so notebook 05's reward formula
@@ -100,26 +100,26 @@ class Person:
         return listened, liked
 
     def _retaste(self) -> None:
-        self.model_mean = smooth_curve(self.latents, self.interest, self.lengthscale, self.low, self.high)
+        self.model_mean = smooth_curve(self.latents, self.interest, self.lengthscale, low=self.low, high=self.high)
         self.taste = self.model_mean + self.song_noise
 
     def true_rewards(self, proximity: np.ndarray, weights: RewardWeights) -> np.ndarray:
         """Each song's expected reward for this person now (its taste known exactly)."""
-        return expected_rewards(self.taste, self.play_noise, proximity, weights, self.like_threshold)
+        return expected_rewards(self.taste, self.play_noise, proximity, weights, like_threshold=self.like_threshold)
 
     def knowable_rewards(self, proximity: np.ndarray, weights: RewardWeights) -> np.ndarray:
         """Each song's expected reward under the taste model, no song known individually."""
         spread = np.sqrt(self.model_std ** 2 + self.play_noise ** 2)
-        return expected_rewards(self.model_mean, spread, proximity, weights, self.like_threshold)
+        return expected_rewards(self.model_mean, spread, proximity, weights, like_threshold=self.like_threshold)
 
 
-def smooth_curve(latents: np.ndarray, interest: np.ndarray, lengthscale: float, low: float, high: float) -> np.ndarray:
+def smooth_curve(latents: np.ndarray, interest: np.ndarray, lengthscale: float, *, low: float, high: float) -> np.ndarray:
     """low + (high - low) exp(-|z - interest|^2 / (2 lengthscale^2)) for every row z of `latents`."""
     squared = ((latents - interest) ** 2).sum(axis=1)
     return low + (high - low) * np.exp(-squared / (2 * lengthscale ** 2))
 
 
-def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int,
+def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
                  mean_range: tuple[float, float] = (0.4, 0.9),
                  std_range: tuple[float, float] = (0.05, 0.15)) -> Person:
     """A fresh listener of notebook 04's kind: per-cluster mean and spread, a draw per song."""
@@ -147,7 +147,7 @@ def smooth_taste(latents: np.ndarray, seed: int, song_noise: float = 0.07, drift
     latents = np.asarray(latents, dtype=np.float64)
     parameters = _smooth_parameters(latents, rng)
     model_mean = smooth_curve(latents, parameters["interest"], parameters["lengthscale"],
-                              parameters["low"], parameters["high"])
+                              low=parameters["low"], high=parameters["high"])
     noise = song_noise * rng.standard_normal(len(latents))
     return Person("drifting" if drift_rate else "smooth taste", model_mean + noise, model_mean,
                   np.full(len(latents), song_noise), latents, noise, seed, drift_rate=drift_rate, **parameters)
@@ -158,7 +158,7 @@ def drifting(latents: np.ndarray, seed: int, drift_rate: float = 0.1) -> Person:
     return smooth_taste(latents, seed, drift_rate=drift_rate)
 
 
-def loves_lowest_clusters(table: pd.DataFrame, listener_model: ListenerModel, seed: int,
+def loves_lowest_clusters(table: pd.DataFrame, listener_model: ListenerModel, seed: int, *,
                           n_loved: int = 2, loved_mean: float = 0.95) -> Person:
     """Notebook 04's listener (its per-song draws in `table`), now loving the `n_loved` clusters it rated lowest.
 

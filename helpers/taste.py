@@ -89,7 +89,7 @@ class TasteModel:
     """
 
     def __init__(self, latents: np.ndarray, clusters: np.ndarray, prior: TastePrior = TastePrior(),
-                 prior_mean: np.ndarray | None = None, seed: int = 0) -> None:
+                 prior_mean: np.ndarray | None = None, *, seed: int = 0) -> None:
         self.latents = np.asarray(latents, dtype=np.float32)
         self.clusters = np.asarray(clusters, dtype=np.int64)
         if self.latents.ndim != 2 or len(self.latents) != len(self.clusters):
@@ -218,7 +218,7 @@ class TasteModel:
         drawn = self.weights + scale * (self.cholesky @ rng.standard_normal(self.n_weights))
         return self._with_heard(rows, *self._predict(drawn, rows, with_variance=False))
 
-    def expected_rewards(self, proximity: np.ndarray, weights: RewardWeights, like_threshold: float,
+    def expected_rewards(self, proximity: np.ndarray, weights: RewardWeights, like_threshold: float, *,
                          rows: np.ndarray | None = None, rng: np.random.Generator | None = None,
                          scale: float = 1.0) -> np.ndarray:
         """The person's reward table as the model sees it, for `rows` (default: every song;
@@ -227,4 +227,4 @@ class TasteModel:
         rows = self._songs(rows)
         mean, std = self.predict(rows) if rng is None else self.sample(rng, rows, scale)
         spread = np.sqrt(std ** 2 + self.prior.play_noise ** 2)
-        return expected_rewards(mean, spread, proximity[rows], weights, like_threshold)
+        return expected_rewards(mean, spread, proximity[rows], weights, like_threshold=like_threshold)

@@ -95,7 +95,7 @@ def test_scoring_some_rows_equals_scoring_all(songs):
     rows = np.array([3, 5, 9, 200])
     proximity = np.linspace(0, 1, len(clusters))
     every = model.expected_rewards(proximity, RewardWeights(), 0.6)
-    assert np.allclose(model.expected_rewards(proximity, RewardWeights(), 0.6, rows), every[rows])
+    assert np.allclose(model.expected_rewards(proximity, RewardWeights(), 0.6, rows=rows), every[rows])
 
 
 def test_bad_plays_are_refused_with_the_reason(songs):
