@@ -4,7 +4,7 @@
     listener = EmbedListener(widget)
     display(widget)
     session = in_background(lambda: play_session(recommender, listener, steps, log_path, progress=False))
-    ...                                  # later, in another cell: session.result()
+    ...                                  # later, in another cell: result = ended(session)
 
 anywidget carries the state to the browser (a synced trait) and the page's events back
 (`model.send`), with the same ES module as the local page (`helpers/static/embed_player.js`).
@@ -69,8 +69,7 @@ def in_background(work: Callable[[], T]) -> Future[T]:
     """Run `work` in a thread and return its Future (its result, or the error it raised).
 
     In a notebook, the cell that starts it ends at once, so that the kernel can take the
-    widget's events; `future.result()` in a later cell gives the outcome (it waits while the
-    playlist plays, so call it after the end, or use `future.done()`).
+    widget's events; `ended(future)` in a later cell gives the outcome.
     """
     future: Future[T] = Future()
 
@@ -84,3 +83,15 @@ def in_background(work: Callable[[], T]) -> Future[T]:
 
     threading.Thread(target=run, name="embed-session", daemon=True).start()
     return future
+
+
+def ended(session: Future[T]) -> T:
+    """The outcome of a session started with `in_background` (or the error it raised).
+
+    While it still plays this raises RuntimeError rather than wait: waiting in a cell would hold
+    the kernel, and with it the player's events.
+    """
+    if not session.done():
+        raise RuntimeError("the playlist is still playing in the player above: run this cell again when it has "
+                           "ended, or press ■ Stop there (what you heard so far is logged)")
+    return session.result()

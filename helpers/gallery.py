@@ -46,12 +46,17 @@ FIGURES: dict[str, tuple[str, str]] = {
 
 GALLERY = ("03_cluster_map", "03_gridworld", "05_reward_map", "06_training_curves", "06_policy_comparison",
            "06_gridworld_trajectories", "08_drift")
+# Screenshots of the embed player with a playlist (the tests' stand-in of Spotify's iFrame API in
+# place of Spotify's player), taken by its browser tests when EMBED_SCREENSHOT_DIR is set.
+SCREENSHOTS = {"07_embed_player_jupyterlab": "notebook 07's widget in JupyterLab",
+               "07_embed_player_page": "the page of `python -m helpers.play --browser`"}
 
 
 def figures_readme() -> str:
     """The text of figures/README.md, rendered from `FIGURES` and `GALLERY`."""
     rows = "\n".join(f"| `{name}` | {notebook} | {what} |" for name, (notebook, what) in FIGURES.items())
     gallery = "\n".join(f"- `gallery/{name}.png`" for name in GALLERY)
+    screenshots = "\n".join(f"- `gallery/{name}.png`: {what}" for name, what in SCREENSHOTS.items())
     return f"""# Figures
 
 Every notebook saves its figures here as interactive HTML and PNG (`NAME.html`, `NAME.png`;
@@ -70,6 +75,12 @@ run with `make gallery` (`python -m helpers.gallery`; this file is rendered from
 `helpers/gallery.py`).
 
 {gallery}
+
+The embed player's screenshots, each after a playlist of three songs was heard, are taken by its
+browser tests: `EMBED_SCREENSHOT_DIR=figures/gallery .venv/bin/python -m pytest
+tests/test_embed_page.py tests/test_embed_widget_lab.py -k "command or widget"`.
+
+{screenshots}
 """
 
 

@@ -43,7 +43,7 @@ from typing import Literal
 
 import pandas as pd
 
-from helpers.embed import EmbedListener
+from helpers.embed import EmbedListener, PlayerView
 from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
 from helpers.listeners import simulated_listener
@@ -105,17 +105,19 @@ class PlannedSession:
 def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: ListenerKind, start_id: str | None,
                    length: int, greedy: bool, seed: int | None, device_name: str | None = None,
                    poll_interval: float = 2.0, pause_timeout: float = 120.0, stack: ExitStack | None = None,
-                   open_page: bool = True, announce: Callable[[str], None] = print) -> PlannedSession:
+                   view: PlayerView | None = None, open_page: bool = True,
+                   announce: Callable[[str], None] = print) -> PlannedSession:
     """Everything before the first play, checked, for `python -m helpers.play` and notebook 07.
 
     Loads the run's recommender, checks the length and the seconds, signs in to Spotify for a
     "spotify" listener, plans the playlist from `start_id` (random when None; drawn from the
     policy unless `greedy`, with `seed`) and makes its listener: notebook 04's simulated
     listener, the person's Spotify device `device_name`, or Spotify's embed player on a local
-    page ("embed": its server lives as long as `stack`, which only it needs).
+    page ("embed": its server lives as long as `stack`, which only it needs), or in `view` when
+    given (notebook 07's widget, `helpers.embed_widget.EmbedWidget`).
     """
-    if kind == "embed" and stack is None:
-        raise ValueError("the embed player's listener needs a `stack` to hold its local server")
+    if kind == "embed" and stack is None and view is None:
+        raise ValueError("the embed player's listener needs a `view`, or a `stack` to hold its local server")
     check_seconds("poll_interval", poll_interval)
     check_seconds("pause_timeout", pause_timeout)
     recommender = load_recommender(paths)
@@ -128,6 +130,10 @@ def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: List
     table = playlist_table(steps, recommender.track_table, names)
 
     def make_listener() -> Listener:
+        if kind == "embed" and view is not None:
+            listener = EmbedListener(view)
+            listener.label(table)
+            return listener
         if kind == "embed":
             return browser_listener(stack.enter_context(EmbedServer()), table, open_page=open_page)
         if player is None:

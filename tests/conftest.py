@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embed_browser import browser, page, standin_origin  # noqa: F401 - the embed player's browser fixtures, one of each
+
 
 def synthetic_catalogue_module() -> ModuleType:
     """benchmarks/synthetic_catalogue.py, imported from its path (benchmarks/ is a folder of scripts)."""

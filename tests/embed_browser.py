@@ -66,7 +66,7 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 640})
     outside: list[str] = []
     context.on("request", lambda request: None if urlsplit(request.url).hostname in LOOPBACK
-               or request.url.startswith(("data:", "about:")) else outside.append(request.url))
+               or request.url.startswith(("data:", "about:", "blob:")) else outside.append(request.url))
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -11,7 +11,7 @@ import pytest
 
 from helpers.embed import EMBED_API_URL, EmbedListener, embed_api_url, song_rows
 from helpers.embed_server import EmbedServer
-from helpers.embed_widget import EmbedWidget, in_background
+from helpers.embed_widget import EmbedWidget, ended, in_background
 
 
 class FakeView:
@@ -161,3 +161,13 @@ def test_the_page_server_binds_loopback_and_takes_events_only_with_its_token_and
         assert request(f"{server.origin}/event?token={server.token}", data=event,
                        headers={**own, "Host": "evil.example"}) == 403
         assert request(f"{server.origin}/event?token={server.token}", data={"type": "nope"}, headers=own) == 400
+
+
+def test_a_session_still_playing_says_so_instead_of_holding_the_kernel():
+    listener = EmbedListener(FakeView(), poll_interval=0.01)
+    session, _, _ = start(listener, ["a"])
+    with pytest.raises(RuntimeError, match="still playing in the player above"):
+        ended(session)
+    listener.stop()
+    session.result(timeout=5)
+    assert ended(session) == "interrupted"

@@ -2,19 +2,22 @@
 local server of `helpers.embed_server`; each song heard is handed over exactly once."""
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import pytest
 
-from embed_browser import browser, page, standin_origin, standin_url  # noqa: F401 - fixtures
+from embed_browser import standin_url
 from helpers import play
 from helpers.embed import EmbedListener
 from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, read_interactions
 from helpers.playback import PlaybackError
 
+SCREENSHOTS = "EMBED_SCREENSHOT_DIR"  # set it to keep a picture of the player (the README's gallery)
 TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
 
 
@@ -44,7 +47,7 @@ class Session:
         self.thread.start()
         wait_for(None, lambda: self.listener.state()["playlist_id"] is not None, "the playlist is set")
 
-    def result(self, page, timeout: float = 20.0) -> object:  # noqa: F811 - the fixture
+    def result(self, page, timeout: float = 20.0) -> object:
         wait_for(page, lambda: not self.thread.is_alive(), "listen() returns", timeout)
         return self.outcome
 
@@ -59,7 +62,7 @@ class Session:
         self.server.stop()
 
 
-def wait_for(page, condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:  # noqa: F811
+def wait_for(page, condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     """Wait until `condition()`, letting Playwright run meanwhile (its sync API only handles the
     browser's messages inside its own calls: a plain sleep can stall the page)."""
     deadline = time.monotonic() + timeout
@@ -75,7 +78,7 @@ def wait_for(page, condition: Callable[[], bool], what: str, timeout: float = 20
 
 
 @pytest.fixture
-def session_factory(standin_origin):  # noqa: F811 - the fixture
+def session_factory(standin_origin):
     sessions: list[Session] = []
 
     def make(close_grace: float = 5.0, **settings: object) -> Session:
@@ -87,17 +90,17 @@ def session_factory(standin_origin):  # noqa: F811 - the fixture
         session.close()
 
 
-def open_player(page, session: Session) -> None:  # noqa: F811 - the fixture
+def open_player(page, session: Session) -> None:
     page.goto(session.server.url)
     page.get_by_role("button", name="▶ Play").wait_for()
     wait_for(page, lambda: page.get_by_role("button", name="▶ Play").is_enabled(), "the player is ready")
 
 
-def status(page) -> str:  # noqa: F811 - the fixture
+def status(page) -> str:
     return page.get_by_role("status").inner_text()
 
 
-def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factory):  # noqa: F811
+def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factory):
     session = session_factory(speed=150)
     session.listen(TRACKS)
     open_player(page, session)
@@ -110,22 +113,22 @@ def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factor
     assert page.locator("td.ep-heard").all_inner_texts() == ["✓ 100 %"] * 3
 
 
-def test_skip_moves_on_and_records_what_was_heard(page, session_factory):  # noqa: F811
+def test_skip_moves_on_and_records_what_was_heard(page, session_factory):
     session = session_factory(speed=10)
     session.listen(TRACKS[:2])
     open_player(page, session)
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard a little")
-    page.get_by_role("button", name="Skip ⏭").click()
+    page.get_by_role("button", name="Skip").click()
     wait_for(page, lambda: "Playing 2 of 2" in status(page), "the second song plays")
-    page.get_by_role("button", name="Skip ⏭").click()
+    page.get_by_role("button", name="Skip").click()
     assert session.result(page) == "finished"
     first, second = session.records
     assert first["position"] == 0 and 0 < first["share"] < 1 and first["liked"] == 0
     assert second["position"] == 1 and second["share"] < 1 and second["liked"] == 0
 
 
-def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, session_factory):  # noqa: F811
+def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, session_factory):
     session = session_factory(speed=10)
     session.listen(TRACKS[:2])
     open_player(page, session)
@@ -133,7 +136,7 @@ def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, ses
     page.get_by_role("button", name="♡ Like").click()
     page.get_by_role("button", name="♥ Liked").wait_for()
     wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard a little")
-    page.get_by_role("button", name="Skip ⏭").click()  # liked, then skipped: still liked
+    page.get_by_role("button", name="Skip").click()  # liked, then skipped: still liked
     wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard a little")
     page.get_by_role("button", name="■ Stop").click()
     assert session.result(page) == "interrupted"
@@ -142,7 +145,7 @@ def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, ses
     page.get_by_text("stopped: what you heard is logged (2 of 2 songs)").wait_for()
 
 
-def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_factory):  # noqa: F811
+def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_factory):
     session = session_factory(speed=40, preview=1)
     session.listen(TRACKS[:2])
     open_player(page, session)
@@ -152,7 +155,7 @@ def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_fact
     assert page.locator("td.ep-heard").all_inner_texts() == ["✓ 100 % of a 30 s preview"] * 2
 
 
-def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_factory):  # noqa: F811
+def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_factory):
     session = session_factory(speed=60)
     session.listen(TRACKS)
     open_player(page, session)
@@ -166,15 +169,15 @@ def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_facto
     assert page.locator("td.ep-heard").all_inner_texts()[0] == "✓ 100 %"
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: "Playing 2 of 3" in status(page), "the page goes on with the second song")
-    page.get_by_role("button", name="Skip ⏭").click()
-    page.get_by_role("button", name="Skip ⏭").click()
+    page.get_by_role("button", name="Skip").click()
+    page.get_by_role("button", name="Skip").click()
     assert session.result(page) == "finished"
     assert session.logged() == [0, 1, 2]
     duration = session.listener.state()["songs"][1]["duration_ms"]
     assert 0 < before / duration <= session.records[1]["share"] < 1  # what was heard before the reload counts
 
 
-def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_logged(page, session_factory):  # noqa: F811
+def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_logged(page, session_factory):
     session = session_factory(speed=60)
     session.listen(TRACKS)
     open_player(page, session)
@@ -188,10 +191,10 @@ def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_lo
     page.get_by_text("The player's server has stopped").wait_for()
     player = page.frame_locator("iframe")
     player.get_by_text("paused").wait_for()
-    assert page.get_by_role("button", name="Skip ⏭").is_disabled()
+    assert page.get_by_role("button", name="Skip").is_disabled()
 
 
-def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, session_factory):  # noqa: F811
+def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, session_factory):
     session = session_factory(speed=20, close_grace=0.5)
     session.listen(TRACKS)
     open_player(page, session)
@@ -202,7 +205,7 @@ def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, se
     assert session.logged() == [0] and 0 < session.records[0]["share"] < 1
 
 
-def test_the_command_serves_the_page_and_logs_each_song_once_as_embed(page, standin_origin, fake_recommender,  # noqa: F811
+def test_the_command_serves_the_page_and_logs_each_song_once_as_embed(page, standin_origin, fake_recommender,
                                                                       offline_run, monkeypatch):
     monkeypatch.setenv("SPOTIFY_EMBED_API_URL", standin_url(standin_origin, speed=150))
     monkeypatch.setattr(play, "load_recommender", lambda paths: fake_recommender)
@@ -226,8 +229,10 @@ def test_the_command_serves_the_page_and_logs_each_song_once_as_embed(page, stan
     assert log["source"].tolist() == ["embed"] * 3 and log["position"].tolist() == [0, 1, 2]
     assert log["percentage_listened"].tolist() == [1.0] * 3 and not log["preview"].any()
     page.get_by_text("played to the end: every song is logged (3 of 3 songs)").wait_for()
+    if os.environ.get(SCREENSHOTS):
+        page.screenshot(path=str(Path(os.environ[SCREENSHOTS]) / "07_embed_player_page.png"))
 
 
-def read_ids(page) -> list[str]:  # noqa: F811 - the fixture
+def read_ids(page) -> list[str]:
     return page.locator("table.ep-songs tr[data-position]").evaluate_all(
         "rows => rows.map(row => row.dataset.id)")

@@ -53,7 +53,7 @@ function render({ model, el }) {
   const buttons = element("div", "ep-buttons");
   const play = element("button", "ep-play", "▶ Play");
   const like = element("button", "ep-like", "♡ Like");
-  const skip = element("button", "ep-skip", "Skip ⏭");
+  const skip = element("button", "ep-skip", "Skip");
   const stop = element("button", "ep-stop", "■ Stop");
   buttons.append(play, like, skip, stop);
   root.append(status, main, buttons);
