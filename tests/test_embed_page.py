@@ -155,13 +155,19 @@ def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_fact
     assert page.locator("td.ep-heard").all_inner_texts() == ["✓ 100 % of a 30 s preview"] * 2
 
 
-def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_factory):
+def into_the_second_song(page, session_factory) -> Session:
+    """A session of three songs whose first song is logged and whose second is being heard."""
     session = session_factory(speed=60)
     session.listen(TRACKS)
     open_player(page, session)
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: session.logged() == [0], "the first song is logged")
     wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard")
+    return session
+
+
+def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_factory):
+    session = into_the_second_song(page, session_factory)
     before = session.heard_ms(1)
     page.reload()
     open_player(page, session)
@@ -178,12 +184,7 @@ def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_facto
 
 
 def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_logged(page, session_factory):
-    session = session_factory(speed=60)
-    session.listen(TRACKS)
-    open_player(page, session)
-    page.get_by_role("button", name="▶ Play").click()
-    wait_for(page, lambda: session.logged() == [0], "the first song is logged")
-    wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard")
+    session = into_the_second_song(page, session_factory)
     session.server.stop()
     outcome = session.result(page)
     assert isinstance(outcome, PlaybackError) and "server stopped" in str(outcome)
