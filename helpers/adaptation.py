@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.bandits import LinearBandit
+from helpers.drift import DriftSettings
 from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, local_env, local_rows
 from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
@@ -51,6 +52,7 @@ from helpers.rewards import RewardWeights, interaction_score, reward, reward_ran
 from helpers.taste import TasteModel, TastePrior
 
 CHECKPOINTS = (1, 3, 10)
+FEEDBACK = DriftSettings()  # notebook 08's update and fine-tune settings (confidence, prior, learning rate, head reset)
 Rewards = np.ndarray | Callable[[np.ndarray], np.ndarray]  # a reward per song, or per song of the rows given
 
 
@@ -218,7 +220,9 @@ class FineTunedTasteLearner(TasteLearner):
             with tempfile.TemporaryDirectory(prefix="taste-finetune-") as folder:
                 shutil.copy(self.chain.checkpoint, version_path(folder, 0))
                 table = self._rewards(np.arange(self.chain.pool.n_tracks), explore=False)
-                self.run = fine_tune(folder, self.chain.serving(table), self.chain.neighbours, self.timesteps)
+                self.run = fine_tune(folder, self.chain.serving(table), self.chain.neighbours, self.timesteps,
+                                     learning_rate=FEEDBACK.learning_rate,
+                                     reset_policy_head=FEEDBACK.reset_policy_head)
         return rows
 
 
@@ -285,11 +289,13 @@ class Notebook08Learner:
                                       "timestamp": pd.Timestamp.now(tz="UTC")}))
         log = pd.concat(self.log, ignore_index=True)
         updated, _ = update_rewards(self.chain.pool.table, log, self.chain.listener_model,
+                                    confidence_plays=FEEDBACK.confidence_plays, prior_plays=FEEDBACK.prior_plays,
                                     weights=self.chain.weights)
         self.rewards = updated["reward"].to_numpy(np.float64)
         if self.finetune_after is None or len(self.log) in self.finetune_after:
             served = self.chain.serving(self.rewards)
-            self.run = fine_tune(self.models_dir, served, self.chain.neighbours, self.timesteps)
+            self.run = fine_tune(self.models_dir, served, self.chain.neighbours, self.timesteps,
+                                 learning_rate=FEEDBACK.learning_rate, reset_policy_head=FEEDBACK.reset_policy_head)
             save_version(self.run, self.models_dir, updated, log_provenance(log))
         return rows
 
