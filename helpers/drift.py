@@ -25,11 +25,12 @@ from helpers.env import TrackPool
 from helpers.evaluation import Policy, build_playlists, evaluation_starts, exact_optimum
 from helpers.feedback import read_interactions
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
-from helpers.listeners import ListenerModel, SimulatedListener, expected_listening
+from helpers.listeners import ListenerModel, SimulatedListener
 from helpers.off_policy import off_policy_estimates
 from helpers.ppo import TrainingRun, greedy_policy, make_env, sampling_policy
 from helpers.recommend import Recommender, version_path
-from helpers.rewards import RewardWeights, interaction_score, reward
+from helpers.people import expected_rewards
+from helpers.rewards import RewardWeights
 from helpers.playlists import plan_playlist
 from helpers.session import play_session
 
@@ -57,8 +58,8 @@ def true_rewards(table: pd.DataFrame, taste: pd.Series, play_noise: float, like_
                  *, weights: RewardWeights) -> np.ndarray:
     """Each track's expected reward when a listener with `taste` hears it (notebook 05's formula on
     the expected listening and like probability of `SimulatedListener(taste=..., play_noise=...)`)."""
-    listened, like_probability = expected_listening(taste.loc[table["id"]].to_numpy(), play_noise, like_threshold)
-    return reward(interaction_score(listened, like_probability, weights), table["proximity_score"].to_numpy(), weights)
+    return expected_rewards(taste.loc[table["id"]].to_numpy(), play_noise, table["proximity_score"].to_numpy(), weights,
+                            like_threshold=like_threshold)
 
 
 @dataclass(frozen=True)
