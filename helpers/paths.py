@@ -141,12 +141,12 @@ class DamagedArtefact(ValueError):
 
 
 @contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
+def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one step (`os.replace`).
 
     The temporary file is synced to disk before the rename, so a crash or an error while
-    writing leaves `path` as it was (or absent), never truncated. The new file keeps the mode of
-    the one it replaces (0644 for a new one).
+    writing leaves `path` as it was (or absent), never truncated. The new file gets `mode`, or
+    keeps the mode of the one it replaces (0644 for a new one).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,10 +156,26 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         yield Path(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.chmod(temporary, mode if mode is not None else stat.S_IMODE(path.stat().st_mode) if path.exists()
+                 else 0o644)
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+PRIVATE_FILE_MODE = 0o600
+
+
+def create_private(path: str | Path) -> Path:
+    """Create `path` readable and writable by its owner only (an existing file is made so and kept),
+    before anything writes into it: for files that hold a person's listening data (executed
+    notebooks, feedback figures). A symbolic link is not followed."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+    finally:
+        os.close(descriptor)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
-from helpers.paths import NOTEBOOKS_DIR, ProjectPaths
+from helpers.paths import NOTEBOOKS_DIR, ProjectPaths, create_private
 from helpers.validation import check_plain_data
 
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
@@ -172,12 +172,12 @@ def declared_parameters(notebook: Path) -> set[str]:
 
 
 def new_run_folder(paths: ProjectPaths) -> Path:
-    """A fresh folder for this run's executed notebooks."""
+    """A fresh folder for this run's executed notebooks, open to its owner only (mode 0700)."""
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
     folder, suffix = paths.runs / stamp, 1
     while folder.exists():
         folder, suffix = paths.runs / f"{stamp}-{suffix}", suffix + 1
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, mode=0o700)
     return folder
 
 
@@ -210,7 +210,7 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
     for notebook in bar:
         bar.set_postfix_str(notebook.stem)
-        executed_copy = run_folder / notebook.name
+        executed_copy = create_private(run_folder / notebook.name)  # outputs may hold listening data
         passed = {name: value for name, value in given.items() if name in declared[notebook]}
         started = time.perf_counter()
         try:

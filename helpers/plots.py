@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from helpers.paths import atomic_write
+from helpers.paths import PRIVATE_FILE_MODE, atomic_write, create_private
 
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _png_state: dict[str, bool] = {}
@@ -79,7 +79,8 @@ def _png_export_ready() -> bool:
     return _png_state["ready"]
 
 
-def _write_png(fig: go.Figure, path: Path, width: int, height: int, *, timeout_seconds: float) -> bool:
+def _write_png(fig: go.Figure, path: Path, width: int, height: int, *, timeout_seconds: float,
+               mode: int | None = None) -> bool:
     """Render `fig` to `path` through kaleido within `timeout_seconds`; False if it did not finish.
 
     Kaleido waits without limit on its browser: a Chrome that crashed or hangs would freeze the
@@ -90,7 +91,7 @@ def _write_png(fig: go.Figure, path: Path, width: int, height: int, *, timeout_s
 
     def render() -> None:
         try:
-            with atomic_write(path) as temporary, warnings.catch_warnings():
+            with atomic_write(path, mode) as temporary, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                 fig.write_image(temporary, format="png", width=width, height=height)
             outcome.append(None)
@@ -109,8 +110,11 @@ def _write_png(fig: go.Figure, path: Path, width: int, height: int, *, timeout_s
 
 def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool = True,
                 width: int = 1000, height: int = 650,
-                png_timeout_seconds: float = PNG_TIMEOUT_SECONDS) -> dict[str, Path]:
+                png_timeout_seconds: float = PNG_TIMEOUT_SECONDS, private: bool = False) -> dict[str, Path]:
     """Write `fig` to `figures_dir/name.html` (and `name.png`); return the paths written.
+
+    `private`: the figure shows a person's listening data, so its files are created readable by
+    their owner only (mode 0600, as the interaction log).
 
     A PNG that takes longer than `png_timeout_seconds` is given up with one warning, and the
     figures after it are saved as HTML only (the browser behind the export is not responding).
@@ -118,9 +122,12 @@ def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = {"html": figures_dir / f"{name}.html"}
+    if private:
+        create_private(written["html"])
     fig.write_html(written["html"], include_plotlyjs="directory")
     if png and _png_export_ready():
-        if _write_png(fig, figures_dir / f"{name}.png", width, height, timeout_seconds=png_timeout_seconds):
+        if _write_png(fig, figures_dir / f"{name}.png", width, height, timeout_seconds=png_timeout_seconds,
+                      mode=PRIVATE_FILE_MODE if private else None):
             written["png"] = figures_dir / f"{name}.png"
         else:
             _png_state["ready"] = False

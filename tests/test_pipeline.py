@@ -111,6 +111,9 @@ def test_notebook_01_reads_any_table_through_column_map_and_writes_songs(tmp_pat
                           "-p", "column_map", "{'id': 'song_id', 'artist': 'performer', 'name': 'title'}",
                           "--output-dir", str(tmp_path), "--no-progress"])
     assert code == 0
+    (run_folder,) = ProjectPaths.at(tmp_path).runs.iterdir()
+    assert run_folder.stat().st_mode & 0o777 == 0o700, "executed copies may hold listening data"
+    assert (run_folder / "01_filter.ipynb").stat().st_mode & 0o777 == 0o600
     processed = ProjectPaths.at(tmp_path).processed
     tracks = pd.read_parquet(processed / "tracks.parquet")
     assert tracks[["id", "artist", "name"]].values.tolist() == [["s1", "Adele", "Hello"], ["s3", "Adele", "Skyfall"]]
@@ -135,6 +138,8 @@ def test_quick_chain_produces_every_artefact(quick_chain):
                  "listeners.parquet", "listener_model.json", "rewards.parquet"):
         assert (paths.processed / name).stat().st_size > 0, name
     assert any(paths.models.iterdir()), "the chain saves its models"
+    assert all(run.executed_copy.stat().st_mode & 0o777 == 0o600 for run in runs)
+    assert (paths.figures / "07_session_feedback.html").stat().st_mode & 0o777 == 0o600
     for notebook in NOTEBOOKS:
         number = notebook.name[:2]
         assert list(paths.figures.glob(f"{number}_*.html")), f"{notebook.name} saved no figure"

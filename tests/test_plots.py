@@ -1,5 +1,6 @@
 """Figures whose content is computed, not only drawn."""
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from helpers.plots import drift_rounds_figure, reward_map_figure, session_feedback_figure
@@ -33,3 +34,14 @@ def test_session_hover_names_each_track():
     assert [trace.customdata.tolist() for trace in fig.data] == [[["a", "Flash by Queen"]], [["b", "Adele"]]]
     unnamed = session_feedback_figure(heard.drop(columns=["name", "artist"]))
     assert unnamed.data[0].customdata.tolist() == [["a", "track"]]
+
+
+def test_a_figure_of_listening_data_is_created_owner_only(tmp_path):
+    from helpers.plots import save_figure
+
+    fig = go.Figure(go.Bar(x=["a"], y=[1]))
+    (tmp_path / "07_old.html").write_text("an earlier run's")
+    (tmp_path / "07_old.html").chmod(0o644)
+    written = save_figure(fig, "07_old", tmp_path, png=False, private=True)
+    assert written["html"].stat().st_mode & 0o777 == 0o600 and "an earlier" not in written["html"].read_text()
+    assert save_figure(fig, "03_map", tmp_path, png=False)["html"].stat().st_mode & 0o777 == 0o644
