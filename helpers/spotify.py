@@ -37,11 +37,13 @@ check fails, `liked` is reported as None (unknown), never as 0.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
@@ -53,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import requests
 import spotipy
@@ -169,6 +171,10 @@ class SpotifySettings:
     def __post_init__(self) -> None:
         if not re.match(r"https?://[^/]+", self.api_base or ""):
             raise ValueError(f"api_base must be an http(s) URL like {DEFAULT_API_BASE}, got {self.api_base!r}")
+        if urlparse(self.api_base).scheme != "https" and not is_loopback(urlparse(self.api_base).hostname):
+            raise ValueError("api_base (SPOTIFY_API_BASE) must be https: every request carries the access token. "
+                             "Plain http is allowed only on a loopback address (127.0.0.1, [::1]: a local test "
+                             f"server); got {self.api_base!r}")
         object.__setattr__(self, "api_base", self.api_base.rstrip("/") + "/")
         object.__setattr__(self, "cache_path", Path(self.cache_path))
         redirect = urlparse(self.redirect_uri)
@@ -208,6 +214,14 @@ class SpotifySettings:
     def pkce(self) -> bool:
         """Whether sign-in uses PKCE (no client secret)."""
         return self.use_pkce if self.use_pkce is not None else not self.client_secret
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` is a loopback IP address (127.0.0.0/8, ::1); names are not resolved."""
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class _RedactSecrets(logging.Filter):
@@ -272,6 +286,50 @@ class PrivateTokenCache(CacheFileHandler):
                           "you will be asked to sign in again next time", stacklevel=2)
 
 
+def check_pasted_redirect(pasted: str, redirect_uri: str, state: str | None) -> None:
+    """SignInError unless the URL pasted after Spotify's consent page goes to `redirect_uri` (same
+    scheme, host, port and path) and carries the `state` this sign-in sent: a code in any other
+    URL may be someone else's (a link that signs you in to their account) and is never used."""
+    given, expected = urlparse(pasted.strip()), urlparse(redirect_uri)
+    ports = {"http": 80, "https": 443}
+    try:
+        place = (given.scheme.lower(), (given.hostname or "").lower(), given.port or ports.get(given.scheme.lower()),
+                 given.path or "/")
+    except ValueError:  # a port that is not a number
+        place = None
+    if place != (expected.scheme.lower(), (expected.hostname or "").lower(),
+                 expected.port or ports.get(expected.scheme.lower()), expected.path or "/"):
+        shown = f"{given.scheme}://{given.netloc}{given.path}" if given.scheme else "text that is not that URL"
+        raise SignInError(f"the pasted URL goes to {shown}, not to the redirect URI {redirect_uri}: paste the "
+                          f"address your browser shows after Spotify's consent page (it starts with "
+                          f"{redirect_uri}?code=). Nothing was sent to Spotify.")
+    if state is not None and dict(parse_qsl(given.query)).get("state") != state:
+        raise SignInError("the pasted URL does not carry the state this sign-in sent to Spotify (it comes from "
+                          "another or an older sign-in): sign in again and paste the URL of this one. Nothing "
+                          "was sent to Spotify.")
+
+
+class _BoundSignIn:
+    """Sign-in bound to its request: the pasted URL is checked (`check_pasted_redirect`) before
+    spotipy reads a code from it; spotipy puts the random `state` in the authorize URL."""
+
+    redirect_uri: str
+    state: str | None
+
+    def _get_user_input(self, prompt: str) -> str:
+        pasted = super()._get_user_input(prompt)
+        check_pasted_redirect(pasted, self.redirect_uri, self.state)
+        return pasted
+
+
+class BoundSpotifyOAuth(_BoundSignIn, SpotifyOAuth):
+    """spotipy's authorization-code flow, bound to its request."""
+
+
+class BoundSpotifyPKCE(_BoundSignIn, SpotifyPKCE):
+    """spotipy's PKCE flow, bound to its request."""
+
+
 def create_client(settings: SpotifySettings) -> spotipy.Spotify:
     """A spotipy client for `settings`: its base URL, sign-in, a timeout and only safe retries.
 
@@ -292,11 +350,11 @@ def create_client(settings: SpotifySettings) -> spotipy.Spotify:
         cache = PrivateTokenCache(cache_path=str(settings.cache_path))
         sign_in = dict(client_id=settings.client_id, redirect_uri=settings.redirect_uri, scope=list(SCOPES),
                        cache_handler=cache, open_browser=settings.open_browser,
-                       requests_timeout=settings.requests_timeout)
+                       requests_timeout=settings.requests_timeout, state=secrets.token_urlsafe(16))
         if settings.pkce:
-            auth_manager = SpotifyPKCE(**sign_in)
+            auth_manager = BoundSpotifyPKCE(**sign_in)
         else:
-            auth_manager = SpotifyOAuth(client_secret=settings.client_secret, **sign_in)
+            auth_manager = BoundSpotifyOAuth(client_secret=settings.client_secret, **sign_in)
         client = spotipy.Spotify(auth_manager=auth_manager, **common)
     else:
         raise SignInError(NO_CREDENTIALS_MESSAGE)

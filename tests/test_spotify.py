@@ -11,11 +11,12 @@ import logging
 import signal
 import stat
 import subprocess
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spotipy.oauth2 import SpotifyOAuth
+from spotipy.oauth2 import SpotifyOAuth, SpotifyPKCE
 
 from fake_spotify import FakeSpotify, FakeTrack, error_answer
 from helpers.paths import REPO_ROOT
@@ -93,6 +94,9 @@ def test_settings_take_explicit_values_then_the_environment_then_defaults():
     (dict(redirect_uri="http://localhost:8888/callback"), "localhost"),
     (dict(redirect_uri="http://example.com/callback"), "https, or http on 127.0.0.1"),
     (dict(api_base="api.spotify.com"), "api_base"),
+    (dict(api_base="http://any-host/v1/"), r"api_base \(SPOTIFY_API_BASE\) must be https: every request carries"),
+    (dict(api_base="http://localhost:9/v1/"), "must be https"),
+    (dict(api_base="http://127.0.0.1.evil.example/v1/"), "must be https"),
     (dict(requests_timeout=0), "requests_timeout"),
 ])
 def test_bad_settings_are_refused(options, complaint):
@@ -645,3 +649,64 @@ def test_the_listener_announces_each_track_by_the_name_spotify_reports():
     assert reason == "finished" and len(announced) == len(PLAYLIST)
     assert announced[0].startswith("now playing 1/10: ") and announced[0].endswith(" by Fake Artist")
     assert announced[-1].startswith("now playing 10/10: ")
+
+
+
+def test_the_api_base_may_be_plain_http_only_on_a_loopback_address():
+    for base in ("http://127.0.0.1:9/v1/", "http://[::1]:9/v1/", "http://127.1.2.3/v1/", "https://any-host/v1/"):
+        assert SpotifySettings(api_base=base).api_base == base
+    with pytest.raises(ValueError, match="must be https"):
+        SpotifySettings.from_environment({"SPOTIFY_API_BASE": "http://any-host/", "SPOTIFY_ACCESS_TOKEN": "t"})
+
+
+# -- sign-in is bound to its request -------------------------------------------------------------
+
+@pytest.fixture(params=["s3cr3t", None], ids=["authorization code", "PKCE"])
+def paste(tmp_path, monkeypatch, request):
+    """Sign in against the fake (with a client secret, or with PKCE); the pasted URL comes from
+    `answer(authorize_url)`. Returns (run, fake): run(answer) signs in and gives the player."""
+    fake = FakeSpotify(catalogue()).__enter__()
+    monkeypatch.setattr(SpotifyOAuth, "OAUTH_TOKEN_URL", fake.token_url)
+    monkeypatch.setattr(SpotifyPKCE, "OAUTH_TOKEN_URL", fake.token_url)
+    settings = SpotifySettings(client_id="abc123", client_secret=request.param, cache_path=tmp_path / ".cache",
+                               api_base=fake.api_base)
+
+    def run(answer):
+        monkeypatch.setattr("builtins.input", lambda prompt: answer(prompt.split("URL: ")[1].split()[0]))
+        return SpotifyPlayer.connect(settings, ask=lambda question: False)
+
+    yield run, fake
+    fake.__exit__(None, None, None)
+
+
+def state_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["state"][0]
+
+
+def test_the_authorize_url_carries_a_fresh_random_state_and_the_right_paste_signs_in(paste):
+    run, fake = paste
+    seen = []
+
+    def consent(url):
+        seen.append(state_of(url))
+        return f"http://127.0.0.1:8888/callback?code=good&state={state_of(url)}"
+
+    assert run(consent).user_name == "Test Listener" and fake.count("POST", "/api/token") == 1
+    assert len(seen[0]) >= 20
+
+
+@pytest.mark.parametrize("pasted, complaint", [
+    ("https://evil.example/x?code=ATTACKER", r"the pasted URL goes to https://evil.example/x, not to the redirect URI"),
+    ("http://127.0.0.1:8889/callback?code=ATTACKER&state={state}", "not to the redirect URI"),
+    ("http://127.0.0.1:8888/other?code=ATTACKER&state={state}", "not to the redirect URI"),
+    ("https://127.0.0.1:8888/callback?code=ATTACKER&state={state}", "not to the redirect URI"),
+    ("ATTACKER", "the pasted URL goes to text that is not that URL"),
+    ("http://127.0.0.1:8888/callback?code=ATTACKER", "does not carry the state this sign-in sent"),
+    ("http://127.0.0.1:8888/callback?code=ATTACKER&state=guessed", "does not carry the state"),
+])
+def test_a_pasted_url_that_is_not_this_sign_ins_redirect_is_refused_before_spotify_hears_of_it(paste, pasted,
+                                                                                               complaint):
+    run, fake = paste
+    with pytest.raises(SignInError, match=complaint) as error:
+        run(lambda url: pasted.format(state=state_of(url)))
+    assert fake.count("POST", "/api/token") == 0 and "ATTACKER" not in str(error.value)
