@@ -264,34 +264,24 @@ def seven_rows(tmp_path) -> tuple[Path, list[str]]:
     return path, path.read_text().splitlines()
 
 
-@pytest.mark.parametrize("line, before, after", [
-    (3, ",Artist 2", ',"Artist 2'),  # the last value opens a quote that runs to the end of the file
-    (3, ",0.6,", ',"0.6,'),  # a number opens one: the row has too few fields
+@pytest.mark.parametrize("edits, expected", [
+    # the last value opens a quote that runs to the end of the file
+    ({3: (",Artist 2", ',"Artist 2')}, r"c\.csv: the row at line 4 is not well-formed CSV \(unexpected end of data"),
+    # a number opens one: the row has too few fields
+    ({3: (",0.6,", ',"0.6,')}, r"c\.csv: the row at line 4 is not well-formed CSV .*quote"),
+    # it closes at a later quote followed by text
+    ({3: (",Artist 2", ',"Artist 2'), 6: (",Artist 5", ',"Artist 5"')},
+     r"line 4 is not well-formed CSV \(',' expected after"),
+    # it pairs with a later quote: valid CSV, but the value holds whole rows
+    ({3: (",Artist 2", ',"Artist 2'), 5: ("Artist 4", 'Artist 4"')},
+     r"the value of 'artist' in data row 3 holds whole rows of the file"),
 ])
-def test_a_stray_quote_is_an_error_naming_its_line_never_rows_lost(tmp_path, line, before, after):
+def test_a_stray_quote_is_an_error_naming_its_line_never_rows_lost(tmp_path, edits, expected):
     path, lines = seven_rows(tmp_path)
-    lines[line] = lines[line].replace(before, after, 1)
+    for line, (before, after) in edits.items():
+        lines[line] = lines[line].replace(before, after, 1)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CatalogueError, match=r"c\.csv: the row at line 4 is not well-formed CSV .*quote"):
-        read_catalogue_files(path)
-
-
-def test_a_stray_quote_that_closes_rows_later_is_an_error(tmp_path):
-    path, lines = seven_rows(tmp_path)
-    lines[3] = lines[3].replace(",Artist 2", ',"Artist 2', 1)
-    lines[6] = lines[6].replace(",Artist 5", ',"Artist 5"', 1)
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CatalogueError, match=r"line 4 is not well-formed CSV \(',' expected after"):
-        read_catalogue_files(path)
-
-
-def test_rows_merged_into_a_well_formed_value_are_an_error(tmp_path):
-    """A quote that pairs with a later one makes valid CSV, but the value holds whole rows."""
-    path, lines = seven_rows(tmp_path)
-    lines[3] = lines[3].replace(",Artist 2", ',"Artist 2', 1)
-    lines[5] = lines[5] + '"'
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CatalogueError, match=r"the value of 'artist' in data row 3 holds whole rows of the file"):
+    with pytest.raises(CatalogueError, match=expected):
         read_catalogue_files(path)
 
 
