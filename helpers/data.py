@@ -37,7 +37,7 @@ from helpers.layouts import (
     mapped_layout, mode_numbers, pitch_classes, years_from_release_dates,
 )
 from helpers.paths import DEFAULT_CATALOGUE, REPO_ROOT, TIDYTUESDAY_CATALOGUE, save_parquet
-from helpers.validation import check_value_ranges
+from helpers.validation import check_value_ranges, shorten
 
 # The popular artists of 2000-2020 that the original design's step 1 kept.
 ORIGINAL_DESIGN_ARTISTS = (
@@ -439,11 +439,7 @@ def _check_no_merged_rows(path: Path, table: pa.Table, n_columns: int) -> None:
             row = int(np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0])
             raise CatalogueError(f"{path}: the value of '{name}' in data row {row + 1} holds whole rows of the "
                                  "file (a quote that opens a value and never closes it merged them): "
-                                 f"{_shorten(column[row].as_py())!r}.")
-
-
-def _shorten(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+                                 f"{shorten(column[row].as_py(), 120)!r}.")
 
 
 def _first_bad_number(path: Path, columns: Sequence[str], header: Sequence[str]) -> str | None:
@@ -492,9 +488,9 @@ def _read_fields(path: Path, header: Sequence[str], layout: Layout) -> _FileFiel
     except pa.ArrowInvalid as error:
         if "CSV parse error" in str(error):
             raise _locate_bad_row(path, header, columns["id"]) or CatalogueError(
-                f"{path}: {_shorten(' '.join(str(error).split()), 300)}.") from None
+                f"{path}: {shorten(error, 300)}.") from None
         numeric = [c for c, t in types.items() if t == pa.float64()]
-        problem = _first_bad_number(path, numeric, header) or _shorten(" ".join(str(error).split()), 300)
+        problem = _first_bad_number(path, numeric, header) or shorten(error, 300)
         raise CatalogueError(f"{path}: {problem}.") from None
     rows_expected = _check_rows_add_up(path, parsed, header, columns["id"])
     table = pa.table({field: parsed.table[column] for field, column in columns.items()})

@@ -44,6 +44,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from helpers.validation import shorten
+
 DEFAULT_LOG_NAME = "user_song_interactions.jsonl"
 SIMULATED_LOG_NAME = "simulated_interactions.jsonl"
 LOG_FILE_MODE = 0o600
@@ -333,11 +335,11 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
                 moment = record.moment
             except Exception as error:  # noqa: BLE001 - whatever breaks a line (RecursionError too) skips that line only
                 reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-                problems.append(f"line {number}: {_shorten(reason)}")
+                problems.append(f"line {number}: {shorten(reason, WARNING_LINE_CHARS)}")
                 continue
             key = (record.session_id, record.position)
             if key in first_line:
-                duplicates.append(f"line {number}: session {_shorten(record.session_id)} position "
+                duplicates.append(f"line {number}: session {shorten(record.session_id, WARNING_LINE_CHARS)} position "
                                   f"{record.position} is already at line {first_line[key]}")
                 continue
             first_line[key] = number
@@ -357,12 +359,6 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
     frame["played_id"] = pd.Series([record.played_id for record, _ in kept], dtype=object)
     frame["preview_duration_ms"] = pd.array([record.preview_duration_ms for record, _ in kept], dtype="Int64")
     return frame.astype(COLUMN_DTYPES)
-
-
-def _shorten(text: str, limit: int = WARNING_LINE_CHARS) -> str:
-    """`text` cut to `limit` characters, so that a huge malformed line gives a short warning."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def learning_log(feedback_dir: str | Path, source: str | None = None) -> tuple[pd.DataFrame, str]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from traitlets.config import Config
 
 from helpers.paths import NOTEBOOKS_DIR, ProjectPaths, create_private
-from helpers.validation import check_plain_data
+from helpers.validation import check_plain_data, shorten
 
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
 QUICK_PARAMETERS: dict[str, object] = {
@@ -112,7 +112,7 @@ def parse_value(text: str, name: str = "the parameter") -> object:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         if text.lstrip()[:1] in LITERAL_OPENERS:
-            raise ChainError(f"-p {name}: {_shorten(text)!r} starts like a Python literal but does not parse; "
+            raise ChainError(f"-p {name}: {shorten(text, 80)!r} starts like a Python literal but does not parse; "
                              "write a list as [1, 2], a dict as {'key': 'value'}, or quote the whole text "
                              "for a string") from None
         return text
@@ -129,10 +129,6 @@ def checked_parameters(parameters: dict[str, object]) -> dict[str, object]:
     return parameters
 
 
-def _shorten(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def check_parameter_types(given: dict[str, object], defaults: dict[str, str]) -> None:
     """ChainError for a value whose notebook default is a bool but is not one, or whose default is
     a number and the value a bool (`-p greedy yes`, `-p n_clusters true`)."""
@@ -143,7 +139,7 @@ def check_parameter_types(given: dict[str, object], defaults: dict[str, str]) ->
             continue
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ChainError(f"-p {name}: expected True or False (its notebook default is {default}), "
-                             f"got {_shorten(repr(value))}")
+                             f"got {shorten(repr(value), 80)}")
         if isinstance(value, bool) and type(default) in (int, float):
             raise ChainError(f"-p {name}: expected a number (its notebook default is {default}), got {value}")
 

@@ -73,6 +73,13 @@ def numeric_matrix(frame: pd.DataFrame, columns: Sequence[str], source: str) -> 
     return values
 
 
+def shorten(text: object, limit: int) -> str:
+    """`text` on one line (runs of whitespace become one space), cut to `limit` characters, so that a
+    huge value gives a short message."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
