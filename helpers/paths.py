@@ -57,6 +57,9 @@ ARTEFACTS: dict[str, Artefact] = {
     "policy_version": Artefact("models", "ppo_{architecture}_v{version}.pt", "08_finetune"),
     "version_rewards": Artefact("models", "ppo_{architecture}_v{version}.rewards.parquet", "08_finetune"),
     "version_record": Artefact("models", "ppo_{architecture}_v{version}.json", "08_finetune"),
+    # The live loop's listener model versions (helpers.live): the table first, the JSON (the version) last.
+    "taste_rewards": Artefact("models", "taste_v{version}.rewards.parquet", "07_spotify"),
+    "taste_record": Artefact("models", "taste_v{version}.json", "07_spotify"),
 }
 
 

@@ -4,6 +4,7 @@
     python -m helpers.play                            # offline unless Spotify credentials are set
     python -m helpers.play --start 2cQ9D0cQjUJmLs8rWFkcRH --device "Kitchen speaker"
     python -m helpers.play --offline --length 10 --log /tmp/interactions.jsonl
+    python -m helpers.play --browser --sessions 3         # learn between playlists: 3 in a row
 
 The Recommender turns a start track into a playlist: at each step the policy gives the
 candidates probabilities and one is chosen. A listener then plays the playlist, and each
@@ -18,6 +19,18 @@ finished track is appended to the interaction log as it happens (`helpers.sessio
 - `SimulatedListener` (helpers.listeners): notebook 04's listener model, instant and seeded
   (offline mode).
 
+With `--sessions N` the command learns between playlists (`helpers.live`): it fits the
+listener model (a taste posterior from the population prior) to every play of the learning log
+so far (`helpers.feedback.learning_log`: your real plays, or the simulated ones offline;
+previews left out), saves it as a new taste version in `models/` when the log changed, plans
+the playlist on a Thompson draw of it (seeded by `--seed` and the session number) and plays it;
+a session ends when its last song ends or is skipped, the model is updated from its plays and
+the next session begins. Each record's `model_version` names the policy and the taste version
+that chose it ("candidate-<digest>+taste-v2"); afterwards `Recommender.load()` (and this command
+without `--sessions`) serves the newest version's posterior-mean table. A version is written
+table first and JSON last, so an interrupted update leaves the previous version served. Without
+`--sessions`, one playlist from the model `Recommender.load()` serves, and nothing is learnt.
+
 Before any play request the command checks its input: the numbers are finite and positive, the
 length fits the catalogue, the log can be appended to, and the trained models and the neighbour
 index exist. Real plays are logged to `data/feedback/user_song_interactions.jsonl`, simulated
@@ -27,13 +40,16 @@ person's history), unless `--log` says otherwise.
 Exit status of the command: 0 played and logged to the end; 1 an error, before anything played
 or during the session (one line says what to do; playback is paused); 2 a malformed command
 line; 3 stopped early (playback paused too long, left the playlist, or never started); 130
-interrupted. In every case each track played so far is in the log, once.
+interrupted. With `--sessions`, the first session that does not play to the end stops the loop
+(after its plays are learnt) and gives the status. In every case each track played so far is in
+the log, once.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+import time
 import webbrowser
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -41,12 +57,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from helpers.embed import EmbedListener, PlayerView
 from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, SIMULATED_LOG_NAME, check_appendable, default_log_name
 from helpers.listeners import simulated_listener
+from helpers.live import LiveLearner, records_reader
 from helpers.paths import ProjectPaths
 from helpers.playback import Listener, PlaybackError
 from helpers.playlists import check_length, format_steps, missing_names, plan_playlist, playlist_table, playlist_tracks
@@ -106,7 +124,7 @@ def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: List
                    length: int, greedy: bool, seed: int | None, device_name: str | None = None,
                    poll_interval: float = 2.0, pause_timeout: float = 120.0, stack: ExitStack | None = None,
                    view: PlayerView | None = None, open_page: bool = True,
-                   announce: Callable[[str], None] = print) -> PlannedSession:
+                   announce: Callable[[str], None] = print, recommender: Recommender | None = None) -> PlannedSession:
     """Everything before the first play, checked, for `python -m helpers.play` and notebook 07.
 
     Loads the run's recommender, checks the length and the seconds, signs in to Spotify for a
@@ -114,13 +132,14 @@ def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: List
     policy unless `greedy`, with `seed`) and makes its listener: notebook 04's simulated
     listener, the person's Spotify device `device_name`, or Spotify's embed player on a local
     page ("embed": its server lives as long as `stack`, which only it needs), or in `view` when
-    given (notebook 07's widget, `helpers.embed_widget.EmbedWidget`).
+    given (notebook 07's widget, `helpers.embed_widget.EmbedWidget`). `recommender` replaces
+    the run's (the live loop's, planning on its listener model).
     """
     if kind == "embed" and stack is None and view is None:
         raise ValueError("the embed player's listener needs a `view`, or a `stack` to hold its local server")
     check_seconds("poll_interval", poll_interval)
     check_seconds("pause_timeout", pause_timeout)
-    recommender = load_recommender(paths)
+    recommender = recommender or load_recommender(paths)
     check_length(recommender, length)
     player = SpotifyPlayer.connect(settings) if kind == "spotify" else None
     if player:
@@ -143,6 +162,61 @@ def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: List
                                aliases=recommender.aliases_of(playlist_tracks(steps)))
 
     return PlannedSession(recommender, steps, table, make_listener)
+
+
+def check_sessions(sessions: int) -> int:
+    """`sessions` if it is a whole number >= 1, else ValueError."""
+    if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 1:
+        raise ValueError(f"--sessions must be a whole number of playlists >= 1, got {sessions!r}")
+    return sessions
+
+
+def session_seed(seed: int | None, session: int) -> int | None:
+    """The seed of session number `session` (0 first) of a loop seeded with `seed`."""
+    return None if seed is None else int(np.random.SeedSequence([seed, session]).generate_state(1)[0])
+
+
+def play_sessions(paths: ProjectPaths, settings: SpotifySettings, *, sessions: int | None, kind: ListenerKind,
+                  log_path: Path, own_log: bool = False, seed: int | None = None, progress: bool = True,
+                  show: Callable[[PlannedSession], None] | None = None, announce: Callable[[str], None] = print,
+                  **options) -> list[SessionResult]:
+    """Play `sessions` playlists, learning between them (`helpers.live`), or with `sessions`
+    None one playlist of the served model and no learning; `options` go to `set_up_session`.
+
+    Each session's playlist is planned on a Thompson draw of the listener model fitted to the
+    learning log (the run's, or `log_path` when `own_log`), played and logged; then the model is
+    refitted and saved as a new version. The loop stops after the first session that does not
+    play to the end. `show` sees each planned session before it plays.
+    """
+    if sessions is None:
+        planned = set_up_session(paths, settings, kind=kind, seed=seed, announce=announce, **options)
+        if show:
+            show(planned)
+        return [planned.play(log_path, progress=progress)]
+    check_sessions(sessions)
+    paths.existing("neighbours")
+    learner = LiveLearner(load_chain(paths), records_reader(paths, kind == "simulated", log_path if own_log else None))
+    learner.update()
+    announce(f"Listener model: {learner.message}; taste version {learner.version}.")
+    results: list[SessionResult] = []
+    ended: float | None = None
+    for number in range(sessions):
+        planned = set_up_session(paths, settings, kind=kind, seed=session_seed(seed, number), announce=announce,
+                                 recommender=learner.exploring(seed, number), **options)
+        switch = "" if ended is None else f"; ready {time.perf_counter() - ended:.2f} s after the last play"
+        announce(f"Session {number + 1} of {sessions}: planned on a Thompson draw of taste version "
+                 f"{learner.version} ({planned.recommender.model_version}){switch}.")
+        if show:
+            show(planned)
+        results.append(planned.play(log_path, progress=progress))
+        ended = time.perf_counter()
+        announce(results[-1].summary())
+        learner.update()
+        announce(f"Listener model: {learner.message}; saved as taste version {learner.version} "
+                 f"in {time.perf_counter() - ended:.2f} s.")
+        if results[-1].stop_reason != "finished":
+            break
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offline", action="store_true", help="simulated listener, even with credentials")
     parser.add_argument("--greedy", action="store_true",
                         help="always the most probable candidate (default: drawn from the policy)")
+    parser.add_argument("--sessions", metavar="N", type=int,
+                        help="play N playlists in a row, learning your taste between them; each update is saved "
+                             "as a taste version in models/ (default: one playlist, no learning)")
     parser.add_argument("--seed", type=int, help="seed of the start track, the choices and the simulated listener")
     parser.add_argument("--pkce", action="store_true", help="sign in with PKCE (no client secret)")
     parser.add_argument("--open-browser", action="store_true",
@@ -179,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sessions is not None and args.sessions < 1:
+        parser.error(f"--sessions must be at least 1 (playlists to play in a row), got {args.sessions}")
     paths = ProjectPaths.at(args.output_dir)
     log_path: Path | str = args.log or "the interaction log"
     try:
@@ -195,24 +275,31 @@ def main(argv: list[str] | None = None) -> int:
         kind: ListenerKind = "simulated" if offline else "embed" if args.browser else "spotify"
         log_path = session_log(paths, args.log, kind)
         with ExitStack() as stack:
-            planned = set_up_session(paths, settings, kind=kind, start_id=args.start, length=args.length,
-                                     greedy=args.greedy, seed=args.seed, device_name=args.device,
-                                     poll_interval=args.poll_interval, pause_timeout=args.pause_timeout,
-                                     stack=stack, open_page=not args.no_open)
-            print(planned.describe())
-            print(planned.table.to_string(index=False))
-            result = planned.play(log_path, progress=not args.no_progress)
+            results = play_sessions(paths, settings, sessions=args.sessions, kind=kind, log_path=log_path,
+                                    own_log=bool(args.log), seed=args.seed, progress=not args.no_progress,
+                                    show=show_planned, start_id=args.start, length=args.length,
+                                    greedy=args.greedy, device_name=args.device, poll_interval=args.poll_interval,
+                                    pause_timeout=args.pause_timeout, stack=stack, open_page=not args.no_open)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (PlaybackError, OSError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
+    result = results[-1]
     if result.stop_reason == "finished":
-        print(result.summary())
+        if args.sessions is None:
+            print(result.summary())
         return 0
-    print(result.summary(), file=sys.stderr)
+    if args.sessions is None:
+        print(result.summary(), file=sys.stderr)
     return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_STOPPED_EARLY
+
+
+def show_planned(planned: PlannedSession) -> None:
+    """The planned playlist on the terminal: the policy's steps, then the table."""
+    print(planned.describe())
+    print(planned.table.to_string(index=False))
 
 
 def browser_listener(server: EmbedServer, table: pd.DataFrame, *, open_page: bool = True) -> EmbedListener:

@@ -14,6 +14,9 @@ nothing scans the catalogue, so a 10-song playlist takes milliseconds even at 1.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,9 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.env import BatchPlaylistEnv, TrackPool, load_neighbour_index, neighbours_needed
+from helpers.env import (BatchPlaylistEnv, PlaylistBatch, TrackPool, load_neighbour_index, local_env, local_rows,
+                         neighbours_needed)
 from helpers.listeners import ListenerModel
-from helpers.paths import ARTEFACTS, ProjectPaths, missing_artefact, read_parquet
+from helpers.paths import ARTEFACTS, ProjectPaths, missing_artefact, read_parquet, save_parquet, write_text_atomic
 from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
 from helpers.rewards import RewardWeights
 from helpers.songs import resolve_song_ids
@@ -73,6 +77,55 @@ def version_record_path(models_dir: str | Path, version: int, architecture: str 
     return Path(models_dir) / ARTEFACTS["version_record"].name.format(architecture=architecture, version=version)
 
 
+def taste_file(models_dir: str | Path, artefact: str, version: int) -> Path:
+    """The `artefact` ("taste_rewards" or "taste_record") of taste `version` (see `helpers.live`)."""
+    return Path(models_dir) / ARTEFACTS[artefact].name.format(version=version)
+
+
+def taste_versions(models_dir: str | Path) -> list[int]:
+    """The saved taste versions in `models_dir`, oldest first (those whose JSON record exists)."""
+    prefix, suffix = ARTEFACTS["taste_record"].name.split("{version}")
+    numbers = (path.name.removeprefix(prefix).removesuffix(suffix) for path in Path(models_dir).glob(f"{prefix}*{suffix}"))
+    return sorted(int(number) for number in numbers if number.isdigit())
+
+
+def taste_record(models_dir: str | Path, version: int) -> dict:
+    """The JSON record of taste `version`."""
+    return json.loads(taste_file(models_dir, "taste_record", version).read_text())
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_taste_rewards(models_dir: str | Path, version: int, ids: np.ndarray) -> np.ndarray:
+    """Taste `version`'s reward of each song of `ids` (the catalogue's order); a ValueError when its
+    rewards file does not match its record's digest or lacks a song."""
+    path = taste_file(models_dir, "taste_rewards", version)
+    if file_digest(path) != taste_record(models_dir, version)["rewards_sha256"]:
+        raise ValueError(f"{path} is not the file taste version {version} saved (its sha256 differs)")
+    table = read_parquet(path, ["id", "reward"]).set_index("id")["reward"].reindex(pd.Index(ids))
+    if table.isna().any():
+        raise ValueError(f"{path} lacks {int(table.isna().sum())} song(s) of the catalogue, e.g. "
+                         f"{table.index[table.isna()][:3].tolist()}: the catalogue changed since; play again")
+    return table.to_numpy(np.float64)
+
+
+def save_taste_version(models_dir: str | Path, ids: np.ndarray, rewards: np.ndarray, record: dict) -> int:
+    """Save the next taste version: its rewards table first, its JSON `record` (with the version and
+    the table's digest added) last; returns the version."""
+    version = max(taste_versions(models_dir), default=0) + 1
+    path = save_parquet(pd.DataFrame({"id": ids, "reward": rewards}), taste_file(models_dir, "taste_rewards", version))
+    record = {"version": version, **record, "rewards_sha256": file_digest(path)}
+    write_text_atomic(taste_file(models_dir, "taste_record", version), json.dumps(record, indent=2) + "\n")
+    return version
+
+
+def taste_model_version(policy: str, taste_version: int | None) -> str:
+    """The `model_version` a log record names: the policy's, and the taste version when one is served."""
+    return policy if taste_version is None else f"{policy}+taste-v{taste_version}"
+
+
 class PlaylistStep(TypedDict):
     """One step of a playlist: the current track, its candidates with their probabilities, the pick.
 
@@ -91,19 +144,37 @@ class PlaylistStep(TypedDict):
 
 
 class Recommender:
-    """A trained policy over its catalogue. Build it with `Recommender.load()`."""
+    """A trained policy over its catalogue. Build it with `Recommender.load()`.
+
+    `taste_version` is the listener model's version whose table the pool holds (None: notebook
+    05's or a fine-tuned version's); `model_version` names the policy and that version.
+    """
 
     def __init__(self, run: TrainingRun, pool: TrackPool, neighbours_path: Path,
-                 reward_weights: RewardWeights | None = None, *, aliases: pd.DataFrame | None = None):
+                 reward_weights: RewardWeights | None = None, *, aliases: pd.DataFrame | None = None,
+                 taste_version: int | None = None):
         self.run = run
         self.pool = pool
         self.neighbours_path = neighbours_path
         self.reward_weights = reward_weights  # notebook 05's, read by `load`; None when not known
         self.aliases = aliases  # notebook 01's id -> song_id; None: only the songs' own ids
-        self.model_version: str = run.model_version()
+        self.taste_version = taste_version
+        self.model_version: str = taste_model_version(run.model_version(), taste_version)
         self.n_candidates: int = run.config.n_candidates
         self._envs: dict[int, BatchPlaylistEnv] = {}
+        self._neighbours: dict[int, np.ndarray] = {}
+        self._served: Callable[[np.ndarray], np.ndarray] | None = None
         run.agent.eval()
+
+    def serving(self, rewards: Callable[[np.ndarray], np.ndarray], taste_version: int) -> "Recommender":
+        """This recommender planning on another table: `rewards(rows)` gives the reward of the
+        catalogue's `rows`, asked only for the songs a playlist can reach (`helpers.env.local_rows`),
+        so a new table costs no pass over the catalogue. Its records name `taste_version`."""
+        served = Recommender(self.run, self.pool, self.neighbours_path, self.reward_weights, aliases=self.aliases,
+                             taste_version=taste_version)
+        served.__dict__.update(_neighbours=self._neighbours, _served=rewards, track_table=self.track_table,
+                               _labels=self._labels)
+        return served
 
     @classmethod
     def load(cls, output_dir: str | Path | None = None, *, architecture: str = DEFAULT_ARCHITECTURE,
@@ -155,14 +226,13 @@ class Recommender:
         `song_id`; default: a random track drawn with `seed`). `greedy` picks the most probable
         candidate; otherwise candidates are sampled from the policy with `seed`.
         """
-        env = self._env(length)
         rng = np.random.default_rng(seed)
         start = (self.pool.rows_of(self.song_id(start_id))[0] if start_id is not None
                  else rng.integers(self.pool.n_tracks))
         generator = torch.Generator().manual_seed(int(rng.integers(2**32))) if not greedy else None
-        ids = self.pool.ids
-        names, artists = self._labels
-        batch = env.reset(np.array([start]))
+        env, batch, rows = self._start(int(start), length)
+        ids, (names, artists) = (self.pool.ids, self._labels) if rows is None else (
+            self.pool.ids[rows], (labels[rows] for labels in self._labels))
         steps: list[PlaylistStep] = []
         with torch.no_grad():
             while batch is not None:
@@ -181,12 +251,30 @@ class Recommender:
                 batch, _, _ = env.step(np.array([action]))
         return steps
 
+    def _start(self, start: int, length: int) -> tuple[BatchPlaylistEnv, PlaylistBatch, np.ndarray | None]:
+        """An environment at `start`, its first observation and its catalogue rows (None: all of them):
+        the whole catalogue's for the pool's table, the reachable songs' for a `serving` table."""
+        if self._served is None:
+            env = self._env(length)
+            return env, env.reset(np.array([start])), None
+        playlists = np.full((1, length), -1, dtype=np.int64)
+        playlists[0, 0] = start
+        neighbours = self._index(length)
+        rows = local_rows(neighbours, playlists, length, self.n_candidates)
+        env, batch = local_env(self.pool, neighbours, playlists, rows, self._served(rows), length, self.n_candidates)
+        return env, batch, rows
+
+    def _index(self, length: int) -> np.ndarray:
+        """The neighbour index wide enough for playlists of `length`, read once."""
+        width = neighbours_needed(length, self.n_candidates)
+        if width not in self._neighbours:
+            self._neighbours[width] = load_neighbour_index(self.pool, width, self.neighbours_path)
+        return self._neighbours[width]
+
     def _env(self, length: int) -> BatchPlaylistEnv:
-        """A one-playlist environment for playlists of `length` (its neighbour index read once)."""
+        """A one-playlist environment for playlists of `length` over the whole catalogue."""
         if length not in self._envs:
-            width = neighbours_needed(length, self.n_candidates)
-            neighbours = load_neighbour_index(self.pool, width, self.neighbours_path)
-            self._envs[length] = BatchPlaylistEnv(self.pool, neighbours, length, self.n_candidates)
+            self._envs[length] = BatchPlaylistEnv(self.pool, self._index(length), length, self.n_candidates)
         return self._envs[length]
 
 
@@ -206,6 +294,7 @@ class TrainedChain:
     pool: TrackPool
     run: TrainingRun
     weights: RewardWeights
+    taste_version: int | None = None  # the listener model's version whose rewards `table` holds
 
     @property
     def neighbours_path(self) -> Path:
@@ -231,16 +320,19 @@ class TrainedChain:
 
     def recommender(self) -> Recommender:
         """The Recommender serving this version, its neighbour index ready for its playlists."""
-        recommender = Recommender(self.run, self.pool, self.neighbours_path, self.weights, aliases=self.aliases)
+        recommender = Recommender(self.run, self.pool, self.neighbours_path, self.weights, aliases=self.aliases,
+                                  taste_version=self.taste_version)
         recommender._env(self.run.config.playlist_length)
         return recommender
 
 
 def load_chain(output_dir: str | Path | ProjectPaths | None = None, *, architecture: str = DEFAULT_ARCHITECTURE,
-               version: int | None = None) -> TrainedChain:
+               version: int | None = None, taste: bool = True) -> TrainedChain:
     """What the chain run at `output_dir` (default: the repository) left: `version` of the
     `architecture` policy ("candidate", the default, or "original"; 0: notebook 06's, 1, 2, ...:
-    fine-tuned by notebook 08; default: the newest) with the rewards table it serves.
+    fine-tuned by notebook 08; default: the newest) with the rewards table it serves: its own,
+    with the rewards of the newest listener model version in place when the live loop saved one
+    (`helpers.live`; `taste=False`: without).
 
     A missing or damaged file is an error naming the notebook that writes it.
     """
@@ -257,5 +349,10 @@ def load_chain(output_dir: str | Path | ProjectPaths | None = None, *, architect
     pool = TrackPool.from_table(table, source=str(paths.file("rewards")) if version == 0 else
                                 str(version_rewards_path(paths.models, version, architecture)))
     run = TrainingRun.load(version_path(paths.models, version, architecture), pool)
+    tastes = taste_versions(paths.models) if taste else []
+    taste_version = tastes[-1] if tastes else None
+    if taste_version is not None:  # the policy was checked against its own table; it serves the taste version's
+        table = table.assign(reward=read_taste_rewards(paths.models, taste_version, table["id"].to_numpy()))
+        pool = TrackPool.from_table(table, source=str(taste_file(paths.models, "taste_rewards", taste_version)))
     weights = RewardWeights.load(paths.file("reward_weights"))
-    return TrainedChain(paths, architecture, version, table, pool, run, weights)
+    return TrainedChain(paths, architecture, version, table, pool, run, weights, taste_version)
