@@ -21,6 +21,7 @@ not rebuild the catalogue's environment.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,8 @@ class LiveLearner:
         self.proximity = table["proximity_score"].to_numpy(np.float64)
         self.like_threshold = chain.listener_model.like_threshold
         self.base = Recommender(chain.run, chain.pool, chain.neighbours_path, chain.weights, aliases=chain.aliases)
-        self.model = TasteModel(chain.pool.latents, table["cluster"].to_numpy(np.int64), prior, seed=TASTE_SEED)
+        self.prior_model = TasteModel(chain.pool.latents, table["cluster"].to_numpy(np.int64), prior, seed=TASTE_SEED)
+        self.model = self.prior_model
         saved = taste_versions(chain.paths.models)
         self.version = saved[-1] if saved else 0  # 0: the population prior, no plays
         self.message = ""
@@ -95,7 +97,7 @@ class LiveLearner:
             return self.version
         rows = self.song_rows(records["track_id"])
         known = rows >= 0
-        model = TasteModel(self.model.latents, self.model.clusters, self.prior, seed=TASTE_SEED)
+        model = copy.copy(self.prior_model)  # no plays yet; observing replaces, never mutates, its arrays
         order = records[known].groupby("session_id", sort=False)["timestamp"].min().sort_values().index
         for session in order:
             mask = known & (records["session_id"] == session).to_numpy()

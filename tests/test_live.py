@@ -70,9 +70,9 @@ def test_two_offline_sessions_the_second_is_planned_on_the_model_the_first_updat
     chain = load_chain(live_run, taste=False)
     prior = LiveLearner(chain, lambda: (first_plays.iloc[:0], "nothing"))
     rows = chain.pool.rows_of(first_plays["track_id"])
-    prior_table = prior.model.expected_rewards(prior.proximity, chain.weights, prior.like_threshold)
+    prior_table = prior.prior_model.expected_rewards(prior.proximity, chain.weights, prior.like_threshold)
     moved = read_taste_rewards(live_run.models, 1, chain.pool.ids)[rows] - prior_table[rows]
-    surprise = first_plays["percentage_listened"].to_numpy() - prior.model.prior_mean[rows]
+    surprise = first_plays["percentage_listened"].to_numpy() - prior.prior_model.prior_mean[rows]
     assert np.corrcoef(moved, surprise)[0, 1] > 0.8
 
     # The second playlist is exactly the one a Thompson draw of version 1 gives.
