@@ -261,7 +261,8 @@ class Recommender:
         playlists[0, 0] = start
         neighbours = self._index(length)
         rows = local_rows(neighbours, playlists, length, self.n_candidates)
-        env, batch = local_env(self.pool, neighbours, playlists, rows, self._served(rows), length, self.n_candidates)
+        env, batch = local_env(self.pool, neighbours, playlists, rows, rewards=self._served(rows),
+                               playlist_length=length, n_candidates=self.n_candidates)
         return env, batch, rows
 
     def _index(self, length: int) -> np.ndarray:
