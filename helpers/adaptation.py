@@ -394,7 +394,7 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
 def load_served_chain(output_dir: str | Path | ProjectPaths | None = None) -> ServedChain:
     """What the chain at `output_dir` serves (`helpers.recommend.load_chain`, version 0): notebook 05's
     table and weights, notebook 04's listener model, notebook 06's default policy and its neighbour index."""
-    trained = load_chain(output_dir, version=0)
+    trained = load_chain(output_dir, version=0, taste=False)  # never a table a live loop learnt
     return ServedChain(trained.pool, trained.neighbours(), trained.run, trained.weights, trained.listener_model,
                        checkpoint_path(trained.paths.models))
 
