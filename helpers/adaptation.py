@@ -49,7 +49,7 @@ from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
 from helpers.recommend import checkpoint_path, load_chain, version_path
 from helpers.rewards import RewardWeights, interaction_score, reward, reward_range
-from helpers.taste import TasteModel, TastePrior
+from helpers.taste import THOMPSON_SCALE, TasteModel, TastePrior
 
 CHECKPOINTS = (1, 3, 10)
 FEEDBACK = DriftSettings()  # notebook 08's update and fine-tune settings (confidence, prior, learning rate, head reset)
@@ -153,7 +153,7 @@ class TasteLearner:
     name = "taste model"
 
     def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None, *,
-                 exploration: float = 0.5, seed: int = 0) -> None:
+                 exploration: float = THOMPSON_SCALE, seed: int = 0) -> None:
         if exploration < 0:
             raise ValueError(f"exploration must be >= 0, got {exploration}")
         self.chain = chain

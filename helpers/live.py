@@ -34,9 +34,8 @@ from helpers.finetune import log_provenance
 from helpers.paths import ProjectPaths
 from helpers.recommend import (Recommender, TrainedChain, save_taste_version, taste_model_version, taste_record,
                               taste_versions)
-from helpers.taste import TastePrior, TasteModel
+from helpers.taste import THOMPSON_SCALE, TastePrior, TasteModel
 
-THOMPSON_SCALE = 0.5  # the Thompson draw's spread, times the posterior's (the measured default)
 TASTE_SEED = 0  # the model's random Fourier features: one fixed basis, so versions compare
 RecordsReader = Callable[[], tuple[pd.DataFrame, str]]
 

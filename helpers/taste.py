@@ -38,6 +38,7 @@ from helpers.people import expected_rewards
 from helpers.rewards import RewardWeights
 
 CHUNK = 262_144  # songs per block when predicting, so memory stays small at 1.2M songs
+THOMPSON_SCALE = 0.5  # the exploring draw's spread, times the posterior's: the adaptation benchmark's choice
 
 
 @dataclass(frozen=True)
