@@ -30,6 +30,7 @@ from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
 from helpers.adaptation import CHECKPOINTS, LEARNERS, Study, load_served_chain, make_learner, summarise
+from helpers.paths import write_text_atomic
 from helpers.people import SCENARIOS, make_person
 from helpers.plots import adaptation_figure, save_figure
 
@@ -70,21 +71,22 @@ def main() -> None:
     tasks = [(catalogue, scenario, seed) for catalogue in args.catalogues for scenario in args.scenarios
              for seed in args.seeds]
     began = time.perf_counter()
+    folder = results_folder(args)
     # Spawned workers: a forked torch thread pool can deadlock (see drift_benchmark.py).
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(measure, *task, args.learners, args.eval_starts) for task in tasks]
         frames = []
         for (catalogue, scenario, seed), future in zip(tasks, futures):
             frames.append(future.result())
+            # Rewritten after every measure, so a long run that stops keeps what it finished.
+            write_text_atomic(folder / "adaptation_benchmark.csv", pd.concat(frames).to_csv(index=False))
             print(f"{catalogue.name} / {scenario} / seed {seed}: done ({time.perf_counter() - began:.0f} s)", flush=True)
     results = pd.concat(frames, ignore_index=True)
-    folder = results_folder(args)
-    results.to_csv(folder / "adaptation_benchmark.csv", index=False)
     summary = summarise(results)
     report = [f"# Adaptation benchmark\n\n{len(args.seeds)} listener seeds, {args.eval_starts} held-out starts, "
               f"checkpoints after {', '.join(map(str, CHECKPOINTS))} playlists; {os.cpu_count()} CPUs, "
               f"{time.perf_counter() - began:.0f} s in all.\n", markdown_table(summary)]
-    (folder / "adaptation_benchmark.md").write_text("\n".join(report) + "\n")
+    write_text_atomic(folder / "adaptation_benchmark.md", "\n".join(report) + "\n")
     save_figure(adaptation_figure(summary), "adaptation_benchmark", folder)
     print("\n".join(report))
 

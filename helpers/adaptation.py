@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -319,6 +319,10 @@ class Study:
     person: Person
     learning_starts: np.ndarray
     eval_starts: np.ndarray
+    # A person whose taste never moves has the same best playlists and references for every
+    # learner: computed once (exact searches are most of a learner's measure).
+    _best_from: dict[int, float] = field(default_factory=dict, repr=False)
+    _references: dict[str, float] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, chain: ServedChain, person: Person, seed: int, *, n_learning: int = max(CHECKPOINTS),
@@ -344,9 +348,10 @@ class Study:
     def run(self, learner: Learner, checkpoints: Sequence[int] = CHECKPOINTS, plan: bool = True) -> pd.DataFrame:
         """Play the learning playlists to a private copy of the person; one row per checkpoint."""
         person = copy.deepcopy(self.person)
-        rows, regret, references = [], 0.0, None
         static = person.drift_rate == 0
-        best_from: dict[int, float] = {}
+        rows, regret, references = [], 0.0, self._references if static else None
+        best_from = self._best_from if static else {}
+        last_table, planned = None, np.nan
         for number, start in enumerate(self.learning_starts[: max(checkpoints)], start=1):
             truth = person.true_rewards(self.chain.proximity, self.chain.weights)
             if not static or start not in best_from:
@@ -358,10 +363,15 @@ class Study:
                 continue
             truth = person.true_rewards(self.chain.proximity, self.chain.weights)
             references = self.references(person) if (references is None or not static) else references
+            if static:
+                self._references = references
             achieved = playlist_returns(learner.playlists(self.eval_starts), truth).mean()
             table = learner.table() if plan else None
-            planned = (playlist_returns(self.chain.planned_playlists(table, self.eval_starts), truth).mean()
-                       if table is not None else np.nan)
+            if table is None:
+                planned = np.nan
+            elif not (static and table is last_table):  # an unchanged table plans the same playlists
+                planned = playlist_returns(self.chain.planned_playlists(table, self.eval_starts), truth).mean()
+            last_table = table
             rows.append({"learner": learner.name, "playlists": number, "return": achieved, "planned": planned,
                          "regret": regret, **{f"R_{name}": value for name, value in references.items()}})
         frame = pd.DataFrame(rows)
