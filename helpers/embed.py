@@ -157,6 +157,7 @@ class EmbedListener:
         self._version = 0  # counts the changes, so that a page keeps the newest state it was sent
         self._status = "waiting"
         self._message = "waiting for a playlist"
+        self._note = ""  # what comes after the playlist that ended (the live loop's next one)
         view.attach(self.receive)
         self._publish()
 
@@ -168,14 +169,12 @@ class EmbedListener:
         """What the page shows: the playlist, each song's label and what was logged of it."""
         with self._lock:
             playlist = self._playlist
-            if playlist is None:
-                return {"version": self._version, "playlist_id": None, "songs": [], "status": self._status,
-                        "message": self._message}
-            songs = [{"id": track_id, "uri": f"spotify:track:{track_id}", **self.labels.get(track_id, {}),
-                      "heard_ms": song.heard_ms, "duration_ms": song.duration_ms, "liked": song.liked, "logged": song.logged}
-                     for track_id, song in zip(playlist.track_ids, playlist.songs)]
-            return {"version": self._version, "playlist_id": playlist.playlist_id, "songs": songs, "status": self._status,
-                    "message": self._message}
+            songs = [] if playlist is None else [
+                {"id": track_id, "uri": f"spotify:track:{track_id}", **self.labels.get(track_id, {}),
+                 "heard_ms": song.heard_ms, "duration_ms": song.duration_ms, "liked": song.liked, "logged": song.logged}
+                for track_id, song in zip(playlist.track_ids, playlist.songs)]
+            return {"version": self._version, "playlist_id": None if playlist is None else playlist.playlist_id,
+                    "songs": songs, "status": self._status, "message": self._message, "note": self._note}
 
     def listen(self, track_ids: Sequence[str], on_finished: OnFinished) -> StopReason:
         """Play `track_ids` in the page, report each song heard once, and say why it stopped."""
@@ -185,6 +184,7 @@ class EmbedListener:
         with self._lock:
             self._playlist = playlist
             self._over.clear()
+            self._note = ""
             self._set_status("playing", "press play" if self.view.gone_for() is None else "open the player page")
         try:
             reason = self._wait(playlist)
@@ -201,6 +201,12 @@ class EmbedListener:
         if failure and playlist.stop_reason != "finished":
             raise PlaybackError(failure)
         return playlist.stop_reason
+
+    def note(self, text: str) -> None:
+        """Say on the page, after the playlist that ended, what comes next (until the next `listen`)."""
+        with self._lock:
+            self._note = text
+            self._publish()
 
     def stop(self) -> None:
         """End the current `listen` as the stop button does ("interrupted")."""

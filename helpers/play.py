@@ -25,9 +25,11 @@ so far (`helpers.feedback.learning_log`: your real plays, or the simulated ones 
 previews left out), saves it as a new taste version in `models/` when the log changed, plans
 the playlist on a Thompson draw of it (seeded by `--seed` and the session number) and plays it;
 a session ends when its last song ends or is skipped, the model is updated from its plays and
-the next session begins. Each record's `model_version` names the policy and the taste version
-that chose it ("candidate-<digest>+taste-v2"); afterwards `Recommender.load()` (and this command
-without `--sessions`) serves the newest version's posterior-mean table. A version is written
+the next session begins. With `--browser` every playlist plays in the one page (`EmbedPlayer`),
+which says what comes next meanwhile and starts the next playlist by itself once you pressed
+play. Each record's `model_version` names the policy and the taste version that chose it
+("candidate-<digest>+taste-v2"); afterwards `Recommender.load()` (and this command without
+`--sessions`) serves the newest version's posterior-mean table. A version is written
 table first and JSON last, so an interrupted update leaves the previous version served. Without
 `--sessions`, one playlist from the model `Recommender.load()` serves, and nothing is learnt.
 
@@ -120,44 +122,76 @@ class PlannedSession:
         return play_session(self.recommender, self.make_listener(), self.steps, log_path, progress=progress)
 
 
+class EmbedPlayer:
+    """Spotify's embed player, one page for every playlist of a run, and its one listener.
+
+    The page is `view` (notebook 07's widget, `helpers.embed_widget.EmbedWidget`), or else a
+    local page (`helpers.embed_server`) served as long as `stack` and opened in the default
+    browser (only its address printed when not `open_page`). The listener, and the local page,
+    are made when the first playlist starts; each next playlist replaces the last on the page.
+    """
+
+    def __init__(self, view: PlayerView | None = None, *, stack: ExitStack | None = None, open_page: bool = True,
+                 announce: Callable[[str], None] = print) -> None:
+        if view is None and stack is None:
+            raise ValueError("the embed player needs a `view` (notebook 07's widget), or a `stack` to hold its "
+                             "local page's server")
+        self.view, self.stack, self.open_page, self.announce = view, stack, open_page, announce
+        self._listener: EmbedListener | None = None
+
+    def listener(self, table: pd.DataFrame) -> EmbedListener:
+        """The page's listener, with the songs of `table` (`helpers.playlists.playlist_table`) to show."""
+        if self._listener is None:
+            self._listener = EmbedListener(self.view if self.view is not None else self._open_local_page())
+        self._listener.label(table)
+        return self._listener
+
+    def note(self, text: str) -> None:
+        """Say on the page what comes next (until the next playlist starts)."""
+        if self._listener is not None:
+            self._listener.note(text)
+
+    def _open_local_page(self) -> EmbedServer:
+        server = self.stack.enter_context(EmbedServer())
+        self.announce(f"The player is at {server.url}" + ("" if self.open_page else ": open it in your browser") +
+                      "\nPress play there; Ctrl-C or the page's stop button ends the session.")
+        if self.open_page:
+            webbrowser.open(server.url)
+        return server
+
+
 def set_up_session(paths: ProjectPaths, settings: SpotifySettings, *, kind: ListenerKind, start_id: str | None,
                    length: int, greedy: bool, seed: int | None, device_name: str | None = None,
-                   poll_interval: float = 2.0, pause_timeout: float = 120.0, stack: ExitStack | None = None,
-                   view: PlayerView | None = None, open_page: bool = True,
+                   poll_interval: float = 2.0, pause_timeout: float = 120.0, player: EmbedPlayer | None = None,
                    announce: Callable[[str], None] = print, recommender: Recommender | None = None) -> PlannedSession:
     """Everything before the first play, checked, for `python -m helpers.play` and notebook 07.
 
     Loads the run's recommender, checks the length and the seconds, signs in to Spotify for a
     "spotify" listener, plans the playlist from `start_id` (random when None; drawn from the
     policy unless `greedy`, with `seed`) and makes its listener: notebook 04's simulated
-    listener, the person's Spotify device `device_name`, or Spotify's embed player on a local
-    page ("embed": its server lives as long as `stack`, which only it needs), or in `view` when
-    given (notebook 07's widget, `helpers.embed_widget.EmbedWidget`). `recommender` replaces
-    the run's (the live loop's, planning on its listener model).
+    listener, the person's Spotify device `device_name`, or Spotify's embed player ("embed":
+    `player`'s page, the same for every playlist it plays). `recommender` replaces the run's
+    (the live loop's, planning on its listener model).
     """
-    if kind == "embed" and stack is None and view is None:
-        raise ValueError("the embed player's listener needs a `view`, or a `stack` to hold its local server")
+    if kind == "embed" and player is None:
+        raise ValueError("the embed player's listener needs an EmbedPlayer (its widget, or a stack for its local page)")
     check_seconds("poll_interval", poll_interval)
     check_seconds("pause_timeout", pause_timeout)
     recommender = recommender or load_recommender(paths)
     check_length(recommender, length)
-    player = SpotifyPlayer.connect(settings) if kind == "spotify" else None
-    if player:
-        announce(f"Signed in to Spotify as {player.user_name}.")
+    spotify = SpotifyPlayer.connect(settings) if kind == "spotify" else None
+    if spotify:
+        announce(f"Signed in to Spotify as {spotify.user_name}.")
     steps = plan_playlist(recommender, start_id, length, greedy=greedy, seed=seed)
-    names = player.track_names(missing_names(steps, recommender.track_table)) if player else {}
+    names = spotify.track_names(missing_names(steps, recommender.track_table)) if spotify else {}
     table = playlist_table(steps, recommender.track_table, names)
 
     def make_listener() -> Listener:
-        if kind == "embed" and view is not None:
-            listener = EmbedListener(view)
-            listener.label(table)
-            return listener
         if kind == "embed":
-            return browser_listener(stack.enter_context(EmbedServer()), table, open_page=open_page)
-        if player is None:
+            return player.listener(table)
+        if spotify is None:
             return simulated_listener(paths, recommender.track_table["cluster"], seed=seed)
-        return SpotifyListener(player, device_name=device_name, poll_interval=poll_interval,
+        return SpotifyListener(spotify, device_name=device_name, poll_interval=poll_interval,
                                pause_timeout=pause_timeout, announce=announce,
                                aliases=recommender.aliases_of(playlist_tracks(steps)))
 
@@ -179,17 +213,18 @@ def session_seed(seed: int | None, session: int) -> int | None:
 def play_sessions(paths: ProjectPaths, settings: SpotifySettings, *, sessions: int | None, kind: ListenerKind,
                   log_path: Path, own_log: bool = False, seed: int | None = None, progress: bool = True,
                   show: Callable[[PlannedSession], None] | None = None, announce: Callable[[str], None] = print,
-                  **options) -> list[SessionResult]:
+                  player: EmbedPlayer | None = None, **options) -> list[SessionResult]:
     """Play `sessions` playlists, learning between them (`helpers.live`), or with `sessions`
     None one playlist of the served model and no learning; `options` go to `set_up_session`.
 
     Each session's playlist is planned on a Thompson draw of the listener model fitted to the
     learning log (the run's, or `log_path` when `own_log`), played and logged; then the model is
     refitted and saved as a new version. The loop stops after the first session that does not
-    play to the end. `show` sees each planned session before it plays.
+    play to the end. `show` sees each planned session before it plays. The embed `player` plays
+    every playlist on its one page, which says between two what comes next.
     """
     if sessions is None:
-        planned = set_up_session(paths, settings, kind=kind, seed=seed, announce=announce, **options)
+        planned = set_up_session(paths, settings, kind=kind, seed=seed, announce=announce, player=player, **options)
         if show:
             show(planned)
         return [planned.play(log_path, progress=progress)]
@@ -202,7 +237,7 @@ def play_sessions(paths: ProjectPaths, settings: SpotifySettings, *, sessions: i
     ended: float | None = None
     for number in range(sessions):
         planned = set_up_session(paths, settings, kind=kind, seed=session_seed(seed, number), announce=announce,
-                                 recommender=learner.exploring(seed, number), **options)
+                                 recommender=learner.exploring(seed, number), player=player, **options)
         switch = "" if ended is None else f"; ready {time.perf_counter() - ended:.2f} s after the last play"
         announce(f"Session {number + 1} of {sessions}: planned on a Thompson draw of taste version "
                  f"{learner.version} ({planned.recommender.model_version}){switch}.")
@@ -211,6 +246,8 @@ def play_sessions(paths: ProjectPaths, settings: SpotifySettings, *, sessions: i
         results.append(planned.play(log_path, progress=progress))
         ended = time.perf_counter()
         announce(results[-1].summary())
+        if player is not None and results[-1].stop_reason == "finished" and number + 1 < sessions:
+            player.note(f"Learning from what you heard: playlist {number + 2} of {sessions} comes next.")
         learner.update()
         announce(f"Listener model: {learner.message}; saved as taste version {learner.version} "
                  f"in {time.perf_counter() - ended:.2f} s.")
@@ -275,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         kind: ListenerKind = "simulated" if offline else "embed" if args.browser else "spotify"
         log_path = session_log(paths, args.log, kind)
         with ExitStack() as stack:
+            player = EmbedPlayer(stack=stack, open_page=not args.no_open) if kind == "embed" else None
             results = play_sessions(paths, settings, sessions=args.sessions, kind=kind, log_path=log_path,
                                     own_log=bool(args.log), seed=args.seed, progress=not args.no_progress,
                                     show=show_planned, start_id=args.start, length=args.length,
                                     greedy=args.greedy, device_name=args.device, poll_interval=args.poll_interval,
-                                    pause_timeout=args.pause_timeout, stack=stack, open_page=not args.no_open)
+                                    pause_timeout=args.pause_timeout, player=player)
     except KeyboardInterrupt:
         print(f"interrupted: the tracks finished so far, if any, are logged in {log_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -300,18 +338,6 @@ def show_planned(planned: PlannedSession) -> None:
     """The planned playlist on the terminal: the policy's steps, then the table."""
     print(planned.describe())
     print(planned.table.to_string(index=False))
-
-
-def browser_listener(server: EmbedServer, table: pd.DataFrame, *, open_page: bool = True) -> EmbedListener:
-    """The embed player's listener on `server`'s page, with `table`'s songs; the page is opened
-    in the default browser (or only its address printed)."""
-    listener = EmbedListener(server)
-    listener.label(table)
-    print(f"The player is at {server.url}" + ("" if open_page else ": open it in your browser") +
-          "\nPress play there; Ctrl-C or the page's stop button ends the session.")
-    if open_page:
-        webbrowser.open(server.url)
-    return listener
 
 
 def one_line(error: Exception) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from embed_browser import browser, page, standin_origin  # noqa: F401 - the embed player's browser fixtures, one of each
+from helpers.paths import ProjectPaths
 
 
 def synthetic_catalogue_module() -> ModuleType:
@@ -123,3 +124,31 @@ def offline_run(tmp_path) -> Path:
     paths = ProjectPaths.at(tmp_path).ensure()
     draw_listener_model(n_clusters=6, seed=0).to_json(paths.processed / "listener_model.json")
     return tmp_path
+
+
+LIVE_LENGTH = 8  # the longest playlist the live run's neighbour index serves
+
+
+@pytest.fixture
+def live_run(tmp_path) -> ProjectPaths:
+    """A run folder with what the live loop reads: notebook 05's table and weights, 04's listener
+    model, an (untrained) default policy and its neighbour index."""
+    from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
+    from helpers.listeners import draw_listener_model
+    from helpers.ppo import PPOConfig, TrainingRun
+    from helpers.recommend import checkpoint_path
+    from helpers.rewards import RewardWeights
+
+    paths = ProjectPaths.at(tmp_path).ensure()
+    rng = np.random.default_rng(0)
+    table = make_rewards_table(n_tracks=300, n_clusters=6, seed=1)
+    table = table.assign(percentage_listened=rng.uniform(0.3, 0.9, len(table)),
+                         proximity_score=rng.uniform(0, 1, len(table)))
+    table.to_parquet(paths.file("rewards"), index=False)
+    RewardWeights().save(paths.file("reward_weights"))
+    draw_listener_model(n_clusters=6, seed=0).to_json(paths.file("listener_model"))
+    pool = TrackPool.from_table(table)
+    config = PPOConfig(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
+    TrainingRun.start(config, pool).save(checkpoint_path(paths.models))
+    load_neighbour_index(pool, neighbours_needed(LIVE_LENGTH, 4), paths.file("neighbours"), show_progress=False)
+    return paths

@@ -35,11 +35,12 @@ class FakeView:
         return None
 
 
-def start(listener: EmbedListener, track_ids: list[str]):
+def start(listener: EmbedListener, track_ids: list[str], after: str | None = None):
+    """listen() in the background; its records, and the playlist's id (the next one after `after`)."""
     records: list[tuple] = []
     future = in_background(lambda: listener.listen(
         track_ids, lambda *args, **kwargs: records.append((*args, kwargs["preview_duration_ms"]))))
-    while listener.state()["playlist_id"] is None:
+    while listener.state()["playlist_id"] in (None, after):
         threading.Event().wait(0.01)
     return future, records, listener.state()["playlist_id"]
 
@@ -161,6 +162,23 @@ def test_the_page_server_binds_loopback_and_takes_events_only_with_its_token_and
         assert request(f"{server.origin}/event?token={server.token}", data=event,
                        headers={**own, "Host": "evil.example"}) == 403
         assert request(f"{server.origin}/event?token={server.token}", data={"type": "nope"}, headers=own) == 400
+
+
+def test_the_next_playlist_replaces_the_last_on_the_same_view_and_clears_the_note():
+    view = FakeView()
+    listener = EmbedListener(view, poll_interval=0.01)
+    first, records, playlist = start(listener, ["a"])
+    listener.receive({"type": "finished", "playlist_id": playlist, "position": 0, "ended": True, "duration_ms": 200_000})
+    assert first.result(timeout=5) == "finished"
+    listener.note("playlist 2 of 2 comes next")
+    assert view.states[-1]["note"] == "playlist 2 of 2 comes next" and view.states[-1]["status"] == "finished"
+    second, _, _ = start(listener, ["b", "c"], after=playlist)
+    assert view.states[-1]["note"] == "" and [song["id"] for song in view.states[-1]["songs"]] == ["b", "c"]
+    assert view.states[-1]["version"] > view.states[0]["version"], "the page keeps the newest state"
+    listener.receive({"type": "finished", "playlist_id": playlist, "position": 0, "ended": True})  # the old one
+    assert records == [(0, 1.0, None, None)] and listener.state()["songs"][0]["logged"] is None
+    listener.stop()
+    assert second.result(timeout=5) == "interrupted"
 
 
 def test_a_session_still_playing_says_so_instead_of_holding_the_kernel():

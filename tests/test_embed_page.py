@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable
 
+import pandas as pd
 import pytest
 
 from embed_browser import standin_url
@@ -16,6 +17,7 @@ from helpers.embed import EmbedListener
 from helpers.embed_server import EmbedServer
 from helpers.feedback import DEFAULT_LOG_NAME, read_interactions
 from helpers.playback import PlaybackError
+from helpers.recommend import load_chain, taste_record
 
 SCREENSHOTS = "EMBED_SCREENSHOT_DIR"  # set it to keep a picture of the player (the README's gallery)
 TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
@@ -90,8 +92,8 @@ def session_factory(standin_origin):
         session.close()
 
 
-def open_player(page, session: Session) -> None:
-    page.goto(session.server.url)
+def open_player(page, url: str) -> None:
+    page.goto(url)
     page.get_by_role("button", name="▶ Play").wait_for()
     wait_for(page, lambda: page.get_by_role("button", name="▶ Play").is_enabled(), "the player is ready")
 
@@ -103,7 +105,7 @@ def status(page) -> str:
 def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factory):
     session = session_factory(speed=150)
     session.listen(TRACKS)
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     assert session.result(page) == "finished"
     assert session.logged() == [0, 1, 2]
@@ -116,7 +118,7 @@ def test_a_whole_playlist_is_heard_and_logged_once_per_song(page, session_factor
 def test_skip_moves_on_and_records_what_was_heard(page, session_factory):
     session = session_factory(speed=10)
     session.listen(TRACKS[:2])
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard a little")
     page.get_by_role("button", name="Skip").click()
@@ -131,7 +133,7 @@ def test_skip_moves_on_and_records_what_was_heard(page, session_factory):
 def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, session_factory):
     session = session_factory(speed=10)
     session.listen(TRACKS[:2])
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     page.get_by_role("button", name="♡ Like").click()
     page.get_by_role("button", name="♥ Liked").wait_for()
@@ -148,7 +150,7 @@ def test_like_records_liked_and_stop_ends_with_the_current_song_logged(page, ses
 def test_a_preview_is_recorded_as_a_preview_with_its_duration(page, session_factory):
     session = session_factory(speed=40, preview=1)
     session.listen(TRACKS[:2])
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     assert session.result(page) == "finished"
     assert [(record["share"], record["preview_duration_ms"]) for record in session.records] == [(1.0, 30000)] * 2
@@ -159,7 +161,7 @@ def into_the_second_song(page, session_factory) -> Session:
     """A session of three songs whose first song is logged and whose second is being heard."""
     session = session_factory(speed=60)
     session.listen(TRACKS)
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: session.logged() == [0], "the first song is logged")
     wait_for(page, lambda: session.heard_ms(1) > 0, "the second song has been heard")
@@ -170,7 +172,7 @@ def test_a_reload_mid_song_repeats_nothing_and_loses_nothing(page, session_facto
     session = into_the_second_song(page, session_factory)
     before = session.heard_ms(1)
     page.reload()
-    open_player(page, session)
+    open_player(page, session.server.url)
     assert "Press ▶ Play" in status(page)  # a reloaded page waits for a click, as browsers want
     assert page.locator("td.ep-heard").all_inner_texts()[0] == "✓ 100 %"
     page.get_by_role("button", name="▶ Play").click()
@@ -198,7 +200,7 @@ def test_the_server_stopping_mid_playlist_pauses_the_page_with_what_was_heard_lo
 def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, session_factory):
     session = session_factory(speed=20, close_grace=0.5)
     session.listen(TRACKS)
-    open_player(page, session)
+    open_player(page, session.server.url)
     page.get_by_role("button", name="▶ Play").click()
     wait_for(page, lambda: session.heard_ms(0) > 0, "the first song has been heard")
     page.close()
@@ -206,32 +208,102 @@ def test_closing_the_page_ends_the_session_with_the_current_song_logged(page, se
     assert session.logged() == [0] and 0 < session.records[0]["share"] < 1
 
 
+class Command:
+    """`python -m helpers.play --browser ARGUMENTS` in a thread, on the stand-in script; the page it
+    would open in a browser is in `opened`, each embed listener it makes in `listeners`."""
+
+    def __init__(self, monkeypatch, api_url: str, *arguments: str, close_grace: float = 5.0) -> None:
+        monkeypatch.setenv("SPOTIFY_EMBED_API_URL", api_url)
+        self.opened: list[str] = []
+        monkeypatch.setattr(play.webbrowser, "open", self.opened.append)
+        self.listeners: list[EmbedListener] = []
+        monkeypatch.setattr(play, "EmbedListener", self._listener(close_grace))
+        self.exit_code: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.exit_code.append(play.main(
+            ["--browser", "--no-progress", *arguments])), daemon=True)
+        self.thread.start()
+        wait_for(None, lambda: self.opened, "the command opens its page")
+
+    def _listener(self, close_grace: float) -> Callable[..., EmbedListener]:
+        def make(view) -> EmbedListener:
+            self.listeners.append(EmbedListener(view, close_grace=close_grace, poll_interval=0.05))
+            return self.listeners[-1]
+        return make
+
+    def ended(self, page) -> int:
+        wait_for(page, lambda: not self.thread.is_alive(), "the command ends")
+        return self.exit_code[0]
+
+
 def test_the_command_serves_the_page_and_logs_each_song_once_as_embed(page, standin_origin, fake_recommender,
                                                                       offline_run, monkeypatch):
-    monkeypatch.setenv("SPOTIFY_EMBED_API_URL", standin_url(standin_origin, speed=150))
     monkeypatch.setattr(play, "load_recommender", lambda paths: fake_recommender)
-    opened: list[str] = []
-    monkeypatch.setattr(play.webbrowser, "open", opened.append)
-    exit_code: list[int] = []
-    thread = threading.Thread(target=lambda: exit_code.append(play.main(
-        ["--browser", "--output-dir", str(offline_run), "--length", "3", "--seed", "4", "--no-progress"])))
-    thread.start()
-    wait_for(None, lambda: opened, "the command opens its page")
-    assert opened[0].startswith("http://127.0.0.1:") and "token=" in opened[0]
-    page.goto(opened[0])
+    command = Command(monkeypatch, standin_url(standin_origin, speed=150), "--output-dir", str(offline_run),
+                      "--length", "3", "--seed", "4")
+    assert command.opened[0].startswith("http://127.0.0.1:") and "token=" in command.opened[0]
+    page.goto(command.opened[0])
     page.get_by_role("button", name="▶ Play").wait_for()
     names = page.locator("table.ep-songs td:nth-child(2)").all_inner_texts()
     assert names == [f"Song {int(track[5:])}" for track in read_ids(page)]  # the catalogue's names
     wait_for(page, lambda: page.get_by_role("button", name="▶ Play").is_enabled(), "the player is ready")
     page.get_by_role("button", name="▶ Play").click()
-    wait_for(page, lambda: not thread.is_alive(), "the command ends")
-    assert exit_code == [0]
+    assert command.ended(page) == 0
     log = read_interactions(offline_run / "data" / "feedback" / DEFAULT_LOG_NAME)
     assert log["source"].tolist() == ["embed"] * 3 and log["position"].tolist() == [0, 1, 2]
     assert log["percentage_listened"].tolist() == [1.0] * 3 and not log["preview"].any()
     page.get_by_text("played to the end: every song is logged (3 of 3 songs)").wait_for()
     if os.environ.get(SCREENSHOTS):
         page.screenshot(path=str(Path(os.environ[SCREENSHOTS]) / "07_embed_player_page.png"))
+
+
+def sessions_command(page, standin_origin, live_run, monkeypatch, *, speed: int,
+                     close_grace: float = 5.0) -> Command:
+    """`--browser --sessions 2` of three songs each on the live run, its page opened and played."""
+    command = Command(monkeypatch, standin_url(standin_origin, speed=speed), "--output-dir", str(live_run.root),
+                      "--sessions", "2", "--length", "3", "--seed", "5", close_grace=close_grace)
+    open_player(page, command.opened[0])
+    page.get_by_role("button", name="▶ Play").click()
+    return command
+
+
+def logged_sessions(live_run) -> list[pd.DataFrame]:
+    """The person's log, one frame a session, in the order they were played."""
+    log = read_interactions(live_run.feedback / DEFAULT_LOG_NAME)
+    order = log.groupby("session_id")["timestamp"].min().sort_values().index
+    return [log[log["session_id"] == session].reset_index(drop=True) for session in order]
+
+
+def test_sessions_play_in_one_page_the_second_planned_on_the_model_the_first_updated(
+        page, standin_origin, live_run, monkeypatch):
+    command = sessions_command(page, standin_origin, live_run, monkeypatch, speed=300)
+    url = page.url
+    assert command.ended(page) == 0
+    assert command.opened == [url] and page.url == url and len(command.listeners) == 1, "one page, one listener"
+    first, second = logged_sessions(live_run)
+    policy = load_chain(live_run, taste=False).run.model_version()
+    assert first["model_version"].tolist() == [f"{policy}+taste-v0"] * 3, "the first is planned on the prior"
+    assert second["model_version"].tolist() == [f"{policy}+taste-v1"] * 3, "the second on the first's update"
+    assert taste_record(live_run.models, 1)["provenance"]["sessions"] == [first["session_id"][0]]
+    for session in (first, second):  # each song once, heard to its end
+        assert session["position"].tolist() == [0, 1, 2] and session["percentage_listened"].tolist() == [1.0] * 3
+    assert read_ids(page) == second["track_id"].tolist(), "the page shows the second playlist"
+    page.get_by_text("played to the end: every song is logged (3 of 3 songs)").wait_for()
+
+
+def test_closing_the_page_in_the_second_session_keeps_every_song_heard_once(
+        page, standin_origin, live_run, monkeypatch):
+    command = sessions_command(page, standin_origin, live_run, monkeypatch, speed=200, close_grace=0.5)
+    log = live_run.feedback / DEFAULT_LOG_NAME
+    wait_for(page, lambda: log.exists() and len(log.read_text().splitlines()) == 4
+             and command.listeners[0].state()["songs"][1]["heard_ms"] > 0,
+             "the second session's first song is logged and its second is being heard")
+    page.close()
+    assert command.ended(page) == play.EXIT_STOPPED_EARLY
+    first, second = logged_sessions(live_run)
+    assert first["position"].tolist() == [0, 1, 2] and first["percentage_listened"].tolist() == [1.0] * 3
+    assert second["position"].tolist() == [0, 1] and second["model_version"].str.endswith("+taste-v1").all()
+    assert second["percentage_listened"][0] == 1.0 and 0 < second["percentage_listened"][1] < 1
+    assert taste_record(live_run.models, 2)["provenance"]["n_records"] == 5, "the closed session is learnt too"
 
 
 def read_ids(page) -> list[str]:

@@ -5,39 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_rewards_table
+from conftest import LIVE_LENGTH as LENGTH
 from helpers import play, recommend
-from helpers.env import TrackPool, load_neighbour_index, neighbours_needed
 from helpers.feedback import SIMULATED_LOG_NAME, read_interactions
-from helpers.listeners import draw_listener_model
 from helpers.live import LiveLearner, records_reader
 from helpers.paths import ProjectPaths
 from helpers.playlists import plan_playlist, playlist_tracks
-from helpers.ppo import PPOConfig, TrainingRun
-from helpers.recommend import Recommender, checkpoint_path, load_chain, read_taste_rewards, taste_record
-from helpers.rewards import RewardWeights
+from helpers.recommend import Recommender, load_chain, read_taste_rewards, taste_record
 from helpers.spotify import SpotifySettings
-
-LENGTH = 8
-
-
-@pytest.fixture
-def live_run(tmp_path) -> ProjectPaths:
-    """A run folder with what the loop reads: notebook 05's table and weights, 04's listener model,
-    an (untrained) default policy and its neighbour index."""
-    paths = ProjectPaths.at(tmp_path).ensure()
-    rng = np.random.default_rng(0)
-    table = make_rewards_table(n_tracks=300, n_clusters=6, seed=1)
-    table = table.assign(percentage_listened=rng.uniform(0.3, 0.9, len(table)),
-                         proximity_score=rng.uniform(0, 1, len(table)))
-    table.to_parquet(paths.file("rewards"), index=False)
-    RewardWeights().save(paths.file("reward_weights"))
-    draw_listener_model(n_clusters=6, seed=0).to_json(paths.file("listener_model"))
-    pool = TrackPool.from_table(table)
-    config = PPOConfig(hidden_size=16, n_fourier_features=4, total_timesteps=1000)
-    TrainingRun.start(config, pool).save(checkpoint_path(paths.models))
-    load_neighbour_index(pool, neighbours_needed(LENGTH, 4), paths.file("neighbours"), show_progress=False)
-    return paths
 
 
 def run_loop(paths: ProjectPaths, *arguments: str) -> int:

@@ -169,7 +169,9 @@ function render({ model, el }) {
     const logged = list.filter((song) => song.logged).length;
     let text;
     if (problem) text = problem;
-    else if (s.status === "finished" || s.status === "stopped") text = `${s.message} (${logged} of ${list.length} songs).`;
+    else if (s.status === "finished" || s.status === "stopped") {
+      text = `${s.message} (${logged} of ${list.length} songs).${s.note ? ` ${s.note}` : ""}`;
+    }
     else if (lost) text = "The player's server has stopped: what you heard before is logged. You can close this page.";
     else if (!list.length) text = s.message || "Waiting for a playlist…";
     else if (!controller) text = "Loading Spotify's player…";
