@@ -6,6 +6,10 @@
     session = in_background(lambda: play_session(recommender, listener, steps, log_path, progress=False))
     ...                                  # later, in another cell: result = ended(session)
 
+Notebook 07 plays through `helpers.play.EmbedPlayer(widget)`, which keeps one listener for the
+widget: with `sessions`, the live loop runs in the background thread and each next playlist
+replaces the last in the same widget.
+
 anywidget carries the state to the browser (a synced trait) and the page's events back
 (`model.send`), with the same ES module as the local page (`helpers/static/embed_player.js`).
 The kernel takes a widget's messages only while no cell is running, so the listener waits in a
@@ -14,6 +18,7 @@ song logged, in the kernel's main thread as they arrive.
 """
 from __future__ import annotations
 
+import contextvars
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -69,9 +74,11 @@ def in_background(work: Callable[[], T]) -> Future[T]:
     """Run `work` in a thread and return its Future (its result, or the error it raised).
 
     In a notebook, the cell that starts it ends at once, so that the kernel can take the
-    widget's events; `ended(future)` in a later cell gives the outcome.
+    widget's events; `ended(future)` in a later cell gives the outcome. The thread runs in a
+    copy of the caller's context, so what it prints shows below the cell that started it.
     """
     future: Future[T] = Future()
+    context = contextvars.copy_context()
 
     def run() -> None:
         if not future.set_running_or_notify_cancel():
@@ -81,7 +88,7 @@ def in_background(work: Callable[[], T]) -> Future[T]:
         except BaseException as error:  # noqa: BLE001 - handed to whoever reads the Future
             future.set_exception(error)
 
-    threading.Thread(target=run, name="embed-session", daemon=True).start()
+    threading.Thread(target=context.run, args=(run,), name="embed-session", daemon=True).start()
     return future
 
 

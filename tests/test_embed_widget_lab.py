@@ -15,6 +15,9 @@ import nbformat
 import pytest
 
 from embed_browser import standin_url
+from helpers.embed import EMBED_API_URL_VARIABLE
+from helpers.feedback import DEFAULT_LOG_NAME, read_interactions
+from helpers.paths import NOTEBOOKS_DIR
 
 TRACKS = ["4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "3n3Ppam7vgaVa1iaRUc9Lp"]
 SCREENSHOTS = "EMBED_SCREENSHOT_DIR"  # set it to keep a picture of the player (the README's gallery)
@@ -82,16 +85,15 @@ session = in_background(lambda: listener.listen({TRACKS!r}, on_finished))
     nbformat.write(notebook, path)
 
 
-def test_the_widget_plays_the_playlist_in_jupyterlab_and_the_kernel_logs_each_song_once(
-        lab, page, standin_origin):
-    url, token, root = lab
-    log = root / "heard.jsonl"
-    write_notebook(root / "player.ipynb", standin_url(standin_origin, speed=150), log)
+def run_in_lab(page, url: str, token: str, notebook: str):
+    """Open `notebook` in JupyterLab, run all its cells, and return the player's ▶ Play once it can play."""
     page.set_default_timeout(60_000)  # JupyterLab's first load and kernel start on a busy machine
-    page.goto(f"{url}/lab/tree/player.ipynb?token={token}")
+    # A workspace of its own: JupyterLab would otherwise reopen the notebooks of the tests before.
+    page.goto(f"{url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}")
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
-    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     play = page.locator(".embed-player button.ep-play")
     choose_kernel = page.locator(".jp-Dialog .jp-mod-accept")
     choose_kernel.or_(play).first.wait_for()
@@ -99,6 +101,15 @@ def test_the_widget_plays_the_playlist_in_jupyterlab_and_the_kernel_logs_each_so
         choose_kernel.click()
     play.wait_for()
     page.wait_for_function("() => !document.querySelector('.embed-player button.ep-play').disabled")
+    return play
+
+
+def test_the_widget_plays_the_playlist_in_jupyterlab_and_the_kernel_logs_each_song_once(
+        lab, page, standin_origin):
+    url, token, root = lab
+    log = root / "heard.jsonl"
+    write_notebook(root / "player.ipynb", standin_url(standin_origin, speed=150), log)
+    play = run_in_lab(page, url, token, "player.ipynb")
     assert page.locator(".embed-player table.ep-songs td:nth-child(2)").all_inner_texts() == \
         ["Song 0", "Song 1", "Song 2"]
     play.click()
@@ -108,3 +119,32 @@ def test_the_widget_plays_the_playlist_in_jupyterlab_and_the_kernel_logs_each_so
         page.screenshot(path=str(Path(os.environ[SCREENSHOTS]) / "07_embed_player_jupyterlab.png"))
     assert [json.loads(line) for line in log.read_text().splitlines()] == [[0, 1.0, None, None], [1, 1.0, None, None],
                                                                           [2, 1.0, None, None]]
+
+
+def notebook_07_with(path: Path, api_url: str, **parameters: object) -> None:
+    """Notebook 07 with `parameters` in place of its defaults and the stand-in script in Spotify's."""
+    notebook = nbformat.read(NOTEBOOKS_DIR / "07_spotify.ipynb", as_version=4)
+    cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+    cell.source += "".join(f"\n{name} = {value!r}" for name, value in parameters.items())
+    cell.source += f"\nimport os\nos.environ[{EMBED_API_URL_VARIABLE!r}] = {api_url!r}"
+    nbformat.write(notebook, path)
+
+
+def test_notebook_07_plays_its_sessions_in_one_widget_each_planned_on_the_last_update(
+        lab, page, standin_origin, live_run):
+    url, token, root = lab
+    notebook_07_with(root / "sessions.ipynb", standin_url(standin_origin, speed=300), embed_player=True,
+                     sessions=2, playlist_length=3, output_dir=str(live_run.root))
+    run_in_lab(page, url, token, "sessions.ipynb").click()  # once: the second playlist starts by itself
+    player_cell = page.locator(".jp-CodeCell", has=page.locator(".embed-player"))
+    player_cell.get_by_text("saved as taste version 2").wait_for()  # the loop's messages, below its cell
+    player_cell.get_by_text("Session 2 of 2: planned on a Thompson draw of taste version 1").wait_for()
+    log = read_interactions(live_run.feedback / DEFAULT_LOG_NAME)
+    order = log.groupby("session_id")["timestamp"].min().sort_values().index
+    first, second = (log[log["session_id"] == session] for session in order)
+    assert first["position"].tolist() == second["position"].tolist() == [0, 1, 2], "each song once"
+    assert first["model_version"].str.endswith("+taste-v0").all() and second["model_version"].str.endswith("+taste-v1").all()
+    shown = page.locator(".embed-player table.ep-songs tr[data-position]").evaluate_all(
+        "rows => rows.map(row => row.dataset.id)")
+    assert shown == second["track_id"].tolist(), "the widget shows the second playlist"
+    assert "played to the end: every song is logged (3 of 3 songs)." in page.locator(".embed-player .ep-status").inner_text()
