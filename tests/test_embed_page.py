@@ -3,6 +3,10 @@ local server of `helpers.embed_server`; each song heard is handed over exactly o
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -304,6 +308,34 @@ def test_closing_the_page_in_the_second_session_keeps_every_song_heard_once(
     assert second["position"].tolist() == [0, 1] and second["model_version"].str.endswith("+taste-v1").all()
     assert second["percentage_listened"][0] == 1.0 and 0 < second["percentage_listened"][1] < 1
     assert taste_record(live_run.models, 2)["provenance"]["n_records"] == 5, "the closed session is learnt too"
+
+
+def test_ctrl_c_in_the_second_session_keeps_every_song_heard_once(page, standin_origin, live_run):
+    """The command itself in a process of its own: Ctrl-C is a SIGINT to its main thread."""
+    environment = {**os.environ, "SPOTIFY_EMBED_API_URL": standin_url(standin_origin, speed=200),
+                   "PYTHONUNBUFFERED": "1"}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "helpers.play", "--browser", "--no-open", "--no-progress", "--output-dir",
+         str(live_run.root), "--sessions", "2", "--length", "3", "--seed", "5"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = next(line for line in command.stdout if line.startswith("The player is at ")).split()[4].rstrip(":")
+        open_player(page, url)
+        page.get_by_role("button", name="▶ Play").click()
+        log = live_run.feedback / DEFAULT_LOG_NAME
+        wait_for(page, lambda: log.exists() and len(log.read_text().splitlines()) == 4
+                 and re.search(r"Playing 2 of 3: .* [1-9]\d* % heard", status(page)) is not None,
+                 "the second session's first song is logged and its second is being heard")
+        page.wait_for_timeout(150)  # the page's progress reaches the command
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=20) == play.EXIT_INTERRUPTED
+    finally:
+        command.kill()
+        command.stdout.close()
+    first, second = logged_sessions(live_run)
+    assert first["position"].tolist() == [0, 1, 2] and first["percentage_listened"].tolist() == [1.0] * 3
+    assert second["position"].tolist() == [0, 1] and second["model_version"].str.endswith("+taste-v1").all()
+    assert second["percentage_listened"][0] == 1.0 and 0 < second["percentage_listened"][1] < 1
 
 
 def read_ids(page) -> list[str]:
