@@ -11,6 +11,15 @@ import pytest
 from embed_browser import browser, page, standin_origin  # noqa: F401 - the embed player's browser fixtures, one of each
 from helpers.paths import ProjectPaths
 
+# PPO, evaluation and fine-tune settings for the tests that run notebooks 06-08: they assert the
+# files, shapes and lengths a chain leaves, never what its policy learned, so a few thousand
+# steps do (on top of the runner's quick settings, which train 50,000 steps per policy).
+SHORT_TRAINING: dict[str, object] = {
+    "num_envs": 64, "total_timesteps_candidate": 3_000, "total_timesteps_original": 3_000, "n_eval_starts": 5,
+    "eval_seeds": [0], "finetune_timesteps": 1_000, "drift_rounds": 1, "drift_playlists_per_round": 2,
+    "drift_finetune_timesteps": 1_000,
+}
+
 
 def synthetic_catalogue_module() -> ModuleType:
     """benchmarks/synthetic_catalogue.py, imported from its path (benchmarks/ is a folder of scripts)."""

@@ -10,6 +10,7 @@ from helpers import pipeline
 from helpers.data import FEATURES
 from helpers.paths import ProjectPaths
 from helpers.plots import find_chrome
+from tests.conftest import SHORT_TRAINING
 
 NOTEBOOKS = pipeline.discover_notebooks()
 
@@ -123,9 +124,9 @@ def test_notebook_01_reads_any_table_through_column_map_and_writes_songs(tmp_pat
 
 @pytest.fixture(scope="module")
 def quick_chain(tmp_path_factory):
-    """The whole chain in quick mode, in a private folder."""
+    """The whole chain in quick mode with short training, in a private folder."""
     root = tmp_path_factory.mktemp("chain")
-    runs = pipeline.run_chain(quick=True, output_dir=root, progress=False)
+    runs = pipeline.run_chain(SHORT_TRAINING, quick=True, output_dir=root, progress=False)
     return root, runs
 
 
@@ -175,7 +176,6 @@ def test_summary_names_what_was_produced(quick_chain):
     assert all(run.notebook.name in text for run in runs)
 
 
-
 def test_a_longer_playlist_runs_the_whole_trained_chain(quick_chain, tmp_path):
     """`-p playlist_length 12`: notebook 06 trains 12-song playlists, 07 plays one and 08 fine-tunes
     on the index width the checkpoint's config needs (it used to hard-code 10 songs)."""
@@ -186,10 +186,8 @@ def test_a_longer_playlist_runs_the_whole_trained_chain(quick_chain, tmp_path):
     root, _ = quick_chain
     shutil.copytree(ProjectPaths.at(root).processed, ProjectPaths.at(tmp_path).processed)
     (ProjectPaths.at(tmp_path).processed / "neighbours.npz").unlink()
-    small = {"playlist_length": 12, "num_envs": 64, "total_timesteps_candidate": 3_000,
-             "total_timesteps_original": 3_000, "n_eval_starts": 5, "eval_seeds": [0], "finetune_timesteps": 1_000,
-             "drift_rounds": 1, "drift_playlists_per_round": 2, "drift_finetune_timesteps": 1_000}
-    pipeline.run_chain(small, quick=True, start="06", output_dir=tmp_path, progress=False)
+    pipeline.run_chain({**SHORT_TRAINING, "playlist_length": 12}, quick=True, start="06", output_dir=tmp_path,
+                       progress=False)
     chain = load_chain(tmp_path)
     assert chain.run.config.playlist_length == 12 and versions(chain.paths.models) == [0, 1]
     assert chain.neighbours().shape[1] == 12 + chain.run.config.n_candidates - 2

@@ -1,4 +1,4 @@
-"""The whole chain, quick mode, on a synthetic catalogue far larger than the embedded one."""
+"""The whole chain, quick mode with short training, on a synthetic catalogue far larger than the embedded one."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from helpers import pipeline
 from helpers.paths import ProjectPaths
 from helpers.recommend import Recommender
-from tests.conftest import synthetic_catalogue_module
+from tests.conftest import SHORT_TRAINING, synthetic_catalogue_module
 
 N_ROWS = 100_000
 UMAP_SAMPLE = 3_000
@@ -20,7 +20,7 @@ def large_chain(tmp_path_factory) -> ProjectPaths:
     catalogue = synthetic_catalogue_module().write_synthetic_catalogue(
         root / "tracks_features.csv", N_ROWS, seed=3, progress=False)
     pipeline.run_chain({"catalogue_path": str(catalogue), "artists": None, "year_min": None, "year_max": None,
-                        "umap_sample_size": UMAP_SAMPLE}, quick=True, output_dir=root, progress=False)
+                        "umap_sample_size": UMAP_SAMPLE, **SHORT_TRAINING}, quick=True, output_dir=root, progress=False)
     return ProjectPaths.at(root)
 
 
