@@ -9,8 +9,9 @@ keeps only the first record of a (`session_id`, `position`), warning about the o
 reading is idempotent even if a record was written twice.
 
 Real plays (`source` = `spotify` or `embed`) go to `user_song_interactions.jsonl`, simulated ones to
-`simulated_interactions.jsonl` (both in `data/feedback/`), so that a simulated listener never
-enters a person's history. Each record holds, in this order:
+`simulated_interactions.jsonl`, and a person's imported listening history (`source` = `export` or
+`spotify-api`, `helpers.history`) to `history_interactions.jsonl` (all in `data/feedback/`), so
+that a simulated listener never enters a person's history. Each record holds, in this order:
 
 | key | meaning |
 |---|---|
@@ -20,11 +21,12 @@ enters a person's history. Each record holds, in this order:
 | `latent` | the track's state vector, as the policy saw it |
 | `percentage_listened` | share of the track heard, in [0, 1] |
 | `liked` | 1 if the listener liked the track (on Spotify: it is in their library), 0 if not, `null` when unknown (Spotify's library check failed); fine-tuning treats `null` as missing, never as 0 |
-| `source` | `spotify` (a person, on their Spotify device), `embed` (a person, in Spotify's embed player: `helpers.embed`) or `simulated` (the listener model of notebook 04) |
+| `source` | `spotify` (a person, on their Spotify device), `embed` (a person, in Spotify's embed player: `helpers.embed`), `simulated` (the listener model of notebook 04), `export` (a play of the person's Spotify data export) or `spotify-api` (their top, recent or saved tracks from the Web API) |
 | `model_version` | the policy that recommended the playlist |
 | `candidates`, `probs` | the step that chose this track: the candidates and the policy's probabilities, same order; empty lists for the start track, which no step chose |
 | `played_id` | the id Spotify actually played when it relinked the track (the requested id was not playable in the listener's market), else `null`; `track_id` is always the catalogue's id. Older logs lack the key: it reads as `null` |
 | `preview`, `preview_duration_ms` | `true` when what played was a preview (the embed player plays 30-second previews to visitors not logged in to Spotify), with the preview's duration in ms; then `percentage_listened` is the share of the preview, not of the song. Else `false` and `null`; older logs lack both keys and read so |
+| `skipped` | `true` when the listener skipped the track (an imported play Spotify marked skipped), `false` when they did not, `null` when unknown; older logs lack the key: it reads as `null` |
 """
 from __future__ import annotations
 
@@ -48,16 +50,18 @@ from helpers.validation import shorten
 
 DEFAULT_LOG_NAME = "user_song_interactions.jsonl"
 SIMULATED_LOG_NAME = "simulated_interactions.jsonl"
+HISTORY_LOG_NAME = "history_interactions.jsonl"
 LOG_FILE_MODE = 0o600
 PROBE_BYTES = 64 << 10  # written and synced beside the log before anything plays
 WARNING_LINE_CHARS = 200
-SOURCES = ("spotify", "embed", "simulated")
+SOURCES = ("spotify", "embed", "simulated", "export", "spotify-api")
 REAL_SOURCES = ("spotify", "embed")  # a person listening: their plays go to DEFAULT_LOG_NAME
+HISTORY_SOURCES = ("export", "spotify-api")  # a person's imported history: HISTORY_LOG_NAME
 PROBS_SUM_TOLERANCE = 1e-3
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 # liked is a nullable integer: <NA> where the liked check failed.
 COLUMN_DTYPES = {"timestamp": TIMESTAMP_DTYPE, "position": "int64", "percentage_listened": "float64",
-                 "liked": "Int64", "preview": "bool", "preview_duration_ms": "Int64"}
+                 "liked": "Int64", "preview": "bool", "preview_duration_ms": "Int64", "skipped": "boolean"}
 
 
 class MalformedLineWarning(UserWarning):
@@ -73,9 +77,11 @@ class DuplicateRecordWarning(UserWarning):
 
 
 def default_log_name(source: str) -> str:
-    """The log file a session of `source` goes to: real plays and simulated ones are kept apart."""
+    """The log file records of `source` go to: real plays, imported history and simulated plays are kept apart."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source in HISTORY_SOURCES:
+        return HISTORY_LOG_NAME
     return DEFAULT_LOG_NAME if source in REAL_SOURCES else SIMULATED_LOG_NAME
 
 
@@ -120,6 +126,7 @@ class Interaction:
     played_id: str | None = None
     preview: bool = False
     preview_duration_ms: int | None = None
+    skipped: bool | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -152,6 +159,8 @@ class Interaction:
                 isinstance(duration, bool) or not isinstance(duration, Integral) or duration <= 0):
             raise ValueError("preview_duration_ms must be a number of milliseconds > 0 for a preview and null "
                              f"otherwise, got preview={self.preview!r}, preview_duration_ms={duration!r}")
+        if self.skipped is not None and not isinstance(self.skipped, bool):
+            raise ValueError(f"skipped must be true, false or null (unknown), got {self.skipped!r}")
         candidates = [_text("candidates", value) for value in _items("candidates", self.candidates)]
         probs = [_number("probs", value) for value in _items("probs", self.probs)]
         if len(candidates) != len(probs):
@@ -171,7 +180,7 @@ class Interaction:
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> "Interaction":
         """An interaction from a parsed JSON object that has exactly the documented keys
-        (`played_id`, `preview` and `preview_duration_ms` may be absent: logs written before them)."""
+        (`played_id`, `preview`, `preview_duration_ms` and `skipped` may be absent: logs written before them)."""
         if not isinstance(record, Mapping):
             raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
         missing = [name for name in INTERACTION_KEYS if name not in record and name not in OPTIONAL_KEYS]
@@ -191,7 +200,7 @@ class Interaction:
 
 
 INTERACTION_KEYS = tuple(field.name for field in fields(Interaction))
-OPTIONAL_KEYS = ("played_id", "preview", "preview_duration_ms")
+OPTIONAL_KEYS = ("played_id", "preview", "preview_duration_ms", "skipped")
 
 
 def open_log(path: str | Path) -> BinaryIO:
@@ -275,16 +284,26 @@ def _write_probe(folder: Path) -> None:
 
 
 def append_interaction(path: str | Path, interaction: Interaction) -> None:
-    """Append one record to the log at `path`, then flush and sync it to disk.
+    """Append one record to the log at `path`, then flush and sync it to disk (see `append_interactions`)."""
+    append_interactions(path, [interaction])
+
+
+def append_interactions(path: str | Path, interactions: Iterable[Interaction]) -> None:
+    """Append records to the log at `path` in one write, then flush and sync it to disk.
 
     The file is opened in append mode only (see `open_log`), so existing lines are never
     touched. If the last line lacks its newline (a writer died mid-line), a newline is added
-    first so that the new record stays a line of its own. A failed write or sync raises
-    LogNotWritable naming the path.
+    first so that the new records stay lines of their own. A failed write or sync raises
+    LogNotWritable naming the path and the first record.
     """
-    if not isinstance(interaction, Interaction):
-        raise TypeError(f"expected an Interaction, got {type(interaction).__name__}")
-    line = interaction.to_json_line().encode("utf-8") + b"\n"
+    interactions = list(interactions)
+    for interaction in interactions:
+        if not isinstance(interaction, Interaction):
+            raise TypeError(f"expected an Interaction, got {type(interaction).__name__}")
+    if not interactions:
+        return
+    interaction = interactions[0]
+    line = "".join(f"{record.to_json_line()}\n" for record in interactions).encode("utf-8")
     log = open_log(path)
     try:
         with log:
@@ -358,6 +377,7 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
     frame["timestamp"] = pd.DatetimeIndex([moment for _, moment in kept])
     frame["played_id"] = pd.Series([record.played_id for record, _ in kept], dtype=object)
     frame["preview_duration_ms"] = pd.array([record.preview_duration_ms for record, _ in kept], dtype="Int64")
+    frame["skipped"] = pd.array([record.skipped for record, _ in kept], dtype="boolean")
     return frame.astype(COLUMN_DTYPES)
 
 
@@ -365,23 +385,26 @@ def learning_log(feedback_dir: str | Path, source: str | None = None) -> tuple[p
     """The records fine-tuning learns from, and a sentence saying which.
 
     With `source` None: a person's real plays (`spotify` and `embed` records of
-    `user_song_interactions.jsonl`) when that log holds any, else the simulated plays of
-    `simulated_interactions.jsonl`, so that a simulated listener never mixes into a real
-    listener's model. `source` forces one of them. Previews are left out (and counted in the
+    `user_song_interactions.jsonl`, and their imported history, `export` and `spotify-api`
+    records of `history_interactions.jsonl`, first) when those logs hold any, else the simulated
+    plays of `simulated_interactions.jsonl`, so that a simulated listener never mixes into a
+    real listener's model. `source` forces one of them. Previews are left out (and counted in the
     sentence): their `percentage_listened` is a share of 30 seconds, so a whole preview is no
     whole listen of the song.
     """
     if source is not None and source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES} or None, got {source!r}")
     feedback_dir = Path(feedback_dir)
-    for sources in ([(source,)] if source else [REAL_SOURCES, ("simulated",)]):
-        path = feedback_dir / default_log_name(sources[0])
-        records = read_interactions(path, sources=sources) if path.is_file() else _empty_interactions()
+    for sources in ([(source,)] if source else [(*HISTORY_SOURCES, *REAL_SOURCES), ("simulated",)]):
+        logs = [log for log in dict.fromkeys(feedback_dir / default_log_name(name) for name in sources) if log.is_file()]
+        frames = [frame for frame in (read_interactions(log, sources=sources) for log in logs) if len(frame)]
+        records = pd.concat(frames, ignore_index=True).astype(COLUMN_DTYPES) if frames else _empty_interactions()
         previews = int(records["preview"].sum())
         records = records[~records["preview"]].reset_index(drop=True)
         if len(records):
             what = " and ".join(sorted(set(records["source"]), key=SOURCES.index))
-            why = "" if source or sources == REAL_SOURCES else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
+            path = " and ".join(str(log) for log in logs)
+            why = "" if source or "simulated" not in sources else f" (no real plays in {feedback_dir / DEFAULT_LOG_NAME})"
             left_out = f"; {previews} preview(s) left out" if previews else ""
             return records, f"learning from {len(records)} {what} records of {path}{why}{left_out}"
     raise FileNotFoundError(f"no {source or 'real or simulated'} records (previews aside) in {feedback_dir}: "

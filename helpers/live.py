@@ -3,7 +3,9 @@
 `LiveLearner` fits the taste posterior (`helpers.taste.TasteModel`, from the population prior
 `TastePrior()`) to every record the learning step reads (`helpers.feedback.learning_log`: a
 person's real plays, or the simulated ones offline; previews left out), mapped to their songs
-through notebook 01's aliases, one session after the other. Each time that log has changed it
+through notebook 01's aliases, one session after the other; a person's imported history
+(`helpers.history`) is one session of old plays, before the others, so a first playlist already
+starts from it. Each time that log has changed it
 saves the model as a new **taste version** n, two files in `models/`:
 
 - `taste_v{n}.rewards.parquet` (`ARTEFACTS["taste_rewards"]`): `id`, `reward`: the posterior
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.feedback import REAL_SOURCES, default_log_name, learning_log, read_interactions
+from helpers.feedback import HISTORY_SOURCES, REAL_SOURCES, default_log_name, learning_log, read_interactions
 from helpers.finetune import log_provenance
 from helpers.paths import ProjectPaths
 from helpers.recommend import (Recommender, TrainedChain, save_taste_version, taste_model_version, taste_record,
@@ -97,9 +99,12 @@ class LiveLearner:
         rows = self.song_rows(records["track_id"])
         known = rows >= 0
         model = copy.copy(self.prior_model)  # no plays yet; observing replaces, never mutates, its arrays
-        order = records[known].groupby("session_id", sort=False)["timestamp"].min().sort_values().index
-        for session in order:
-            mask = known & (records["session_id"] == session).to_numpy()
+        history = known & records["source"].isin(HISTORY_SOURCES).to_numpy()
+        live = known & ~history
+        order = records[live].groupby("session_id", sort=False)["timestamp"].min().sort_values().index
+        sessions = [history] if history.any() else []  # the imported history: one session before the live ones
+        sessions += [live & (records["session_id"] == session).to_numpy() for session in order]
+        for mask in sessions:
             model.observe(rows[mask], records["percentage_listened"].to_numpy(np.float64)[mask])
             model.end_session()
         self.model = model

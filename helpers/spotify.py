@@ -68,6 +68,10 @@ from helpers.paths import REPO_ROOT
 from helpers.playback import PlaybackError, StopReason
 
 SCOPES = ("user-modify-playback-state", "user-read-playback-state", "user-library-read")
+HISTORY_SCOPES = ("user-top-read", "user-read-recently-played", "user-library-read")  # helpers.history --spotify
+TOP_RANGES = ("short_term", "medium_term", "long_term")  # about 4 weeks, 6 months, a year
+PAGE_LIMIT = 50  # items per page of the top, recent and saved lists
+MAX_SAVED_TRACKS = 20_000  # pages of saved tracks read at most: PAGE_LIMIT times 400
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8888/callback"
 DEFAULT_API_BASE = "https://api.spotify.com/v1/"
 DEFAULT_TOKEN_CACHE = REPO_ROOT / ".spotify_cache"  # git-ignored (.spotify_cache*)
@@ -167,6 +171,7 @@ class SpotifySettings:
     max_retries: int = 3
     backoff_seconds: float = 0.5
     max_retry_after: float = 30.0
+    scopes: tuple[str, ...] = SCOPES
 
     def __post_init__(self) -> None:
         if not re.match(r"https?://[^/]+", self.api_base or ""):
@@ -348,7 +353,7 @@ def create_client(settings: SpotifySettings) -> spotipy.Spotify:
         client = spotipy.Spotify(auth=settings.access_token, **common)
     elif settings.client_id:
         cache = PrivateTokenCache(cache_path=str(settings.cache_path))
-        sign_in = dict(client_id=settings.client_id, redirect_uri=settings.redirect_uri, scope=list(SCOPES),
+        sign_in = dict(client_id=settings.client_id, redirect_uri=settings.redirect_uri, scope=list(settings.scopes),
                        cache_handler=cache, open_browser=settings.open_browser,
                        requests_timeout=settings.requests_timeout, state=secrets.token_urlsafe(16))
         if settings.pkce:
@@ -549,6 +554,27 @@ class SpotifyPlayer:
                 raise SpotifyError(f"GET /me/library/contains answered {answer!r} for {len(chunk)} track(s)")
             flags += [int(bool(flag)) for flag in answer]
         return flags
+
+    def top_tracks(self) -> dict[str, list[dict]]:
+        """The signed-in person's top tracks (GET /me/top/tracks), by time range (`TOP_RANGES`)."""
+        return {span: self._call(f"GET /me/top/tracks ({span})", lambda span=span: self.client.current_user_top_tracks(
+            limit=PAGE_LIMIT, time_range=span)).get("items", []) for span in TOP_RANGES}
+
+    def recently_played(self) -> list[dict]:
+        """The person's last plays (GET /me/player/recently-played: at most 50, each heard 30 s or more)."""
+        return self._call("GET /me/player/recently-played",
+                          lambda: self.client.current_user_recently_played(limit=PAGE_LIMIT)).get("items", [])
+
+    def saved_tracks(self) -> list[dict]:
+        """The person's saved tracks (GET /me/tracks, page by page, at most `MAX_SAVED_TRACKS`)."""
+        items: list[dict] = []
+        while len(items) < MAX_SAVED_TRACKS:
+            page = self._call("GET /me/tracks", lambda: self.client.current_user_saved_tracks(
+                limit=PAGE_LIMIT, offset=len(items)))
+            items += page.get("items", [])
+            if not page.get("next") or not page.get("items"):
+                return items
+        return items
 
     def play_mode(self) -> PlayMode | None:
         """The current shuffle and repeat settings (None when nothing plays, so none are known)."""

@@ -11,7 +11,9 @@ advances the current track by `step_ms`, and a track ends when the simulated per
 
 Endpoints: GET /me, GET /me/player, GET /me/player/devices, PUT /me/player (transfer),
 PUT /me/player/shuffle, PUT /me/player/repeat, PUT /me/player/play, PUT /me/player/pause,
-GET /me/library/contains, GET /tracks/{id}, and the sign-in service's POST /api/token (refresh).
+GET /me/library/contains, GET /tracks/{id}, the listening history's GET /me/top/tracks,
+GET /me/player/recently-played and GET /me/tracks (`top`, `recent`: track ids, with the time of
+each recent play; `liked` are the saved tracks), and the sign-in service's POST /api/token (refresh).
 
 Scenarios: `relinked` plays another id for a requested track (the state's `item.id` is the
 played id, `item.linked_from.id` the requested one); with shuffle on when the play request
@@ -94,7 +96,8 @@ class FakeSpotify:
                  premium: bool = True, registered: bool = True,
                  end: Literal["stopped", "nothing", "autoplay"] = "stopped",
                  pause_at: tuple[int, int] | None = None, interrupt_at_poll: int | None = None,
-                 relinked: dict[str, str] | None = None, idle_state: bool = False, revoked: bool = False) -> None:
+                 relinked: dict[str, str] | None = None, idle_state: bool = False, revoked: bool = False,
+                 top: dict[str, list[str]] | None = None, recent: list[tuple[str, str]] = ()) -> None:
         self.tracks = dict(tracks)
         self.liked = set(liked)
         self.devices = devices if devices is not None else [
@@ -110,6 +113,8 @@ class FakeSpotify:
         self.relinked = dict(relinked or {})  # requested id -> the id Spotify plays instead
         self.idle_state = idle_state
         self.revoked = revoked
+        self.top = dict(top or {})  # time range -> track ids, most played first
+        self.recent = list(recent)  # (track id, played_at) pairs, newest first
         self.unregistered_answer = error_answer(403, "User not registered in the Developer Dashboard")
         self.errors: list[InjectedError] = []
         self.requests: list[Request] = []
@@ -234,6 +239,8 @@ class FakeSpotify:
             if len(uris) > 40:
                 return error_answer(400, "Too many ids requested")
             return Answer(200, [uri.removeprefix(TRACK_URI_PREFIX) in self.liked for uri in uris])
+        if path in ("/me/top/tracks", "/me/player/recently-played", "/me/tracks") and method == "GET":
+            return self.history(path, query)
         if path.startswith("/me/player") and not self.premium:
             return error_answer(403, "Player command failed: Premium required", "PREMIUM_REQUIRED")
         if path == "/me/player/devices" and method == "GET":
@@ -254,6 +261,23 @@ class FakeSpotify:
             self.repeat_state = query["state"][0]
             return Answer(204)
         return error_answer(404, f"Service not found: {method} {path}")
+
+    def history(self, path: str, query: dict[str, list[str]]) -> Answer:
+        """The top, recently played and saved tracks, paged by `limit` and `offset` as Spotify does."""
+        limit, offset = int(query.get("limit", ["20"])[0]), int(query.get("offset", ["0"])[0])
+        if limit > 50:
+            return error_answer(400, "Invalid limit")
+        if path == "/me/top/tracks":
+            items = [self.track_object(track_id) for track_id in self.top.get(query["time_range"][0], [])]
+        elif path == "/me/player/recently-played":
+            items = [{"track": self.track_object(track_id), "played_at": moment} for track_id, moment in self.recent]
+        else:
+            items = [{"track": self.track_object(track_id), "added_at": "2025-01-0%dT10:00:00Z" % (1 + index % 9)}
+                     for index, track_id in enumerate(sorted(self.liked))]
+        page = items[offset:offset + limit]
+        more = offset + limit < len(items) and path != "/me/player/recently-played"
+        return Answer(200, {"items": page, "limit": limit, "offset": offset, "total": len(items),
+                            "next": f"{path}?offset={offset + limit}" if more else None})
 
     def refresh(self) -> Answer:
         """POST /api/token: a fresh token, or 400 invalid_grant when the refresh token was revoked."""
