@@ -17,8 +17,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m helpers.pipeline -p offline True $(ARGS)
 
+# Two workers (pytest-xdist), each file on one: a file's module fixtures (the notebook chains) run once.
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 benchmark: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
