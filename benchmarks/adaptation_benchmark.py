@@ -24,14 +24,13 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 import pandas as pd
 from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
-from helpers.adaptation import CHECKPOINTS, LEARNERS, Study, load_served_chain, make_learner, summarise
+from helpers.adaptation import CHECKPOINTS, LEARNERS, load_served_chain, measure_person, summarise
 from helpers.paths import write_text_atomic
-from helpers.people import SCENARIOS, make_person
+from helpers.people import SCENARIOS
 from helpers.plots import adaptation_figure, save_figure
 
 
@@ -40,20 +39,8 @@ def measure(catalogue: ChainRun, scenario: str, seed: int, learners: list[str], 
     import torch
 
     torch.set_num_threads(1)  # the jobs run side by side
-    chain = load_served_chain(catalogue.paths)
-    person = make_person(scenario, chain.pool.table, chain.listener_model, seed=seed)
-    study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
-    frames = []
-    for name in learners:
-        began = time.perf_counter()
-        learner = make_learner(name, chain, seed=seed, history=person.history)
-        frame = study.run(learner)
-        frame["seconds"] = time.perf_counter() - began
-        switch = getattr(learner, "switch_seconds", [])
-        frame["switch_seconds_max"] = max(switch) if switch else np.nan
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True).assign(catalogue=catalogue.name, scenario=scenario, seed=seed,
-                                                       n_songs=chain.pool.n_tracks)
+    return measure_person(load_served_chain(catalogue.paths), scenario, seed, learners,
+                          n_eval_starts=n_eval_starts).assign(catalogue=catalogue.name)
 
 
 def main() -> None:
@@ -62,7 +49,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="listener seeds (default 0-4)")
     parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
-    parser.add_argument("--eval-starts", type=int, default=200, help="held-out starts per measure (default 200)")
+    parser.add_argument("--eval-starts", type=int, default=100, help="held-out starts per measure (default 100)")
     parser.add_argument("--jobs", type=int, default=1, help="measures run side by side (default 1)")
     args = parser.parse_args()
     if args.prepare:

@@ -44,7 +44,7 @@ from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, local_env, l
 from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
-from helpers.people import Person
+from helpers.people import SCENARIOS, Person, make_person
 from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
 from helpers.recommend import checkpoint_path, load_chain, version_path
@@ -381,8 +381,8 @@ class Study:
         return frame
 
 
-LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", "notebook 08 update + fine-tune",
-            "taste model + PPO fine-tune")
+FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
+LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -409,9 +409,77 @@ def load_served_chain(output_dir: str | Path | ProjectPaths | None = None) -> Se
                        checkpoint_path(trained.paths.models))
 
 
+@dataclass(frozen=True)
+class StudySettings:
+    """Who is measured, by which learners, on how many held-out starts: notebook 08's study and the benchmark's."""
+
+    scenarios: tuple[str, ...] = SCENARIOS
+    n_listeners: int = 5  # people per scenario, seeds seed, seed + 1, ...
+    learners: tuple[str, ...] = tuple(name for name in LEARNERS if name not in FINE_TUNING)
+    n_eval_starts: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.scenarios if name not in SCENARIOS]
+        if unknown or not self.scenarios:
+            raise ValueError(f"scenarios must be a non-empty selection of {SCENARIOS}, got {list(self.scenarios)}")
+        unknown = [name for name in self.learners if name not in LEARNERS]
+        if unknown or not self.learners:
+            raise ValueError(f"learners must be a non-empty selection of {LEARNERS}, got {list(self.learners)}")
+        if self.n_listeners < 1 or self.n_eval_starts < 1:
+            raise ValueError(f"n_listeners and n_eval_starts must be >= 1, got {self.n_listeners} and "
+                             f"{self.n_eval_starts}")
+
+    def people(self) -> list[tuple[str, int]]:
+        """Every (scenario, listener seed) to measure."""
+        return [(scenario, self.seed + i) for scenario in self.scenarios for i in range(self.n_listeners)]
+
+
+def measure_person(chain: ServedChain, scenario: str, seed: int, learners: Sequence[str], *,
+                   n_eval_starts: int) -> pd.DataFrame:
+    """Every learner on one person of `scenario` (seed `seed`): `Study.run`'s rows, each with the
+    learner's seconds and slowest switch (last play of a playlist to the next playlist built)."""
+    person = make_person(scenario, chain.pool.table, chain.listener_model, seed=seed)
+    study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
+    frames = []
+    for name in learners:
+        began = time.perf_counter()
+        learner = make_learner(name, chain, seed=seed, history=person.history)
+        frame = study.run(learner)
+        frame["seconds"] = time.perf_counter() - began
+        switch = getattr(learner, "switch_seconds", [])
+        frame["switch_seconds_max"] = max(switch) if switch else np.nan
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True).assign(scenario=scenario, seed=seed, n_songs=chain.pool.n_tracks)
+
+
+def taste_snapshots(chain: ServedChain, person: Person, seed: int,
+                    checkpoints: Sequence[int] = (0, *CHECKPOINTS)) -> pd.DataFrame:
+    """What the taste model believes of every song after each of `checkpoints` learning playlists.
+
+    Columns: `id`, `true taste` (the person's), one `after N playlists` per checkpoint (the
+    posterior mean share listened) and `heard_in` (the number of the playlist that first
+    played the song; 0 for never). The playlists are `Study.build`'s learning playlists for
+    `seed`; `person` itself is left untouched (a copy listens).
+    """
+    person = copy.deepcopy(person)
+    learner = TasteLearner(chain, prior_mean=person.history, seed=seed)
+    starts = Study.build(chain, person, seed=seed, n_eval_starts=1).learning_starts
+    snapshots = {"id": chain.pool.ids, "true taste": person.taste.copy()}
+    heard_in = np.zeros(chain.pool.n_tracks, dtype=np.int64)
+    for number in range(max(checkpoints) + 1):
+        if number in checkpoints:
+            snapshots[f"after {number} playlists"] = learner.model.predict()[0]
+        if number < max(checkpoints):
+            rows = learner.play(int(starts[number]), person)
+            heard_in[rows[heard_in[rows] == 0]] = number + 1
+    return pd.DataFrame({**snapshots, "heard_in": heard_in})
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% confidence half-width over listener seeds, per catalogue, scenario, learner and checkpoint."""
-    keys = ["catalogue", "scenario", "learner", "playlists"]
+    """Mean and 95% confidence half-width over listener seeds, per catalogue, scenario, learner and
+    checkpoint (the keys present)."""
+    keys = [key for key in ("catalogue", "scenario", "learner", "playlists") if key in results]
     measures = ["share_full", "share_knowable", "planned_share_knowable", "regret"]
     grouped = results.groupby(keys, sort=False)
     mean = grouped[measures].mean()

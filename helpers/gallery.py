@@ -38,14 +38,16 @@ FIGURES: dict[str, tuple[str, str]] = {
     "06_policy_comparison": ("06_ppo", "mean return of every policy on held-out starts, with the exact optimum"),
     "06_gridworld_trajectories": ("06_ppo", "the walks of the trained policies and the baselines on the map"),
     "07_session_feedback": ("07_spotify", "how each track of the played playlist was heard"),
-    "08_returns": ("08_finetune", "held-out returns before and after fine-tuning on the logged feedback"),
-    "08_cluster_shift": ("08_finetune", "where the fine-tuned policy's picks moved, per cluster"),
-    "08_drift": ("08_finetune", "adapting to a listener whose taste drifted: return per round of feedback"),
-    "08_off_policy": ("08_finetune", "off-policy estimates of each fine-tuned version against its simulated value"),
+    "08_taste_map": ("08_adaptation", "one person's true taste and what the taste model believes after 0, 1, 3 and 10 "
+                                      "playlists, on the UMAP map"),
+    "08_adaptation": ("08_adaptation", "share of the knowable gap closed after 1, 3 and 10 playlists: every scenario, "
+                                       "the taste model against the bandits"),
+    "08_returns": ("08_adaptation", "held-out returns before and after fine-tuning on the logged feedback"),
+    "08_cluster_shift": ("08_adaptation", "where the fine-tuned policy's picks moved, per cluster"),
 }
 
 GALLERY = ("03_cluster_map", "03_gridworld", "05_reward_map", "06_training_curves", "06_policy_comparison",
-           "06_gridworld_trajectories", "08_drift")
+           "06_gridworld_trajectories", "08_taste_map", "08_adaptation")
 # Screenshots of the embed player with a playlist (the tests' stand-in of Spotify's iFrame API in
 # place of Spotify's player), taken by its browser tests when EMBED_SCREENSHOT_DIR is set.
 SCREENSHOTS = {"07_embed_player_jupyterlab": "notebook 07's widget in JupyterLab",

@@ -54,9 +54,9 @@ ARTEFACTS: dict[str, Artefact] = {
     "neighbours": Artefact("data/processed", "neighbours.npz", "06_ppo"),
     "policy_comparison": Artefact("data/processed", "policy_comparison.csv", "06_ppo"),
     "policy": Artefact("models", "ppo_{architecture}.pt", "06_ppo"),
-    "policy_version": Artefact("models", "ppo_{architecture}_v{version}.pt", "08_finetune"),
-    "version_rewards": Artefact("models", "ppo_{architecture}_v{version}.rewards.parquet", "08_finetune"),
-    "version_record": Artefact("models", "ppo_{architecture}_v{version}.json", "08_finetune"),
+    "policy_version": Artefact("models", "ppo_{architecture}_v{version}.pt", "08_adaptation"),
+    "version_rewards": Artefact("models", "ppo_{architecture}_v{version}.rewards.parquet", "08_adaptation"),
+    "version_record": Artefact("models", "ppo_{architecture}_v{version}.json", "08_adaptation"),
     # The live loop's listener model versions (helpers.live): the table first, the JSON (the version) last.
     "taste_rewards": Artefact("models", "taste_v{version}.rewards.parquet", "07_spotify"),
     "taste_record": Artefact("models", "taste_v{version}.json", "07_spotify"),

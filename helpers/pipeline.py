@@ -39,7 +39,7 @@ QUICK_PARAMETERS: dict[str, object] = {
     "n_eval_starts": 30,
     "eval_seeds": [0],
     "finetune_timesteps": 20_000,
-    "drift_finetune_timesteps": 20_000,
+    "n_listeners": 1,
     "offline": True,
 }
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from helpers.paths import PRIVATE_FILE_MODE, atomic_write, create_private
 
@@ -223,8 +224,6 @@ def gridworld_figure(points: pd.DataFrame, edges: pd.DataFrame, *, note: str = "
     `points` as for `cluster_map_figure`; `edges` from `helpers.clustering.gridworld_edges`.
     Each panel is zoomed on its source and targets; the numbers are the neighbours' ranks.
     """
-    from plotly.subplots import make_subplots
-
     by_id = points.set_index("id")
     groups = list(edges.groupby("source", sort=False))
     columns = min(columns, len(groups))
@@ -286,8 +285,6 @@ def listening_by_cluster_figure(listeners: pd.DataFrame, cluster_mean: np.ndarra
 
     Quartiles are computed here, so the figure stays small for any number of tracks.
     """
-    from plotly.subplots import make_subplots
-
     grouped = listeners.groupby("cluster")["percentage_listened"]
     quartiles = grouped.quantile([0.25, 0.5, 0.75]).unstack()
     clusters = quartiles.index.to_numpy()
@@ -347,8 +344,6 @@ def reward_histogram_figure(rewards: pd.DataFrame, bins: int = 60) -> go.Figure:
 
 def vae_loss_figure(history: pd.DataFrame, beta: float) -> go.Figure:
     """The VAE's loss per epoch, one panel per term (columns epoch, total, reconstruction, kl)."""
-    from plotly.subplots import make_subplots
-
     terms = {"total": "negative ELBO (total)", "reconstruction": "reconstruction: squared error",
              "kl": "KL divergence (nats)"}
     fig = make_subplots(rows=1, cols=len(terms), subplot_titles=list(terms.values()),
@@ -396,8 +391,6 @@ def reconstruction_error_figure(errors: pd.DataFrame) -> go.Figure:
 
 def latent_distribution_figure(latents: pd.DataFrame, bins: int = 40) -> go.Figure:
     """Histogram of each latent dimension (columns latent_0 ...); binned here, so it stays small."""
-    from plotly.subplots import make_subplots
-
     columns = [column for column in latents.columns if str(column).startswith("latent_")]
     fig = make_subplots(rows=1, cols=len(columns), subplot_titles=columns, shared_yaxes=True,
                         horizontal_spacing=0.02)
@@ -543,8 +536,6 @@ def trajectories_figure(tracks: pd.DataFrame, trajectories: dict[str, list[dict]
     labelled with the policy's probability of that move; each circle shows the song's reward.
     Songs that nearly coincide on the map are nudged apart.
     """
-    from plotly.subplots import make_subplots
-
     colours = ["#7b61ff", "#2ca02c", "#ff7f0e", "#d62728"]
     paths = {name: [steps[0]["track_id"]] + [step["chosen"] for step in steps] for name, steps in trajectories.items()}
     titles = [f"{name}: return of the {len(ids) - 1} picks {tracks.loc[ids[1:], 'reward'].sum():.0f}"
@@ -606,30 +597,6 @@ def cluster_shift_figure(shares: pd.DataFrame) -> go.Figure:
                              legend_title="")
 
 
-def drift_rounds_figure(rounds: pd.DataFrame) -> go.Figure:
-    """Per round: fine-tuned, un-tuned and optimal mean held-out return under the drifted
-    listener, with the line half-way between un-tuned and optimum (the demo's target)."""
-    names = {"fine_tuned": "fine-tuned after each round", "untuned": "not fine-tuned", "optimum": "exact optimum"}
-    long = rounds.rename(columns=names).melt(id_vars="round", value_vars=list(names.values()),
-                                             var_name="policy", value_name="mean return")
-    last = rounds.iloc[-1]
-    fig = px.line(long, x="round", y="mean return", color="policy", markers=True,
-                  title=f"Adapting to a drifted listener: {last['gap_closed']:.0%} of the gap closed "
-                        f"after {int(last['round'])} rounds<br><sup>mean held-out return under its true rewards</sup>")
-    fig.add_hline(y=(last["untuned"] + last["optimum"]) / 2, line_dash="dash", line_color="grey",
-                  annotation_text="half the gap", annotation_position="bottom right")
-    return fig.update_layout(xaxis=dict(dtick=1), xaxis_title="round of feedback (0: none yet)")
-
-
-def off_policy_figure(rounds: pd.DataFrame) -> go.Figure:
-    """Per round: IPS, SNIPS and DR estimates of the new policy's value beside its simulated value."""
-    long = rounds.dropna(subset=["ips"]).melt(id_vars="round", value_vars=["ips", "snips", "dr", "simulated", "logged"],
-                                              var_name="estimate", value_name="playlist value")
-    fig = px.bar(long, x="round", y="playlist value", color="estimate", barmode="group",
-                 title="Off-policy estimates of the fine-tuned policy's value on each round's log")
-    return fig.update_layout(xaxis=dict(dtick=1))
-
-
 # --- 08 adaptation ------------------------------------------------------------------------------
 
 
@@ -647,5 +614,35 @@ def adaptation_figure(summary: pd.DataFrame) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="knowable ceiling",
                   annotation_position="bottom right")
     fig.for_each_annotation(lambda note: note.update(text=note.text.split("=")[-1]))
+    # Each panel on its own scale: the bandits' hard case (about -10) would flatten the others.
+    fig.update_yaxes(matches=None, showticklabels=True, title="")
     return fig.update_layout(legend_title="", height=max(450, 260 * len(rows))).update_xaxes(
         type="log", tickvals=[1, 3, 10], title="playlists heard")
+
+
+def taste_map_figure(points: pd.DataFrame, *, note: str = "", max_points: int | None = MAP_MAX_POINTS,
+                     seed: int = 42) -> go.Figure:
+    """The person's true taste beside what the taste model believes after each checkpoint, on the UMAP map.
+
+    `points`: `umap_x`, `umap_y`, `id`, `true taste`, `after N playlists` columns and `heard_in`
+    (from `helpers.adaptation.taste_snapshots`). One panel per taste column, all on one colour
+    scale (share listened, 0-1); a panel after N playlists rings the songs heard in them."""
+    shown, shown_note = _map_points(points, max_points, seed)
+    panels = ["true taste", *[column for column in shown.columns if column.startswith("after ")]]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels, horizontal_spacing=0.02,
+                        shared_xaxes=True, shared_yaxes=True)
+    for col, panel in enumerate(panels, start=1):
+        heard_by = int(panel.split()[1]) if panel.startswith("after ") else 0
+        heard = (shown["heard_in"] >= 1) & (shown["heard_in"] <= heard_by)
+        fig.add_trace(go.Scattergl(
+            x=shown["umap_x"], y=shown["umap_y"], mode="markers", name=panel, showlegend=False,
+            marker={"size": 4, "color": shown[panel], "colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0,
+                    "showscale": col == len(panels), "colorbar": {"title": {"text": "share listened"}},
+                    "line": {"width": np.where(heard, 1.5, 0.0), "color": "crimson"}},
+            customdata=np.column_stack([shown["id"], shown[panel]]),
+            hovertemplate="%{customdata[0]}: %{customdata[1]:.2f}<extra>" + panel + "</extra>"), row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+        fig.update_yaxes(showticklabels=False, row=1, col=col)
+    fig.update_layout(title=_titled("What the taste model learns of one person, playlist after playlist", note,
+                                    shown_note, "ringed: the songs heard so far"), height=380)
+    return fig

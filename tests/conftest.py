@@ -16,8 +16,8 @@ from helpers.paths import ProjectPaths
 # steps do (on top of the runner's quick settings, which train 50,000 steps per policy).
 SHORT_TRAINING: dict[str, object] = {
     "num_envs": 64, "total_timesteps_candidate": 3_000, "total_timesteps_original": 3_000, "n_eval_starts": 5,
-    "eval_seeds": [0], "finetune_timesteps": 1_000, "drift_rounds": 1, "drift_playlists_per_round": 2,
-    "drift_finetune_timesteps": 1_000,
+    "eval_seeds": [0], "finetune_timesteps": 1_000, "n_listeners": 1,
+    "scenarios": ["smooth taste", "loves the two lowest clusters"],
 }
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, FixedTable, ServedChain, Study, TasteLearner, summarise)
+from helpers.adaptation import (BanditLearner, FixedTable, ServedChain, Study, StudySettings, TasteLearner,
+                                measure_person, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -108,3 +109,38 @@ def test_summary_has_a_confidence_interval_per_checkpoint():
     assert summary["seeds"].tolist() == [3, 3]
     assert summary["share_knowable"].tolist() == pytest.approx([0.4, 0.4])
     assert summary["share_knowable_ci95"].iloc[0] == pytest.approx(1.96 * 0.2 / np.sqrt(3))
+
+
+def test_the_taste_snapshots_move_towards_the_truth_and_count_the_songs_heard(served_chain):
+    person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=3)
+    state = person.rng.bit_generator.state
+    snapshots = taste_snapshots(served_chain, person, seed=3, checkpoints=(0, 1, 5))
+    assert list(snapshots.columns) == ["id", "true taste", "after 0 playlists", "after 1 playlists",
+                                       "after 5 playlists", "heard_in"]
+    assert person.rng.bit_generator.state == state, "the person given is left untouched"
+    truth = snapshots["true taste"]
+    before, after = (np.corrcoef(snapshots[f"after {n} playlists"], truth)[0, 1] for n in (0, 5))
+    assert after > before + 0.3
+    heard = snapshots["heard_in"]
+    assert set(heard.unique()) <= set(range(6)) and (heard == 1).sum() == 10
+    assert 10 < (heard > 0).sum() <= 50, "five playlists of ten songs, repeats heard once"
+
+
+def test_measure_person_gives_every_learner_the_same_references(served_chain):
+    frame = measure_person(served_chain, "someone else", 1, ["taste model", "no update", "LinUCB"], n_eval_starts=10)
+    assert frame.groupby("learner", sort=False).size().to_dict() == {"taste model": 3, "no update": 3, "LinUCB": 3}
+    assert frame.groupby("playlists")[["R_none", "R_knowable", "R_optimum"]].nunique().eq(1).all().all()
+    assert (frame["scenario"] == "someone else").all() and (frame["n_songs"] == 400).all()
+    assert frame.loc[frame["learner"] == "taste model", "switch_seconds_max"].notna().all()
+    assert frame.loc[frame["learner"] == "no update", "switch_seconds_max"].isna().all()
+
+
+def test_study_settings_name_every_person_and_refuse_unknown_names():
+    settings = StudySettings(scenarios=("smooth taste", "drifting"), n_listeners=2, seed=7)
+    assert settings.people() == [("smooth taste", 7), ("smooth taste", 8), ("drifting", 7), ("drifting", 8)]
+    with pytest.raises(ValueError, match="scenarios must be"):
+        StudySettings(scenarios=("nobody",))
+    with pytest.raises(ValueError, match="learners must be"):
+        StudySettings(learners=("oracle",))
+    with pytest.raises(ValueError, match="n_listeners"):
+        StudySettings(n_listeners=0)

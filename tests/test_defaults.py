@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from helpers.adaptation import StudySettings
 from helpers.clustering import fit_kmeans, gridworld_edges, umap_map
 from helpers.drift import DriftSettings
 from helpers.evaluation import compare_policies, split_start_tracks
@@ -31,7 +32,8 @@ def parameters(notebook: str) -> dict[str, object]:
     return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)}
 
 
-PPO, ORIGINAL, DRIFT, WEIGHTS = PPOConfig(), PPOConfig.original(), DriftSettings(), RewardWeights()
+PPO, ORIGINAL, DRIFT, WEIGHTS, STUDY = (PPOConfig(), PPOConfig.original(), DriftSettings(), RewardWeights(),
+                                      StudySettings())
 SHARED_PPO = ("playlist_length", "n_candidates", "gae_lambda", "update_epochs", "num_envs", "num_minibatches",
               "entropy_coef", "value_coef", "max_grad_norm", "torch_threads", "seed", "n_fourier_features",
               "fourier_scale")
@@ -63,12 +65,11 @@ MIRRORS: dict[str, dict[str, object]] = {
         "eval_seeds": list(default(compare_policies, "eval_seeds")),
     },
     "07_spotify": {"playlist_length": PPO.playlist_length},
-    "08_finetune": {"confidence_plays": DRIFT.confidence_plays, "prior_plays": DRIFT.prior_plays,
-                    "finetune_timesteps": DRIFT.finetune_timesteps, "finetune_learning_rate": DRIFT.learning_rate,
-                    "finetune_reset_policy_head": DRIFT.reset_policy_head, "n_eval_starts": DRIFT.n_eval_starts,
-                    "drift_rounds": DRIFT.n_rounds, "drift_playlists_per_round": DRIFT.playlists_per_round,
-                    "drift_finetune_timesteps": DRIFT.finetune_timesteps, "drift_play_noise": DRIFT.play_noise,
-                    "seed": DRIFT.seed},
+    "08_adaptation": {"scenarios": list(STUDY.scenarios), "n_listeners": STUDY.n_listeners,
+                      "learners": list(STUDY.learners), "n_eval_starts": STUDY.n_eval_starts, "seed": STUDY.seed,
+                      "confidence_plays": DRIFT.confidence_plays, "prior_plays": DRIFT.prior_plays,
+                      "finetune_timesteps": DRIFT.finetune_timesteps, "finetune_learning_rate": DRIFT.learning_rate,
+                      "finetune_reset_policy_head": DRIFT.reset_policy_head},
 }
 
 

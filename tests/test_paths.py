@@ -64,7 +64,7 @@ def checkpoint_bytes(content: dict) -> bytes:
 
 @pytest.mark.parametrize("name, load, notebook", [
     ("ppo_candidate.pt", TrainingRun.load, "06_ppo"),
-    ("ppo_candidate_v3.pt", TrainingRun.load, "08_finetune"),
+    ("ppo_candidate_v3.pt", TrainingRun.load, "08_adaptation"),
     ("vae.pt", TrainedVAE.load, "02_vae"),
 ])
 def test_a_truncated_or_foreign_checkpoint_names_the_notebook_to_re_run(tmp_path, name, load, notebook):
@@ -101,7 +101,7 @@ def test_the_file_contract_names_every_artefact_once_and_who_writes_it(tmp_path)
     files = [paths.file(name, architecture="candidate", version=3) for name in ARTEFACTS]
     assert len(set(files)) == len(ARTEFACTS) and all(path.is_relative_to(tmp_path) for path in files)
     assert [produced_by(path) for path in files] == [artefact.produced_by for artefact in ARTEFACTS.values()]
-    assert produced_by("ppo_original_v12.pt") == "08_finetune" and produced_by("ppo_original.pt") == "06_ppo"
+    assert produced_by("ppo_original_v12.pt") == "08_adaptation" and produced_by("ppo_original.pt") == "06_ppo"
     assert produced_by("notes.txt") is None
     with pytest.raises(FileNotFoundError, match="neighbours.npz does not exist: run notebook 06_ppo first"):
         paths.existing("neighbours")

@@ -1,19 +1,24 @@
 """Figures whose content is computed, not only drawn."""
 import pandas as pd
 import plotly.graph_objects as go
-import pytest
 
-from helpers.plots import drift_rounds_figure, reward_map_figure, session_feedback_figure
+from helpers.plots import reward_map_figure, session_feedback_figure, taste_map_figure
 
 
-def test_the_drift_figure_states_the_share_closed_and_marks_the_target():
-    rounds = pd.DataFrame({"round": [0, 1, 2], "fine_tuned": [930.0, 950.0, 975.0], "untuned": 930.0,
-                           "optimum": 1010.0, "gap_closed": [0.0, 0.25, 0.5625]})
-    fig = drift_rounds_figure(rounds)
-    assert "56% of the gap closed after 2 rounds" in fig.layout.title.text
-    (target,) = fig.layout.shapes
-    assert target.y0 == target.y1 == pytest.approx(970.0)
-    assert {trace.name for trace in fig.data} == {"fine-tuned after each round", "not fine-tuned", "exact optimum"}
+def test_the_taste_map_rings_only_the_songs_heard_by_each_panel_on_one_colour_scale():
+    points = pd.DataFrame({"id": list("abcd"), "umap_x": [0.0, 1.0, 2.0, 3.0], "umap_y": 0.0,
+                           "true taste": [0.9, 0.2, 0.5, 0.7], "after 0 playlists": 0.6,
+                           "after 1 playlists": [0.8, 0.3, 0.6, 0.6], "after 3 playlists": [0.9, 0.2, 0.5, 0.6],
+                           "heard_in": [1, 3, 0, 0]})
+    fig = taste_map_figure(points, max_points=None)
+    assert [trace.name for trace in fig.data] == ["true taste", "after 0 playlists", "after 1 playlists",
+                                                  "after 3 playlists"]
+    rings = [list(trace.marker.line.width) for trace in fig.data]
+    assert rings[0] == rings[1] == [0, 0, 0, 0], "nothing is heard before the first playlist, nor on the truth"
+    assert rings[2] == [1.5, 0, 0, 0] and rings[3] == [1.5, 1.5, 0, 0]
+    assert {(trace.marker.cmin, trace.marker.cmax) for trace in fig.data} == {(0.0, 1.0)}
+    assert [trace.marker.showscale for trace in fig.data] == [False, False, False, True]
+    assert list(fig.data[2].marker.color) == [0.8, 0.3, 0.6, 0.6]
 
 
 def test_map_hover_names_the_track_where_the_catalogue_has_names():
