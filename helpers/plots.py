@@ -614,7 +614,7 @@ def adaptation_figure(summary: pd.DataFrame) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="knowable ceiling",
                   annotation_position="bottom right")
     fig.for_each_annotation(lambda note: note.update(text=note.text.split("=")[-1]))
-    # Each panel on its own scale: the bandits' hard case (about -10) would flatten the others.
+    # Each panel on its own scale: the bandits' hard case (far below 0) would flatten the others.
     fig.update_yaxes(matches=None, showticklabels=True, title="")
     return fig.update_layout(legend_title="", height=max(450, 260 * len(rows))).update_xaxes(
         type="log", tickvals=[1, 3, 10], title="playlists heard")
