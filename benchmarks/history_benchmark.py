@@ -111,7 +111,8 @@ def imported_learner(chain: ServedChain, run: ProjectPaths, person: Person, n_pl
         seconds = time.perf_counter() - began
         records = read_interactions(copy.feedback / HISTORY_LOG_NAME, sources=HISTORY_SOURCES)
     rows = chain.pool.rows_of(records["track_id"])
-    learner.model.observe(rows, records["percentage_listened"].to_numpy(np.float64))
+    learner.model.observe(rows, records["percentage_listened"].to_numpy(np.float64),
+                          records["share_from_evidence"].to_numpy(bool))
     learner.model.end_session()
     return learner, seconds
 

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from helpers.layouts import (
-    FEATURE_RANGES, FEATURES, TEXT_FIELDS, Layout, LayoutError, decade_from_file_name, detect_layout,
+    DURATION_RANGE, FEATURE_RANGES, FEATURES, TEXT_FIELDS, Layout, LayoutError, decade_from_file_name, detect_layout,
     mapped_layout, mode_numbers, pitch_classes, years_from_release_dates,
 )
 from helpers.paths import DEFAULT_CATALOGUE, REPO_ROOT, TIDYTUESDAY_CATALOGUE, save_parquet
@@ -54,10 +54,11 @@ KAGGLE_COLUMNS = (
     "id", "name", "album", "album_id", "artists", "artist_ids", "track_number", "disc_number",
     "explicit", *FEATURES, "duration_ms", "time_signature", "year", "release_date",
 )
-# Columns of tracks.parquet, in order; `name`, `album`, `genre` and `year` only when known.
-TRACKS_COLUMNS = ("id", "artist", "name", "album", "genre", *FEATURES, "year")
+# Columns of tracks.parquet, in order; `name`, `album`, `genre`, `year` and `duration_ms` only when known.
+TRACKS_COLUMNS = ("id", "artist", "name", "album", "genre", *FEATURES, "year", "duration_ms")
 # Columns of a loaded catalogue, in order, each when known.
-CATALOGUE_COLUMNS = ("id", "artist", "name", "album", "genre", "popularity", "year", "artists", *FEATURES)
+CATALOGUE_COLUMNS = ("id", "artist", "name", "album", "genre", "popularity", "year", "duration_ms", "artists",
+                     *FEATURES)
 
 # Between two quoted names of a stringified list: `', '`, `", "`, `', "` or `", '`.
 _LIST_SEPARATOR = r"""['"], ['"]"""
@@ -625,6 +626,8 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
         frame["popularity"] = table["popularity"].to_numpy()
     if "year" in table.column_names:
         frame["year"] = pd.array(table["year"].to_numpy(), dtype="Float64").astype("Int64")
+    if "duration_ms" in table.column_names:
+        frame["duration_ms"] = table["duration_ms"].to_numpy()
     if "artists" in table.column_names:
         frame["artists"] = pd.Series(artists, dtype=pd.ArrowDtype(artists.type))
     for feature in FEATURES:
@@ -682,7 +685,7 @@ def read_catalogue_files(path: str | Path | Sequence[str | Path], column_map: Ma
     The layout is recognised from the header (`helpers.layouts.KNOWN_LAYOUTS`) unless
     `column_map` maps fields to columns. Returns a DataFrame with the `CATALOGUE_COLUMNS` the
     files have: `id`, `artist` (for a list of artists the first), `name`, `album`, `genre`,
-    `popularity`, `year`, `artists` (the parsed list) and the 11 `FEATURES` as float64. Rows
+    `popularity`, `year`, `duration_ms`, `artists` (the parsed list) and the 11 `FEATURES` as float64. Rows
     without an id or with a missing feature are dropped, then repeated ids (keeping the first
     row, with every genre of the id's rows; ids whose features differ are counted, with an
     example); with `return_report=True` the counts come back in a `LoadReport` as a second value.
@@ -710,8 +713,10 @@ def read_catalogue_files(path: str | Path | Sequence[str | Path], column_map: Ma
         _check_has_values(table, layout.columns(header), file)
         columns = layout.columns(header)
         try:
-            check_value_ranges({f: table[f].to_numpy() for f in FEATURES}, FEATURE_RANGES, str(file),
-                               {f: columns[f] for f in FEATURES})
+            checked = [*FEATURES, *(["duration_ms"] if "duration_ms" in table.column_names else [])]
+            check_value_ranges({f: table[f].to_numpy() for f in checked},
+                               {**FEATURE_RANGES, "duration_ms": DURATION_RANGE}, str(file),
+                               {f: columns[f] for f in checked})
         except ValueError as error:
             raise CatalogueError(str(error)) from None
         if "artists" in table.column_names:

@@ -27,6 +27,7 @@ that a simulated listener never enters a person's history. Each record holds, in
 | `played_id` | the id Spotify actually played when it relinked the track (the requested id was not playable in the listener's market), else `null`; `track_id` is always the catalogue's id. Older logs lack the key: it reads as `null` |
 | `preview`, `preview_duration_ms` | `true` when what played was a preview (the embed player plays 30-second previews to visitors not logged in to Spotify), with the preview's duration in ms; then `percentage_listened` is the share of the preview, not of the song. Else `false` and `null`; older logs lack both keys and read so |
 | `skipped` | `true` when the listener skipped the track (an imported play Spotify marked skipped), `false` when they did not, `null` when unknown; older logs lack the key: it reads as `null` |
+| `share_from_evidence` | `true` when `percentage_listened` is no measured share but what an imported play says without the song's length (1 heard to its end, 0 skipped): the listener model then learns from it which songs are heard more than others, not how much; else `false`, as older logs read |
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ PROBS_SUM_TOLERANCE = 1e-3
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 # liked is a nullable integer: <NA> where the liked check failed.
 COLUMN_DTYPES = {"timestamp": TIMESTAMP_DTYPE, "position": "int64", "percentage_listened": "float64",
-                 "liked": "Int64", "preview": "bool", "preview_duration_ms": "Int64", "skipped": "boolean"}
+                 "liked": "Int64", "preview": "bool", "preview_duration_ms": "Int64", "skipped": "boolean",
+                 "share_from_evidence": "bool"}
 
 
 class MalformedLineWarning(UserWarning):
@@ -127,6 +129,7 @@ class Interaction:
     preview: bool = False
     preview_duration_ms: int | None = None
     skipped: bool | None = None
+    share_from_evidence: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -161,6 +164,11 @@ class Interaction:
                              f"otherwise, got preview={self.preview!r}, preview_duration_ms={duration!r}")
         if self.skipped is not None and not isinstance(self.skipped, bool):
             raise ValueError(f"skipped must be true, false or null (unknown), got {self.skipped!r}")
+        if not isinstance(self.share_from_evidence, bool):
+            raise ValueError(f"share_from_evidence must be true or false, got {self.share_from_evidence!r}")
+        if self.share_from_evidence and (self.source != "export" or percentage not in (0.0, 1.0)):
+            raise ValueError("share_from_evidence is for an exported play's 0 (skipped) or 1 (heard to its end), got "
+                             f"source {self.source!r} and percentage_listened {percentage}")
         candidates = [_text("candidates", value) for value in _items("candidates", self.candidates)]
         probs = [_number("probs", value) for value in _items("probs", self.probs)]
         if len(candidates) != len(probs):
@@ -180,7 +188,8 @@ class Interaction:
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> "Interaction":
         """An interaction from a parsed JSON object that has exactly the documented keys
-        (`played_id`, `preview`, `preview_duration_ms` and `skipped` may be absent: logs written before them)."""
+        (`played_id`, `preview`, `preview_duration_ms`, `skipped` and `share_from_evidence` may be absent:
+        logs written before them)."""
         if not isinstance(record, Mapping):
             raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
         missing = [name for name in INTERACTION_KEYS if name not in record and name not in OPTIONAL_KEYS]
@@ -200,7 +209,7 @@ class Interaction:
 
 
 INTERACTION_KEYS = tuple(field.name for field in fields(Interaction))
-OPTIONAL_KEYS = ("played_id", "preview", "preview_duration_ms", "skipped")
+OPTIONAL_KEYS = ("played_id", "preview", "preview_duration_ms", "skipped", "share_from_evidence")
 
 
 def open_log(path: str | Path) -> BinaryIO:

@@ -21,11 +21,15 @@ matched play becomes a record of the feedback log (`helpers.feedback`) in a log 
 `data/feedback/history_interactions.jsonl` (0600), which the learning step reads with the live
 plays:
 
-    percentage_listened = clip(ms_played / duration_ms, 0, 1)     where the catalogue has durations,
+    percentage_listened = clip(ms_played / duration_ms, 0, 1)
 
-else the evidence the export has, never an invented share: 1 for a play heard to its end
-(`reason_end` trackdone), 0 for a skip (`skipped`, `reason_end` fwdbtn, or under 30 s), and a
-play with neither is left out (counted). The API's lists say which songs are played or kept,
+with the song's `duration_ms` from the catalogue (notebook 01 keeps it where the file has it) or,
+where the catalogue has none, from the export itself: the longest play of the song heard to its
+end (`reason_end` trackdone). A song with neither has no share to measure, and none is invented:
+its record holds the evidence the export has (`share_from_evidence`), 1 for a play heard to its
+end, 0 for a skip (`skipped`, `reason_end` fwdbtn, or under 30 s), and a play with neither is
+left out (counted). The listener model learns from such evidence which songs are heard more than
+others, not how much (`helpers.taste`: a free offset). The API's lists say which songs are played or kept,
 not how much of each: their records are heard in full (1). `liked` is 1 for a saved track, else
 null; `skipped` is kept. A record's key is its minute and its song (`session_id`), so importing
 the same export again, or the account data beside the extended history, adds nothing.
@@ -483,6 +487,13 @@ def play_shares(plays: pd.DataFrame, durations: pd.Series) -> tuple[pd.Series, p
     return share, given.isna() & measured.isna() & share.notna()
 
 
+def export_durations(plays: pd.DataFrame) -> pd.Series:
+    """Each matched song's length as the export shows it, by song id: its longest play heard to its
+    end (`reason_end` trackdone, at least 30 s; the account data has no reason, so none)."""
+    done = plays["song_id"].notna() & plays["reason_end"].eq("trackdone") & (plays["ms_played"] >= COUNTED_MS)
+    return plays[done].groupby("song_id")["ms_played"].max().astype(np.float64)
+
+
 def history_key(ended: pd.Series, song_ids: pd.Series) -> pd.Series:
     """A record's key: the minute the play ended and its song (the account data has minutes only)."""
     return "history " + ended.dt.floor("min").dt.strftime("%Y-%m-%dT%H:%MZ") + " " + song_ids.astype(str)
@@ -504,6 +515,7 @@ class ImportReport:
     no_share: int
     evidence_shares: int
     durations_known: bool
+    export_durations: int  # songs whose length came from a play of the export heard to its end
     new_records: int
     already_imported: int
     log: Path
@@ -522,10 +534,14 @@ class ImportReport:
             lines.append("artists most played and not in the catalogue (bring a catalogue that has them): "
                          + ", ".join(f"{artist} ({plays})" for artist, plays in self.top_unmatched_artists))
         if not self.durations_known:
-            lines.append("the catalogue has no durations: each share comes from what the export says (1 heard to "
-                         "its end, 0 skipped or under 30 s)")
+            lines.append("the catalogue has no durations: a share is measured against the song's length where "
+                         "the export has a play of it heard to its end")
+        if self.export_durations:
+            lines.append(f"{self.export_durations} songs' lengths taken from the export (plays heard to their end)")
         if self.evidence_shares:
-            lines.append(f"{self.evidence_shares} shares from the export's evidence (no duration for the song)")
+            lines.append(f"{self.evidence_shares} plays of songs without a known length: recorded as the export's "
+                         "evidence (1 heard to its end, 0 skipped or under 30 s), which tells the model which songs "
+                         "are heard more, not how much")
         if self.no_share:
             lines.append(f"{self.no_share} matched plays left out: no duration and neither finished nor skipped")
         lines.append(f"{self.new_records} new records in {self.log} ({self.already_imported} already imported)")
@@ -544,9 +560,11 @@ def import_history(history: History, paths: ProjectPaths) -> ImportReport:
     plays["song_id"], how = match_songs(tracks, aliases, plays)
     plays["song_id"] = plays["song_id"].where(plays["song_id"].isin(latents.index))
     matched = plays["song_id"].notna()
-    durations = (tracks.set_index("id")["duration_ms"] if "duration_ms" in tracks.columns
+    catalogue = (tracks.set_index("id")["duration_ms"].dropna() if "duration_ms" in tracks.columns
                  else pd.Series(dtype=np.float64))
-    plays["share"], evidence = play_shares(plays, durations)
+    from_export = export_durations(plays).drop(catalogue.index, errors="ignore")
+    plays["share"], plays["evidence"] = play_shares(plays, pd.concat([catalogue, from_export]))
+    evidence = plays["evidence"]
     saved = history.saved
     liked_songs = set(match_songs(tracks, aliases, saved)[0].dropna())
     unmatched = plays[~matched]
@@ -567,20 +585,22 @@ def import_history(history: History, paths: ProjectPaths) -> ImportReport:
         unmatched_tracks=int(distinct), by_name=int((how == "name").sum()),
         top_unmatched_artists=list(zip(top.index, top.astype(int).tolist())),
         no_share=int((matched & plays["share"].isna()).sum()), evidence_shares=int((matched & evidence).sum()),
-        durations_known="duration_ms" in tracks.columns, new_records=len(new), already_imported=len(kept) - len(new),
-        log=log)
+        durations_known=bool(len(catalogue)), export_durations=len(from_export), new_records=len(new),
+        already_imported=len(kept) - len(new), log=log)
 
 
 def history_records(plays: pd.DataFrame, latents: pd.DataFrame, liked_songs: set[str]) -> list[Interaction]:
-    """The feedback-log records of matched plays (`song_id`, `key`, `ended`, `share`, `skipped`, `source`)."""
+    """The feedback-log records of matched plays (`song_id`, `key`, `ended`, `share`, `evidence`, `skipped`,
+    `source`)."""
     vectors = latents.loc[plays["song_id"]].to_numpy(np.float64).tolist()
     skipped = plays["skipped"].astype(object).where(plays["skipped"].notna(), None)
     return [Interaction(timestamp=ended.isoformat(), session_id=key, track_id=song, position=0, latent=latent,
                         percentage_listened=float(share), liked=1 if song in liked_songs else None, source=source,
                         model_version=MODEL_VERSION, candidates=[], probs=[],
-                        skipped=None if was_skipped is None else bool(was_skipped))
-            for ended, key, song, latent, share, source, was_skipped in zip(
-                plays["ended"], plays["key"], plays["song_id"], vectors, plays["share"], plays["source"], skipped)]
+                        skipped=None if was_skipped is None else bool(was_skipped), share_from_evidence=bool(evidence))
+            for ended, key, song, latent, share, source, was_skipped, evidence in zip(
+                plays["ended"], plays["key"], plays["song_id"], vectors, plays["share"], plays["source"], skipped,
+                plays["evidence"])]
 
 
 # -- the command -----------------------------------------------------------------------------------------
@@ -610,28 +630,43 @@ def update_taste_version(paths: ProjectPaths) -> str:
     return f"taste version {version}: {learner.message}"
 
 
+def import_and_learn(paths: ProjectPaths, sources: str | Path | Sequence[str | Path] | None = None,
+                     spotify: bool = False, pkce: bool | None = None) -> str:
+    """Import the export at `sources` (a path or a list of them; and, with `spotify`, the Web API's
+    lists, signing in with PKCE when `pkce`) into the chain at `paths`, then save the taste version
+    learnt from it: what `python -m helpers.history` and notebook 07 do. The import's report and
+    the version, as text."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources or [])
+    if not all(isinstance(source, (str, Path)) for source in sources):
+        raise ValueError(f"the export must be given as a path or a list of paths, got {sources!r}")
+    if not isinstance(spotify, bool):
+        raise ValueError(f"spotify must be True or False, got {spotify!r}")
+    if not sources and not spotify:
+        raise ValueError("give the export (zip, folder or files) and/or the Spotify lists")
+    parts = [read_export(sources)] if sources else []
+    if spotify:
+        parts.append(spotify_history(pkce))
+    report = import_history(History.combine(parts), paths)
+    return f"{report.describe()}\n{update_taste_version(paths)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.paths and not args.spotify:
         parser.error("give the export (zip, folder or files) and/or --spotify")
-    paths = ProjectPaths.at(args.output_dir)
     try:
-        parts = [read_export(args.paths)] if args.paths else []
-        if args.spotify:
-            parts.append(spotify_history(args.pkce))
-        report = import_history(History.combine(parts), paths)
+        print(import_and_learn(ProjectPaths.at(args.output_dir), args.paths, args.spotify, args.pkce or None))
     except (HistoryFormatError, LogNotWritable, SpotifyError, OSError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
-    print(report.describe())
-    print(update_taste_version(paths))
     return 0
 
 
-def spotify_history(pkce: bool = False) -> History:
-    """The Web API's lists of the signed-in person (`helpers.spotify.SpotifyPlayer`)."""
-    player = SpotifyPlayer.connect(SpotifySettings.from_environment(use_pkce=pkce or None, scopes=HISTORY_SCOPES))
+def spotify_history(pkce: bool | None = None) -> History:
+    """The Web API's lists of the signed-in person (`helpers.spotify.SpotifyPlayer`; `pkce` None:
+    PKCE when there is no client secret)."""
+    player = SpotifyPlayer.connect(SpotifySettings.from_environment(use_pkce=pkce, scopes=HISTORY_SCOPES))
     return api_history(player.top_tracks(), player.recently_played(), player.saved_tracks(), pd.Timestamp.now(tz="UTC"))
 
 

@@ -2,8 +2,9 @@
 
 A layout names, for each field the chain uses, the column of the file that holds it. Fields:
 `id`, `artist` (one name) or `artists` (a stringified Python list of names), `name`, `album`,
-`genre`, `popularity`, `year` or `release_date`, and the 11 audio `FEATURES` (spelled alike in
-every known layout). A file's layout is recognised from its header (`detect_layout`); any other
+`genre`, `popularity`, `year` or `release_date`, `duration_ms` (the song's length, which turns an
+imported play's milliseconds into a share), and the 11 audio `FEATURES` (spelled alike in every
+known layout). A file's layout is recognised from its header (`detect_layout`); any other
 table is read through a column mapping (`mapped_layout`).
 """
 from __future__ import annotations
@@ -34,8 +35,10 @@ FEATURE_RANGES = {
     "loudness": ValueRange(-100.0, 10.0, "a loudness in dB between -100 and 10"),
     "tempo": ValueRange(0.0, 500.0, "a tempo in beats per minute between 0 (no beat found) and 500"),
 }
+# A song's length: more than 0 ms and at most a day (the longest tracks on Spotify run a few hours).
+DURATION_RANGE = ValueRange(1.0, 86_400_000.0, "a duration in milliseconds, more than 0 and at most a day")
 TEXT_FIELDS = ("id", "artist", "artists", "name", "album", "genre", "release_date")
-NUMBER_FIELDS = ("popularity", "year")
+NUMBER_FIELDS = ("popularity", "year", "duration_ms")
 FIELDS = (*TEXT_FIELDS, *NUMBER_FIELDS, *FEATURES)
 
 # Spotify's pitch classes: C = 0, C♯/D♭ = 1, …, B = 11.
@@ -78,21 +81,25 @@ class Layout:
 
 KNOWN_LAYOUTS = (
     Layout("embedded", "the embedded catalogue", {"id": "id", "artist": "artist"},
-           {"name": "name", "year": "year", "album": "album", "genre": "genre"}),
+           {"name": "name", "year": "year", "album": "album", "genre": "genre", "duration_ms": "duration_ms"}),
     Layout("kaggle", "Kaggle's 'Spotify 1.2M+ Songs' tracks_features.csv",
-           {"id": "id", "name": "name", "album": "album", "artists": "artists", "year": "year"}),
+           {"id": "id", "name": "name", "album": "album", "artists": "artists", "year": "year"},
+           {"duration_ms": "duration_ms"}),
     Layout("tidytuesday", "TidyTuesday's spotify_songs.csv",
            {"id": "track_id", "name": "track_name", "artist": "track_artist",
             "release_date": "track_album_release_date", "genre": "playlist_genre"},
-           {"album": "track_album_name", "popularity": "track_popularity"}, missing_text=("NA",)),
+           {"album": "track_album_name", "popularity": "track_popularity", "duration_ms": "duration_ms"},
+           missing_text=("NA",)),
     Layout("spotify_features", "Kaggle's 'Ultimate Spotify Tracks DB' SpotifyFeatures.csv",
            {"id": "track_id", "name": "track_name", "artist": "artist_name", "genre": "genre"},
-           {"popularity": "popularity"}, words_for_key_and_mode=True),
+           {"popularity": "popularity", "duration_ms": "duration_ms"}, words_for_key_and_mode=True),
     Layout("hit_predictor", "Kaggle's 'Spotify Hit Predictor' dataset-of-NNs.csv",
-           {"id": "uri", "name": "track", "artist": "artist"}, id_prefix="spotify:track:",
+           {"id": "uri", "name": "track", "artist": "artist"}, {"duration_ms": "duration_ms"},
+           id_prefix="spotify:track:",
            decade_in_file_name=True),
     Layout("spotify_1921_2020", "Kaggle's 'Spotify Dataset 1921-2020' data.csv",
-           {"id": "id", "name": "name", "artists": "artists", "year": "year", "popularity": "popularity"}),
+           {"id": "id", "name": "name", "artists": "artists", "year": "year", "popularity": "popularity"},
+           {"duration_ms": "duration_ms"}),
 )
 
 

@@ -104,8 +104,10 @@ class LiveLearner:
         order = records[live].groupby("session_id", sort=False)["timestamp"].min().sort_values().index
         sessions = [history] if history.any() else []  # the imported history: one session before the live ones
         sessions += [live & (records["session_id"] == session).to_numpy() for session in order]
+        listened = records["percentage_listened"].to_numpy(np.float64)
+        evidence = records["share_from_evidence"].to_numpy(bool)
         for mask in sessions:
-            model.observe(rows[mask], records["percentage_listened"].to_numpy(np.float64)[mask])
+            model.observe(rows[mask], listened[mask], evidence[mask])
             model.end_session()
         self.model = model
         left_out = f"; {int((~known).sum())} record(s) of songs not in the catalogue left out" if (~known).any() else ""

@@ -20,6 +20,17 @@ ybar_i), ybar_i ~ N(m_i + f_i . theta, song_std^2 + play_noise^2 / n_i). A song'
 mean is then its features' prediction, pulled towards its own plays by
 k_i = song_std^2 / (song_std^2 + play_noise^2 / n_i).
 
+A play whose share is unknown (an imported play of a song without a known length: 1 heard to its
+end, 0 skipped; `share_from_evidence` in the feedback log) is modelled as
+
+    mean + evidence_contrast * (y - 1/2) = t_i + a + N(0, (evidence_contrast * evidence_noise)^2)
+
+(a song heard to its end is `evidence_contrast` more to the person's taste than one skipped;
+the population `mean` centres it), with a ~ N(0, evidence_offset_std^2) one free offset shared
+by all such plays. They say which songs are heard more than others; the offset, learned with
+them and then marginalised out, keeps their 0/1 scale from setting the taste's level. They
+inform the weights, not a song's own deviation.
+
 Evidence fades by `forgetting` per session (a play of s sessions ago counts forgetting^s), so
 a taste that moves is followed; 1 keeps every play at full weight.
 
@@ -58,13 +69,20 @@ class TastePrior:
     lengthscale_factor: float = 0.8
     forgetting: float = 1.0
     history_song_std: float = 0.05
+    evidence_noise: float = 0.5  # a 0/1 outcome's spread
+    evidence_contrast: float = 0.3  # taste of a song heard to its end, against one skipped
+    evidence_offset_std: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("cluster_std", "smooth_std", "song_std", "play_noise", "lengthscale_factor", "history_song_std"):
+        for name in ("cluster_std", "smooth_std", "song_std", "play_noise", "lengthscale_factor", "history_song_std",
+                     "evidence_offset_std"):
             if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if self.play_noise == 0 and min(self.song_std, self.history_song_std) == 0:
             raise ValueError("play_noise and a song's own spread cannot both be 0: a play would be exact")
+        for name in ("evidence_noise", "evidence_contrast"):
+            if not (np.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if not 0 < self.forgetting <= 1:
             raise ValueError(f"forgetting must lie in (0, 1], got {self.forgetting}")
         if self.n_fourier < 0:
@@ -114,6 +132,7 @@ class TasteModel:
         self._rows = np.empty(0, dtype=np.int64)
         self._listened = np.empty(0)
         self._sessions = np.empty(0, dtype=np.int64)
+        self._evidence = np.empty(0, dtype=bool)
         self._fit()
 
     @property
@@ -136,13 +155,15 @@ class TasteModel:
         scale = self.prior.smooth_std * np.sqrt(2.0 / max(self.prior.n_fourier, 1))
         return (scale * np.cos(self.latents[rows] @ self.frequencies + self.phases)).astype(np.float32)
 
-    def observe(self, rows: np.ndarray, percentage_listened: np.ndarray) -> None:
-        """Add plays (song rows and their percentage listened, in [0, 1]) and update the posterior."""
+    def observe(self, rows: np.ndarray, percentage_listened: np.ndarray, evidence: np.ndarray | None = None) -> None:
+        """Add plays (song rows and their percentage listened, in [0, 1]) and update the posterior;
+        `evidence` marks the plays whose value is the export's 0/1 evidence, not a share."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         listened = np.asarray(percentage_listened, dtype=np.float64).ravel()
-        if rows.shape != listened.shape:
-            raise ValueError(f"rows and percentage_listened must have the same length, got {rows.shape} "
-                             f"and {listened.shape}")
+        evidence = np.zeros(len(rows), bool) if evidence is None else np.asarray(evidence, dtype=bool).ravel()
+        if not rows.shape == listened.shape == evidence.shape:
+            raise ValueError(f"rows, percentage_listened and evidence must have the same length, got {rows.shape}, "
+                             f"{listened.shape} and {evidence.shape}")
         if len(rows) and (rows.min() < 0 or rows.max() >= self.n_songs):
             raise ValueError(f"song rows must lie in [0, {self.n_songs}), got {rows.min()} to {rows.max()}")
         if not (np.isfinite(listened).all() and ((listened >= 0) & (listened <= 1)).all()):
@@ -150,6 +171,7 @@ class TasteModel:
         self._rows = np.concatenate([self._rows, rows])
         self._listened = np.concatenate([self._listened, listened])
         self._sessions = np.concatenate([self._sessions, np.full(len(rows), self.session)])
+        self._evidence = np.concatenate([self._evidence, evidence])
         self._fit()
 
     def end_session(self) -> None:
@@ -157,23 +179,39 @@ class TasteModel:
         self.session += 1
         self._fit()
 
+    def _summaries(self, plays: np.ndarray, play_noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The songs heard in the (faded) `plays`, their mean value and the variance of that mean."""
+        weight = self.prior.forgetting ** (self.session - self._sessions[plays])
+        heard, inverse = np.unique(self._rows[plays], return_inverse=True)
+        n = np.bincount(inverse, weights=weight, minlength=len(heard))
+        total = np.bincount(inverse, weights=weight * self._listened[plays], minlength=len(heard))
+        return heard, total / np.maximum(n, 1e-12), self._song_var[heard] + play_noise ** 2 / np.maximum(n, 1e-12)
+
     def _fit(self) -> None:
         """The weights' posterior and the heard songs' summaries from the (faded) plays."""
         prior = self.prior
-        weight = prior.forgetting ** (self.session - self._sessions)
-        heard, inverse = np.unique(self._rows, return_inverse=True)
-        n = np.bincount(inverse, weights=weight, minlength=len(heard))
-        total = np.bincount(inverse, weights=weight * self._listened, minlength=len(heard))
-        heard_mean = total / np.maximum(n, 1e-12)
-        noise = self._song_var[heard] + prior.play_noise ** 2 / np.maximum(n, 1e-12)
+        heard, heard_mean, noise = self._summaries(~self._evidence, prior.play_noise)
         features = self.features(heard).astype(np.float64)
-        precision = np.eye(self.n_weights) + features.T @ (features / noise[:, None])
-        self.covariance = np.linalg.inv(precision)
-        self.covariance = (self.covariance + self.covariance.T) / 2
-        self.weights = self.covariance @ (features.T @ ((heard_mean - self.prior_mean[heard]) / noise))
+        targets = heard_mean - self.prior_mean[heard]
+        if self._evidence.any():  # one more weight, the evidence's offset, with feature evidence_offset_std
+            contrast = prior.evidence_contrast
+            songs, evidence_mean, evidence_noise = self._summaries(self._evidence, contrast * prior.evidence_noise)
+            features = np.block([[features, np.zeros((len(heard), 1))],
+                                 [self.features(songs), np.full((len(songs), 1), prior.evidence_offset_std)]])
+            # Centred on the population mean, so the offset only has to absorb the share of finished plays.
+            centred = prior.mean + contrast * (evidence_mean - 0.5)
+            targets = np.concatenate([targets, centred - self.prior_mean[songs]])
+            noise = np.concatenate([noise, evidence_noise])
+        precision = np.eye(features.shape[1]) + features.T @ (features / noise[:, None])
+        covariance = np.linalg.inv(precision)
+        covariance = (covariance + covariance.T) / 2
+        weights = covariance @ (features.T @ (targets / noise))
+        # The taste's weights, with the offset marginalised out.
+        self.covariance = covariance[: self.n_weights, : self.n_weights]
+        self.weights = weights[: self.n_weights]
         self.cholesky = np.linalg.cholesky(self.covariance)
         self._pull = np.zeros(self.n_songs)  # k_i: how far a song's own plays pull its taste (0: unheard)
-        self._pull[heard] = self._song_var[heard] / noise
+        self._pull[heard] = self._song_var[heard] / noise[: len(heard)]
         self._own_mean = np.zeros(self.n_songs)
         self._own_mean[heard] = heard_mean
 

@@ -94,7 +94,7 @@ def test_notebook_default_filter_keeps_the_embedded_catalogue_whole():
 def test_kaggle_schema_is_parsed(kaggle_file):
     catalogue, report = read_catalogue_files(kaggle_file, return_report=True)
     assert report.layout == "kaggle" and report.rows_kept == 6
-    assert list(catalogue.columns) == ["id", "artist", "name", "album", "year", "artists", *FEATURES]
+    assert list(catalogue.columns) == ["id", "artist", "name", "album", "year", "duration_ms", "artists", *FEATURES]
     assert catalogue["artists"].tolist() == [["Beyoncé", "Guns N' Roses"], ["Calvin Harris", "Rihanna"],
                                              ["Sia"], ["Siamese Dream"], [], ["Drake"]]
     assert catalogue["artist"].iloc[:4].tolist() == ["Beyoncé", "Calvin Harris", "Sia", "Siamese Dream"]
@@ -369,6 +369,23 @@ def test_features_out_of_range_are_one_error_naming_each_column_and_row(tmp_path
     with pytest.raises(CatalogueError, match=r"'danceability' has the value 1.5 in data row 2; expected a share"
                                              r".*'tempo' has the value inf in data row 1"):
         read_catalogue_files(path)
+
+
+def test_durations_pass_through_to_tracks_and_bad_ones_are_named(tmp_path):
+    path = write_embedded(tmp_path / "c.csv", [embedded_row("a", duration_ms=215_000), embedded_row("b")])
+    frame = pd.read_csv(path)
+    frame.loc[1, "duration_ms"] = np.nan
+    frame.to_csv(path, index=False)
+    tracks = read_catalogue_files(path)
+    assert tracks["duration_ms"].tolist()[0] == 215_000 and np.isnan(tracks["duration_ms"].iloc[1]), \
+        "a missing duration is unknown, and the row stays"
+    written = pd.read_parquet(save_tracks(tracks, tmp_path / "tracks.parquet"))
+    assert written["duration_ms"].iloc[0] == 215_000
+    for bad in (0, -3_000, 2e8):
+        write_embedded(path, [embedded_row("a"), embedded_row("b", duration_ms=bad)])
+        with pytest.raises(CatalogueError, match=rf"column 'duration_ms' has the value {float(bad)!r} in data row 2; "
+                                                 r"expected a duration in milliseconds"):
+            read_catalogue_files(path)
 
 
 def test_column_map_giving_two_fields_one_column(tmp_path):

@@ -17,7 +17,7 @@ from helpers.feedback import (INTERACTION_KEYS, Interaction, MalformedLineWarnin
 
 DOCUMENTED_KEYS = ("timestamp", "session_id", "track_id", "position", "latent", "percentage_listened",
                    "liked", "source", "model_version", "candidates", "probs", "played_id", "preview",
-                   "preview_duration_ms", "skipped")
+                   "preview_duration_ms", "skipped", "share_from_evidence")
 
 
 def record(**changes) -> dict:

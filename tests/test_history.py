@@ -96,12 +96,24 @@ def test_a_zipped_extended_history_imports_its_music_and_counts_the_rest(chain, 
     assert (report.music_plays, report.matched_plays, report.unmatched_plays) == (5, 4, 1)
     assert report.matched_tracks == 3 and report.top_unmatched_artists == [("Unknown Band", 1)]
     log = read_interactions(chain.feedback / HISTORY_LOG_NAME)
-    assert log["track_id"].tolist() == ["track00001", "track00002", "track00003"], "another release's id is its song's"
+    assert log["track_id"].tolist() == ["track00001", "track00002", "track00003", "track00001"], \
+        "another release's id is its song's"
     assert log["source"].eq("export").all() and log["liked"].isna().all()
-    assert log["skipped"].tolist() == [False, True, False]
-    assert log["percentage_listened"].tolist() == [1.0, 0.0, 1.0], "no durations: 1 heard to the end, 0 skipped"
-    assert report.no_share == 1, "an 'endplay' without a duration has no share: left out, counted"
+    assert log["skipped"].tolist() == [False, True, False, False]
+    assert log["percentage_listened"].tolist() == [1.0, 0.0, 1.0, 0.5], \
+        "no durations in the catalogue: a song's length is its play heard to the end (180 s), 90 s of it is 0.5"
+    assert log["share_from_evidence"].tolist() == [False, True, False, False], \
+        "a skip of a song never heard to its end is the export's evidence, and marked so"
+    assert report.no_share == 0 and report.export_durations == 2 and report.evidence_shares == 1
     assert "the catalogue has no durations" in report.describe()
+    assert "2 songs' lengths taken from the export" in report.describe()
+
+
+def test_a_play_without_any_length_and_neither_finished_nor_skipped_is_left_out(chain, tmp_path):
+    ended = extended_entry("2024-03-02T09:00:00Z", "track00001", ms_played=90_000, reason_end="endplay")
+    report = imported(chain, write_json(tmp_path / "Streaming_History_Audio_2024.json", [ended]))
+    assert report.no_share == 1 and report.new_records == 0, "no share is invented"
+    assert "1 matched plays left out: no duration" in report.describe()
 
 
 def with_durations(paths: ProjectPaths, duration_ms: float = 200_000.0) -> ProjectPaths:
@@ -241,7 +253,7 @@ def test_spotify_top_recent_and_saved_tracks_are_imported_with_the_sign_in(chain
 def test_the_learning_log_reads_the_history_with_the_live_plays(chain, tmp_path):
     imported(chain, write_json(tmp_path / "Streaming_History_Audio_2024_0.json", extended_plays()))
     records, sentence = learning_log(chain.feedback)
-    assert records["source"].eq("export").sum() == 3 and HISTORY_LOG_NAME in sentence
+    assert records["source"].eq("export").sum() == 4 and HISTORY_LOG_NAME in sentence
 
 
 def test_the_first_playlist_after_an_import_favours_the_historys_songs_and_neighbours(chain, tmp_path):
@@ -272,3 +284,21 @@ def test_the_first_playlist_after_an_import_favours_the_historys_songs_and_neigh
 
 def playlists(recommender: Recommender, starts: pd.Series) -> list[list[str]]:
     return [playlist_tracks(plan_playlist(recommender, start, LENGTH, greedy=True)) for start in starts]
+
+
+def test_notebook_07_imports_the_history_before_its_playlist(chain, tmp_path):
+    from helpers import pipeline
+    from helpers.recommend import taste_versions
+
+    export = export_zip(tmp_path / "my_spotify_data.zip",
+                        {"Spotify Extended Streaming History/Streaming_History_Audio_2024_0.json": extended_plays()})
+    runs = pipeline.run_chain({"offline": True, "playlist_length": LENGTH, "history_paths": str(export)},
+                              only=["07"], output_dir=chain.root, progress=False)
+    log = chain.feedback / HISTORY_LOG_NAME
+    assert len(read_interactions(log)) == 4 and log.stat().st_mode & 0o777 == 0o600
+    assert taste_versions(chain.models) == [1], "the import saved a taste version before the playlist"
+    printed = runs[0].executed_copy.read_text()
+    assert "4 new records" in printed and "taste version 1" in printed
+    written = [path for path in chain.root.rglob("*") if path.is_file()]
+    for value in PRIVATE.values():
+        assert not any(value.encode() in path.read_bytes() for path in written), f"{value} was written"

@@ -55,6 +55,28 @@ def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs):
     assert shrink_near > 0.1 and shrink_elsewhere < shrink_near / 3
 
 
+def test_evidence_without_a_share_orders_the_songs_but_leaves_the_level(songs):
+    latents, clusters = songs
+    rng = np.random.default_rng(1)
+    skipped = rng.choice(np.flatnonzero(clusters == 1), 30, replace=False)
+    finished = rng.choice(np.flatnonzero(clusters == 3), 5, replace=False)
+    rows = np.concatenate([np.repeat(skipped, 4), np.repeat(finished, 4)])  # mostly skips, as a real history is
+    values = (np.isin(rows, finished)).astype(float)
+    as_evidence, as_shares = TasteModel(latents, clusters, seed=0), TasteModel(latents, clusters, seed=0)
+    as_evidence.observe(rows, values, evidence=np.ones(len(rows), bool))
+    as_shares.observe(rows, values)
+    for model in (as_evidence, as_shares):
+        taste = model.predict()[0]
+        assert taste[clusters == 3].mean() > taste[clusters == 1].mean() + 0.05, "finished songs' region ranks higher"
+    level = TastePrior().mean
+    evidence_taste, share_taste = as_evidence.predict()[0], as_shares.predict()[0]
+    assert abs(evidence_taste.mean() - level) < 0.04, "the 0/1 evidence does not set the taste's level"
+    assert share_taste.mean() < level - 0.04, "read as shares, the same skips drag every song down"
+    assert (as_evidence.predict(skipped)[0] > 0.4).all(), "a skip without a share is no share of 0"
+    with pytest.raises(ValueError, match="same length"):
+        as_evidence.observe([1, 2], [0.0, 1.0], evidence=[True])
+
+
 def test_a_heard_song_moves_most_towards_its_own_plays(songs):
     latents, clusters = songs
     model = TasteModel(latents, clusters, seed=0)
