@@ -39,7 +39,7 @@ import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from numbers import Integral, Real
 from pathlib import Path
@@ -198,9 +198,14 @@ class Interaction:
             raise ValueError(f"keys differ from the log's: missing {missing}, unexpected {unexpected}")
         return cls(**record)
 
+    def as_dict(self) -> dict[str, object]:
+        """The record's keys and values, in order (the values are plain Python types already:
+        no deep copy, which costs more than the rest of a 100,000-play import)."""
+        return {name: getattr(self, name) for name in INTERACTION_KEYS}
+
     def to_json_line(self) -> str:
         """The record as one line of JSON (no newline)."""
-        return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)
+        return json.dumps(self.as_dict(), ensure_ascii=False, allow_nan=False)
 
     @property
     def moment(self) -> pd.Timestamp:
@@ -382,7 +387,7 @@ def read_interactions(path: str | Path, sources: str | Iterable[str] | None = No
     kept = [(record, moment) for record, moment in records if record.source in wanted]
     if not kept:
         return _empty_interactions()
-    frame = pd.DataFrame([asdict(record) for record, _ in kept], columns=list(INTERACTION_KEYS))
+    frame = pd.DataFrame([record.as_dict() for record, _ in kept], columns=list(INTERACTION_KEYS))
     frame["timestamp"] = pd.DatetimeIndex([moment for _, moment in kept])
     frame["played_id"] = pd.Series([record.played_id for record, _ in kept], dtype=object)
     frame["preview_duration_ms"] = pd.array([record.preview_duration_ms for record, _ in kept], dtype="Int64")
