@@ -73,14 +73,14 @@ class ChainRun:
         """Notebooks 01-05 on this catalogue (built-in or synthetic); other names must be run by hand."""
         if self.name in BUILT_IN:
             run_chain({"catalogue_path": self.name}, only=["01", "02", "03", "04", "05"], output_dir=self.output_dir,
-                      progress=False)
+                      progress=False, png=False)
         elif self.name in SYNTHETIC_ROWS:
             from synthetic_catalogue import write_synthetic_catalogue
 
             csv = write_synthetic_catalogue(Path(self.output_dir) / "catalogue.csv", SYNTHETIC_ROWS[self.name],
                                             progress=False)
             run_chain({"catalogue_path": str(csv), **UNFILTERED}, only=["01", "02", "03", "04", "05"],
-                      output_dir=self.output_dir, progress=False)
+                      output_dir=self.output_dir, progress=False, png=False)
         else:
             raise FileNotFoundError(
                 f"{self.paths.file('rewards')} is missing: run the chain on the {self.name} catalogue "

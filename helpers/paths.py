@@ -167,6 +167,8 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
 
 
 PRIVATE_FILE_MODE = 0o600
+# Set to "0" (`python -m helpers.pipeline --no-png`), figures are saved as interactive HTML only.
+PNG_ENVIRONMENT = "RECOMMENDER_FIGURES_PNG"
 
 
 def create_private(path: str | Path) -> Path:

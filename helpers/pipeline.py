@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
-from helpers.paths import NOTEBOOKS_DIR, ProjectPaths, create_private
+from helpers.paths import NOTEBOOKS_DIR, PNG_ENVIRONMENT, ProjectPaths, create_private
 from helpers.validation import check_plain_data, shorten
 
 # Small settings for a fast end-to-end check. A name is passed to every notebook that declares it.
@@ -179,11 +180,9 @@ def new_run_folder(paths: ProjectPaths) -> Path:
 
 def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = False,
               only: list[str] | None = None, start: str | None = None,
-              output_dir: str | Path | None = None, progress: bool = True) -> list[NotebookRun]:
-    """Execute the selected notebooks in order; raise ChainError at the first failure."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+              output_dir: str | Path | None = None, progress: bool = True, png: bool = True) -> list[NotebookRun]:
+    """Execute the selected notebooks in order; raise ChainError at the first failure. With `png`
+    False the notebooks save their figures as interactive HTML only (no browser started)."""
     refuse_secrets(parameters or {})
     checked_parameters(parameters or {})
     paths = ProjectPaths.at(output_dir)
@@ -204,25 +203,42 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     run_folder = new_run_folder(paths)
     runs: list[NotebookRun] = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
-    for notebook in bar:
-        bar.set_postfix_str(notebook.stem)
-        executed_copy = create_private(run_folder / notebook.name)  # outputs may hold listening data
-        passed = {name: value for name, value in given.items() if name in declared[notebook]}
-        started = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
-                kernel_name="python3", log_output=False,
-                progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
-                config=KERNEL_CONFIG, iopub_timeout=IOPUB_TIMEOUT_SECONDS,
-            )
-        except PapermillExecutionError as error:
-            raise ChainError(
-                f"{notebook.name} failed in cell {error.cell_index}: {error.ename}: {error.evalue}\n"
-                f"The executed copy with the full traceback is {executed_copy}"
-            ) from None
-        runs.append(NotebookRun(notebook, executed_copy, time.perf_counter() - started))
+    previous_png = os.environ.get(PNG_ENVIRONMENT)
+    os.environ[PNG_ENVIRONMENT] = "1" if png else "0"  # the kernels inherit it
+    try:
+        for notebook in bar:
+            runs.append(_run_notebook(notebook, run_folder, {name: value for name, value in given.items()
+                                                             if name in declared[notebook]}, bar, progress))
+    finally:
+        if previous_png is None:
+            os.environ.pop(PNG_ENVIRONMENT)
+        else:
+            os.environ[PNG_ENVIRONMENT] = previous_png
     return runs
+
+
+def _run_notebook(notebook: Path, run_folder: Path, passed: dict[str, object], bar: tqdm,
+                  progress: bool) -> NotebookRun:
+    """Execute one notebook with `passed` parameters into `run_folder`; ChainError naming its failing cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    bar.set_postfix_str(notebook.stem)
+    executed_copy = create_private(run_folder / notebook.name)  # outputs may hold listening data
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
+            kernel_name="python3", log_output=False,
+            progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
+            config=KERNEL_CONFIG, iopub_timeout=IOPUB_TIMEOUT_SECONDS,
+        )
+    except PapermillExecutionError as error:
+        raise ChainError(
+            f"{notebook.name} failed in cell {error.cell_index}: {error.ename}: {error.evalue}\n"
+            f"The executed copy with the full traceback is {executed_copy}"
+        ) from None
+    return NotebookRun(notebook, executed_copy, time.perf_counter() - started)
 
 
 def summary(runs: list[NotebookRun], output_dir: str | Path | None = None) -> str:
@@ -255,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="start", metavar="NN", help="run notebooks NN and after")
     parser.add_argument("--output-dir", help="write every output below this folder instead of the repository")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-png", action="store_true",
+                        help="save figures as interactive HTML only (faster; no browser needed)")
     return parser
 
 
@@ -266,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parameters = {name: parse_value(value, name) for name, value in args.parameter}
         runs = run_chain(parameters, quick=args.quick, only=args.only, start=args.start,
-                         output_dir=args.output_dir, progress=not args.no_progress)
+                         output_dir=args.output_dir, progress=not args.no_progress, png=not args.no_png)
     except ChainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

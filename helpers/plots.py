@@ -20,7 +20,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from helpers.paths import PRIVATE_FILE_MODE, atomic_write, create_private
+from helpers.paths import PNG_ENVIRONMENT, PRIVATE_FILE_MODE, atomic_write, create_private
 
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _png_state: dict[str, bool] = {}
@@ -119,6 +119,7 @@ def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool
 
     A PNG that takes longer than `png_timeout_seconds` is given up with one warning, and the
     figures after it are saved as HTML only (the browser behind the export is not responding).
+    No PNG either when the environment sets `PNG_ENVIRONMENT` to "0" (`helpers.pipeline --no-png`).
     """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def save_figure(fig: go.Figure, name: str, figures_dir: str | Path, *, png: bool
     if private:
         create_private(written["html"])
     fig.write_html(written["html"], include_plotlyjs="directory")
-    if png and _png_export_ready():
+    if png and os.environ.get(PNG_ENVIRONMENT) != "0" and _png_export_ready():
         if _write_png(fig, figures_dir / f"{name}.png", width, height, timeout_seconds=png_timeout_seconds,
                       mode=PRIVATE_FILE_MODE if private else None):
             written["png"] = figures_dir / f"{name}.png"

@@ -293,7 +293,7 @@ def test_notebook_07_imports_the_history_before_its_playlist(chain, tmp_path):
     export = export_zip(tmp_path / "my_spotify_data.zip",
                         {"Spotify Extended Streaming History/Streaming_History_Audio_2024_0.json": extended_plays()})
     runs = pipeline.run_chain({"offline": True, "playlist_length": LENGTH, "history_paths": str(export)},
-                              only=["07"], output_dir=chain.root, progress=False)
+                              only=["07"], output_dir=chain.root, progress=False, png=False)
     log = chain.feedback / HISTORY_LOG_NAME
     assert len(read_interactions(log)) == 4 and log.stat().st_mode & 0o777 == 0o600
     assert taste_versions(chain.models) == [1], "the import saved a taste version before the playlist"

@@ -110,8 +110,10 @@ def test_notebook_01_reads_any_table_through_column_map_and_writes_songs(tmp_pat
     pd.DataFrame(rows).to_csv(tmp_path / "mine.csv", index=False)
     code = pipeline.main(["--only", "01", "-p", "catalogue_path", str(tmp_path / "mine.csv"),
                           "-p", "column_map", "{'id': 'song_id', 'artist': 'performer', 'name': 'title'}",
-                          "--output-dir", str(tmp_path), "--no-progress"])
+                          "--output-dir", str(tmp_path), "--no-progress", "--no-png"])
     assert code == 0
+    assert not list(ProjectPaths.at(tmp_path).figures.glob("*.png")) and list(
+        ProjectPaths.at(tmp_path).figures.glob("01_*.html")), "--no-png: interactive HTML figures only"
     (run_folder,) = ProjectPaths.at(tmp_path).runs.iterdir()
     assert run_folder.stat().st_mode & 0o777 == 0o700, "executed copies may hold listening data"
     assert (run_folder / "01_filter.ipynb").stat().st_mode & 0o777 == 0o600
@@ -163,7 +165,7 @@ def test_rewards_table_has_the_documented_columns(quick_chain):
 
 def test_same_seed_gives_identical_rewards(quick_chain, tmp_path):
     root, _ = quick_chain
-    pipeline.run_chain(quick=True, only=["01", "02", "03", "04", "05"], output_dir=tmp_path, progress=False)
+    pipeline.run_chain(quick=True, only=["01", "02", "03", "04", "05"], output_dir=tmp_path, progress=False, png=False)
     first = pd.read_parquet(ProjectPaths.at(root).processed / "rewards.parquet")
     second = pd.read_parquet(ProjectPaths.at(tmp_path).processed / "rewards.parquet")
     pd.testing.assert_frame_equal(first, second, check_exact=True)
@@ -187,7 +189,7 @@ def test_a_longer_playlist_runs_the_whole_trained_chain(quick_chain, tmp_path):
     shutil.copytree(ProjectPaths.at(root).processed, ProjectPaths.at(tmp_path).processed)
     (ProjectPaths.at(tmp_path).processed / "neighbours.npz").unlink()
     pipeline.run_chain({**SHORT_TRAINING, "playlist_length": 12}, quick=True, start="06", output_dir=tmp_path,
-                       progress=False)
+                       progress=False, png=False)
     chain = load_chain(tmp_path)
     assert chain.run.config.playlist_length == 12 and versions(chain.paths.models) == [0, 1]
     assert chain.neighbours().shape[1] == 12 + chain.run.config.n_candidates - 2

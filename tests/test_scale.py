@@ -20,7 +20,8 @@ def large_chain(tmp_path_factory) -> ProjectPaths:
     catalogue = synthetic_catalogue_module().write_synthetic_catalogue(
         root / "tracks_features.csv", N_ROWS, seed=3, progress=False)
     pipeline.run_chain({"catalogue_path": str(catalogue), "artists": None, "year_min": None, "year_max": None,
-                        "umap_sample_size": UMAP_SAMPLE, **SHORT_TRAINING}, quick=True, output_dir=root, progress=False)
+                        "umap_sample_size": UMAP_SAMPLE, **SHORT_TRAINING}, quick=True, output_dir=root, progress=False,
+                       png=False)
     return ProjectPaths.at(root)
 
 
@@ -41,6 +42,7 @@ def test_umap_is_fitted_on_the_sample_and_the_map_says_so(large_chain):
     assert ((placed >= inside.loc["min"]) & (placed <= inside.loc["max"])).all().all()
     html = (large_chain.figures / "03_cluster_map.html").read_text()
     assert f"seeded sample of {UMAP_SAMPLE:,} of {N_ROWS:,} tracks; the map shows that sample" in html
+    assert not list(large_chain.figures.glob("*.png")), "png=False (--no-png) saves HTML only"
 
 
 def test_the_neighbour_index_is_saved_and_the_recommender_serves_playlists(large_chain):
