@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,25 @@ class LiveLearner:
         self.version = saved[-1] if saved else 0  # 0: the population prior, no plays
         self.message = ""
 
+    @cached_property
+    def _song_of_alias(self) -> pd.Series | None:
+        """Notebook 01's id -> song id, each id once (built once: a pass over every alias)."""
+        aliases = self.chain.aliases
+        if aliases is None:
+            return None
+        songs = pd.Series(aliases["song_id"].to_numpy(), index=aliases["id"].to_numpy())
+        return songs[~songs.index.duplicated()]
+
+    @cached_property
+    def _song_index(self) -> pd.Index:
+        return pd.Index(self.chain.pool.ids)
+
     def song_rows(self, track_ids: pd.Series) -> np.ndarray:
         """The catalogue row of each logged track's song (through the aliases), -1 when not in it."""
         ids = pd.Index(track_ids.astype(str))
-        aliases = self.chain.aliases
-        if aliases is not None:
-            songs = pd.Series(aliases["song_id"].to_numpy(), index=aliases["id"].to_numpy())
-            songs = songs[~songs.index.duplicated()]
-            ids = pd.Index(songs.reindex(ids).fillna(pd.Series(ids, index=ids)).to_numpy())
-        return pd.Index(self.chain.pool.ids).get_indexer(ids)
+        if self._song_of_alias is not None:
+            ids = pd.Index(self._song_of_alias.reindex(ids).fillna(pd.Series(ids, index=ids)).to_numpy())
+        return self._song_index.get_indexer(ids)
 
     def update(self) -> int:
         """Refit the model to the whole learning log and, when the log changed since the newest

@@ -207,8 +207,8 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     os.environ[PNG_ENVIRONMENT] = "1" if png else "0"  # the kernels inherit it
     try:
         for notebook in bar:
-            runs.append(_run_notebook(notebook, run_folder, {name: value for name, value in given.items()
-                                                             if name in declared[notebook]}, bar, progress))
+            passed = {name: value for name, value in given.items() if name in declared[notebook]}
+            runs.append(_run_notebook(notebook, run_folder, passed, bar=bar, progress=progress))
     finally:
         if previous_png is None:
             os.environ.pop(PNG_ENVIRONMENT)
@@ -217,7 +217,7 @@ def run_chain(parameters: dict[str, object] | None = None, *, quick: bool = Fals
     return runs
 
 
-def _run_notebook(notebook: Path, run_folder: Path, passed: dict[str, object], bar: tqdm,
+def _run_notebook(notebook: Path, run_folder: Path, passed: dict[str, object], *, bar: tqdm,
                   progress: bool) -> NotebookRun:
     """Execute one notebook with `passed` parameters into `run_folder`; ChainError naming its failing cell."""
     import papermill
