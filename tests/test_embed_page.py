@@ -319,7 +319,9 @@ def test_ctrl_c_in_the_second_session_keeps_every_song_heard_once(page, standin_
     command = subprocess.Popen(
         [sys.executable, "-m", "helpers.play", "--browser", "--no-open", "--no-progress", "--output-dir",
          str(live_run.root), "--sessions", "2", "--length", "3", "--seed", "5"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # pytest-xdist's workers ignore SIGINT and a child inherits that: give the command a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = next(line for line in command.stdout if line.startswith("The player is at ")).split()[4].rstrip(":")
         open_player(page, url)
