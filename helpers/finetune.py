@@ -29,6 +29,10 @@ Reward update (notebook 08), in two steps.
    Blending with r̃_i rather than r_i matters after a drift: one play of a track in a cluster
    the listener now loves would otherwise pull it below its unplayed neighbours.
 
+An imported play whose share is only the export's 0/1 evidence (`share_from_evidence`: the song's
+length was unknown) has no share to average and is left out here; the taste model
+(`helpers.taste`) is what learns from it.
+
 A `liked` logged as unknown (<NA>: Spotify's library check failed) is missing, never 0: the
 like rate of a track is taken over its plays whose like is known, and a track with none known
 uses its cluster's like probability under the updated listener model, Φ((mu_c' - θ) / σ_c).
@@ -106,7 +110,10 @@ def update_rewards(table: pd.DataFrame, log: pd.DataFrame, model: ListenerModel,
     """The rewards table with `reward` updated from `log` (see the module docstring), and the updated model.
 
     Adds the columns `prior_reward`, `plays`, `confidence` and `observed_reward` (NaN when unplayed).
+    Records marked `share_from_evidence` are left out (no measured share).
     """
+    if "share_from_evidence" in log.columns:
+        log = log[~log["share_from_evidence"].to_numpy(bool)]
     if confidence_plays <= 0:
         raise ValueError(f"confidence_plays must be > 0, got {confidence_plays}")
     missing = [c for c in ("id", "cluster", "reward", "proximity_score", "percentage_listened") if c not in table]

@@ -29,8 +29,8 @@ end (`reason_end` trackdone). A song with neither has no share to measure, and n
 its record holds the evidence the export has (`share_from_evidence`), 1 for a play heard to its
 end, 0 for a skip (`skipped`, `reason_end` fwdbtn, or under 30 s), and a play with neither is
 left out (counted). The listener model learns from such evidence which songs are heard more than
-others, not how much (`helpers.taste`: a free offset). The API's lists say which songs are played or kept,
-not how much of each: their records are heard in full (1). `liked` is 1 for a saved track, else
+others, not how much (`helpers.taste`: a free offset). The API's lists say which songs are played
+or kept, not how much of each: their records are heard in full (1). `liked` is 1 for a saved track, else
 null; `skipped` is kept. A record's key is its minute and its song (`session_id`), so importing
 the same export again, or the account data beside the extended history, adds nothing.
 Podcasts, audiobooks and videos are counted and left out.
@@ -564,7 +564,6 @@ def import_history(history: History, paths: ProjectPaths) -> ImportReport:
                  else pd.Series(dtype=np.float64))
     from_export = export_durations(plays).drop(catalogue.index, errors="ignore")
     plays["share"], plays["evidence"] = play_shares(plays, pd.concat([catalogue, from_export]))
-    evidence = plays["evidence"]
     saved = history.saved
     liked_songs = set(match_songs(tracks, aliases, saved)[0].dropna())
     unmatched = plays[~matched]
@@ -584,7 +583,8 @@ def import_history(history: History, paths: ProjectPaths) -> ImportReport:
         matched_tracks=int(plays.loc[matched, "song_id"].nunique()), unmatched_plays=len(unmatched),
         unmatched_tracks=int(distinct), by_name=int((how == "name").sum()),
         top_unmatched_artists=list(zip(top.index, top.astype(int).tolist())),
-        no_share=int((matched & plays["share"].isna()).sum()), evidence_shares=int((matched & evidence).sum()),
+        no_share=int((matched & plays["share"].isna()).sum()),
+        evidence_shares=int((matched & plays["evidence"]).sum()),
         durations_known=bool(len(catalogue)), export_durations=len(from_export), new_records=len(new),
         already_imported=len(kept) - len(new), log=log)
 

@@ -83,6 +83,20 @@ def test_update_rule_on_a_hand_made_log(small_log):
     assert updated["plays"].tolist() == [2, 0, 1, 0]
 
 
+def test_evidence_without_a_share_is_left_out_of_the_reward_update(small_log):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MalformedLineWarning)
+        log = read_interactions(small_log)
+    model = ListenerModel(np.array([0.5, 0.5]), np.array([0.1, 0.1]), like_threshold=0.6, seed=0)
+    skips = log.head(3).assign(percentage_listened=0.0, source="export", share_from_evidence=True,
+                               session_id=lambda frame: "history " + frame["session_id"])
+    with_skips = pd.concat([log, skips], ignore_index=True)
+    expected = update_rewards(small_table(), log, model, **FEEDBACK)
+    updated = update_rewards(small_table(), with_skips, model, **FEEDBACK)
+    pd.testing.assert_frame_equal(updated[0], expected[0])
+    np.testing.assert_array_equal(updated[1].cluster_mean, expected[1].cluster_mean)
+
+
 def test_plays_heard_as_expected_do_not_move_their_cluster_however_good_the_tracks(small_log):
     """The policy plays the tracks it believes are good; hearing them as well as expected is no news."""
     with warnings.catch_warnings():

@@ -72,7 +72,8 @@ def tidytuesday_file(path: Path) -> Path:
 def test_tidytuesday_repeated_ids_na_texts_dates_and_exponents(tmp_path):
     catalogue, report = read_catalogue_files(tidytuesday_file(tmp_path / "spotify_songs.csv"), return_report=True)
     assert report.layout == "tidytuesday" and (report.rows_read, report.duplicate_ids) == (4, 1)
-    assert list(catalogue.columns) == ["id", "artist", "name", "album", "genre", "popularity", "year", "duration_ms", *FEATURES]
+    assert list(catalogue.columns) == ["id", "artist", "name", "album", "genre", "popularity", "year", "duration_ms",
+                                       *FEATURES]
     assert catalogue["id"].tolist() == ["t1", "t2", "t3"]
     assert catalogue["genre"].tolist() == ["pop, edm", "rock", "rock"], "a repeated id keeps every genre"
     assert catalogue["year"].tolist() == [2019, 2012, 1975]
