@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,9 +58,18 @@ SECRETS_MESSAGE = (
 )
 
 
-# The kernel talks to the runner over Unix sockets in Jupyter's private runtime folder: TCP
-# sockets on localhost are open to every local user, and ipykernel warns about them.
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
+def kernel_config() -> Config:
+    """The kernel talks to the runner over Unix sockets in Jupyter's private runtime folder (TCP
+    sockets on localhost are open to every local user, and ipykernel warns about them), named
+    afresh for each kernel: jupyter_client's default name, `kernel-ipc` in the working folder, is
+    the same for every chain run at once, so one runner could reach another's kernel."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(runtime / f"kernel-{uuid.uuid4().hex}-ipc")}})
+
+
 # Seconds to wait for a finished cell's output to arrive (nbclient's default, 4 s, is too short for the
 # cluster map's 100,000 points on a loaded machine: the chain then failed with "Timeout waiting for IOPub output").
 IOPUB_TIMEOUT_SECONDS = 300
@@ -231,7 +241,7 @@ def _run_notebook(notebook: Path, run_folder: Path, passed: dict[str, object], *
             str(notebook), str(executed_copy), parameters=passed, cwd=str(notebook.parent),
             kernel_name="python3", log_output=False,
             progress_bar={"desc": f"  {notebook.stem}", "leave": False} if progress else False,
-            config=KERNEL_CONFIG, iopub_timeout=IOPUB_TIMEOUT_SECONDS,
+            config=kernel_config(), iopub_timeout=IOPUB_TIMEOUT_SECONDS,
         )
     except PapermillExecutionError as error:
         raise ChainError(

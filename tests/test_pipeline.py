@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,6 +78,17 @@ def test_notebooks_are_committed_clean_and_parameterised(notebook):
     assert json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"] == "python3"
     assert cells[0]["cell_type"] == "markdown", "a notebook opens with a markdown cell that says what it does"
     assert {"seed", "output_dir"} <= pipeline.declared_parameters(notebook)
+
+
+def test_every_kernel_has_sockets_of_its_own_in_the_private_runtime_folder():
+    """Two chains at once (the suite's two workers) once shared `kernel-ipc` in the notebooks' folder
+    and a runner reached the other's kernel ("Invalid Signature")."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    first, second = (pipeline.kernel_config().KernelManager for _ in range(2))
+    assert first.transport == second.transport == "ipc" and first.ip != second.ip
+    runtime = Path(jupyter_runtime_dir())
+    assert Path(first.ip).parent == runtime and runtime.stat().st_mode & 0o077 == 0
 
 
 def test_unknown_parameter_is_an_error(tmp_path):
