@@ -21,7 +21,8 @@ what they heard), under the true rewards of the moment.
 Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; playlists
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
-sampling).
+sampling); `HeardClustersKnown`, a reference: the person's taste model known exactly in
+the clusters the taste model's playlists touched.
 """
 from __future__ import annotations
 
@@ -198,6 +199,36 @@ class TasteLearner:
 
     def table(self) -> Rewards:
         return lambda rows: self._rewards(rows, explore=False)
+
+
+class HeardClustersKnown(TasteLearner):
+    """A reference, not a system: the taste model's own playlists, then the person's taste model
+    known exactly in every cluster they touched, the population prior everywhere else.
+
+    For "someone else", whose clusters are independent, nothing the person heard says anything
+    of another cluster: this is the ceiling of what the taste model's playlists could have
+    taught it. For the smooth scenarios, where a play informs other clusters too, it is only a
+    reference.
+    """
+
+    name = "heard clusters known"
+
+    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None, *,
+                 exploration: float = THOMPSON_SCALE, seed: int = 0) -> None:
+        super().__init__(chain, prior, prior_mean, exploration=exploration, seed=seed)
+        self._prior_rewards = self.model.expected_rewards(chain.proximity, chain.weights, chain.like_threshold)
+        self._person: Person | None = None
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        self._person = person
+        return super().play(start_row, person)
+
+    def table(self) -> np.ndarray:
+        clusters = self.model.clusters
+        if self._person is None:
+            return self._prior_rewards
+        knowable = self._person.knowable_rewards(self.chain.proximity, self.chain.weights)
+        return np.where(np.isin(clusters, clusters[self.model.heard_rows]), knowable, self._prior_rewards)
 
 
 class FineTunedTasteLearner(TasteLearner):
@@ -382,7 +413,8 @@ class Study:
 
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
-LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", *FINE_TUNING)
+LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", "heard clusters known",
+            *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -392,6 +424,8 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
         return TasteLearner(chain, prior_mean=history, seed=seed)
     if name == "no update":
         return FixedTable(chain)
+    if name == "heard clusters known":
+        return HeardClustersKnown(chain, prior_mean=history, seed=seed)
     if name in ("LinUCB", "linear Thompson sampling"):
         return BanditLearner(chain, "ucb" if name == "LinUCB" else "thompson", seed=seed)
     if name == "notebook 08 update + fine-tune":

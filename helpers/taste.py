@@ -143,6 +143,11 @@ class TasteModel:
     def n_plays(self) -> int:
         return len(self._rows)
 
+    @property
+    def heard_rows(self) -> np.ndarray:
+        """The rows of every song played at least once, sorted."""
+        return np.unique(self._rows)
+
     def features(self, rows: np.ndarray) -> np.ndarray:
         """f_i for `rows`: the scaled cluster indicator and the scaled Fourier features, (len(rows), n_weights)."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, FixedTable, ServedChain, Study, StudySettings, TasteLearner,
-                                measure_person, summarise, taste_snapshots)
+from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, Study, StudySettings,
+                                TasteLearner, measure_person, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -78,6 +78,26 @@ def test_the_measure_gives_one_to_the_taste_model_known_and_zero_to_no_update(se
     none = study.run(FixedTable(served_chain), checkpoints=(1, 3))
     assert np.allclose(none["share_knowable"], 0.0) and np.allclose(none["share_full"], 0.0)
     assert (none["regret"].diff().dropna() >= 0).all() and (none["regret"] >= 0).all()
+
+
+def test_heard_clusters_known_serves_the_taste_model_in_the_clusters_heard_and_the_prior_elsewhere(served_chain):
+    person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=3)
+    reference = HeardClustersKnown(served_chain, seed=0)
+    before = reference.table()
+    np.testing.assert_array_equal(before, TasteLearner(served_chain, seed=0).table()(np.arange(len(before))))
+    heard = reference.play(int(served_chain.pool.rows_of(served_chain.run.heldout_ids)[0]), person)
+    clusters = served_chain.pool.table["cluster"].to_numpy()
+    touched = np.isin(clusters, clusters[heard])
+    knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
+    np.testing.assert_array_equal(reference.table()[touched], knowable[touched])
+    np.testing.assert_array_equal(reference.table()[~touched], before[~touched])
+    assert 0 < touched.sum() < len(clusters)
+    study = Study.build(served_chain, person, seed=3, n_learning=3, n_eval_starts=20)
+    learner, ceiling = TasteLearner(served_chain, seed=0), HeardClustersKnown(served_chain, seed=0)
+    study.run(learner, checkpoints=(3,), plan=False)
+    study.run(ceiling, checkpoints=(3,), plan=False)
+    np.testing.assert_array_equal(learner.model.heard_rows, ceiling.model.heard_rows,
+                                  err_msg="the reference hears what the taste model hears")
 
 
 def test_the_taste_model_learns_a_smooth_listener_and_regret_is_what_was_heard(served_chain):
