@@ -21,8 +21,8 @@ what they heard), under the true rewards of the moment.
 Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; playlists
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
-sampling); `HeardClustersKnown`, a reference: the person's taste model known exactly in
-the clusters the taste model's playlists touched.
+sampling); `HeardClustersKnown`, a reference: the songs the taste model's playlists played known
+exactly, and the person's taste model in the clusters they touched.
 """
 from __future__ import annotations
 
@@ -202,8 +202,9 @@ class TasteLearner:
 
 
 class HeardClustersKnown(TasteLearner):
-    """A reference, not a system: the taste model's own playlists, then the person's taste model
-    known exactly in every cluster they touched, the population prior everywhere else.
+    """A reference, not a system: the taste model's own playlists, then every song heard known
+    exactly (its true reward), the person's taste model known exactly in every cluster those
+    songs fell in, and the population prior everywhere else.
 
     For "someone else", whose clusters are independent, nothing the person heard says anything
     of another cluster: this is the ceiling of what the taste model's playlists could have
@@ -227,8 +228,11 @@ class HeardClustersKnown(TasteLearner):
         clusters = self.model.clusters
         if self._person is None:
             return self._prior_rewards
-        knowable = self._person.knowable_rewards(self.chain.proximity, self.chain.weights)
-        return np.where(np.isin(clusters, clusters[self.model.heard_rows]), knowable, self._prior_rewards)
+        heard = self.model.heard_rows
+        table = np.where(np.isin(clusters, clusters[heard]),
+                         self._person.knowable_rewards(self.chain.proximity, self.chain.weights), self._prior_rewards)
+        table[heard] = self._person.true_rewards(self.chain.proximity, self.chain.weights)[heard]
+        return table
 
 
 class FineTunedTasteLearner(TasteLearner):

@@ -80,7 +80,7 @@ def test_the_measure_gives_one_to_the_taste_model_known_and_zero_to_no_update(se
     assert (none["regret"].diff().dropna() >= 0).all() and (none["regret"] >= 0).all()
 
 
-def test_heard_clusters_known_serves_the_taste_model_in_the_clusters_heard_and_the_prior_elsewhere(served_chain):
+def test_heard_clusters_known_serves_heard_songs_their_clusters_taste_model_and_the_prior_elsewhere(served_chain):
     person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=3)
     reference = HeardClustersKnown(served_chain, seed=0)
     before = reference.table()
@@ -89,7 +89,10 @@ def test_heard_clusters_known_serves_the_taste_model_in_the_clusters_heard_and_t
     clusters = served_chain.pool.table["cluster"].to_numpy()
     touched = np.isin(clusters, clusters[heard])
     knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
-    np.testing.assert_array_equal(reference.table()[touched], knowable[touched])
+    others = touched & ~np.isin(np.arange(len(clusters)), heard)
+    np.testing.assert_array_equal(reference.table()[others], knowable[others])
+    np.testing.assert_array_equal(reference.table()[heard], person.true_rewards(served_chain.proximity,
+                                                                                served_chain.weights)[heard])
     np.testing.assert_array_equal(reference.table()[~touched], before[~touched])
     assert 0 < touched.sum() < len(clusters)
     study = Study.build(served_chain, person, seed=3, n_learning=3, n_eval_starts=20)
