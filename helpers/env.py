@@ -307,7 +307,8 @@ class PlaylistBatch:
     (batch, n_candidates) marks real candidates; `steps_left` (batch,) is the share of picks
     still to make, 1 at the first pick; `candidate_rewards` (batch, n_candidates,
     len(REWARD_FEATURES)) what the reward table says about each candidate, in its units (zeros
-    where missing). `current_rows` and `candidate_rows` are catalogue rows.
+    where missing). `current_rows` and `candidate_rows` are catalogue rows; `playlists`
+    (batch, playlist_length) the rows played so far, -1 for the picks to come.
     """
 
     current: np.ndarray
@@ -317,6 +318,7 @@ class PlaylistBatch:
     candidate_rewards: np.ndarray
     current_rows: np.ndarray
     candidate_rows: np.ndarray
+    playlists: np.ndarray
 
 
 class BatchPlaylistEnv:
@@ -410,6 +412,7 @@ class BatchPlaylistEnv:
             candidate_rewards=self.candidate_rewards(candidate_rows, mask, self.playlists),
             current_rows=current,
             candidate_rows=candidate_rows,
+            playlists=self.playlists.copy(),
         )
 
     def candidate_rewards(self, candidate_rows: np.ndarray, mask: np.ndarray, playlists: np.ndarray) -> np.ndarray:
@@ -429,13 +432,14 @@ class BatchPlaylistEnv:
             self.pool.rewards[rows, None],
             self._neighbourhood[rows],
             best_and_mean(next_rows, next_mask, self.pool.rewards),
-            self._plan_value(rows, next_rows, next_mask, picks_left_after)[:, None],
+            self.plan_value(rows, next_rows, next_mask, picks_left_after)[:, None],
         ], axis=1).reshape(batch, n_candidates, len(REWARD_FEATURES))
         return np.where(mask[..., None], features, 0.0).astype(np.float32)
 
-    def _plan_value(self, rows: np.ndarray, next_rows: np.ndarray, next_mask: np.ndarray,
-                    picks_left: np.ndarray) -> np.ndarray:
-        """Best return of the `picks_left` picks after each of `rows`: its exact next offer, then `plan_values`."""
+    def plan_value(self, rows: np.ndarray, next_rows: np.ndarray, next_mask: np.ndarray,
+                   picks_left: np.ndarray) -> np.ndarray:
+        """Best return of the `picks_left` picks after each of `rows`: its exact next offer
+        (`next_rows`, `next_mask`, from `free_neighbours`), then `plan_values`."""
         offered = np.where(next_mask, next_rows, 0)
         later = np.maximum(picks_left - 1, 0)[:, None]
         gains = self.pool.rewards[offered] + self._plan_values[

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from conftest import make_rewards_table
 
-from helpers.env import BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
+from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
 from helpers.evaluation import (baseline_policies, build_playlists, compare_policies, exact_optimum,
-                                greedy_oracle_policy, mean_pairwise_distance, playlist_metrics, random_policy,
-                                reward_to_go_bounds, split_start_tracks)
+                                greedy_oracle_policy, lookahead_policy, mean_pairwise_distance, planner_policies,
+                                playlist_metrics, random_policy, reward_to_go_bounds, split_start_tracks)
 
 
 def make_env(n_tracks: int, playlist_length: int, n_candidates: int, seed: int = 0) -> BatchPlaylistEnv:
@@ -57,6 +57,39 @@ def test_greedy_oracle_picks_the_best_real_candidate_and_random_only_real_ones()
         for _ in range(20):
             assert batch.mask[np.arange(12), rng_policy(batch)].all()
         batch, _, done = env.step(choice)
+
+
+def test_a_full_look_ahead_is_the_exact_optimum_and_deeper_searches_do_better():
+    env = make_env(80, 6, 3, seed=5)
+    starts = np.arange(0, 80, 3)
+    optimum = exact_optimum(env, starts, progress=False)[1].sum(axis=1)
+    full = build_playlists(env, starts, lookahead_policy(env, env.n_picks))[1].sum(axis=1)
+    np.testing.assert_allclose(full, optimum)
+    greedy = build_playlists(env, starts, greedy_oracle_policy(env.pool.rewards))[1].sum(axis=1).mean()
+    planned = [build_playlists(env, starts, lookahead_policy(env, depth))[1].sum(axis=1).mean() for depth in (1, 3)]
+    assert greedy < planned[0] <= planned[1] + 1e-9 <= optimum.mean() + 2e-9
+    with pytest.raises(ValueError, match="depth"):
+        lookahead_policy(env, 0)
+
+
+def test_one_level_look_ahead_reads_the_reward_and_plan_value_inputs():
+    env = make_env(60, 8, 4, seed=6)
+    batch, done = env.reset(np.arange(60)), False
+    policy = lookahead_policy(env, 1)
+    while not done:
+        features = batch.candidate_rewards
+        scores = features[..., REWARD_FEATURES.index("reward")] + features[..., REWARD_FEATURES.index("plan_value")]
+        choice = policy(batch)
+        np.testing.assert_allclose(scores[np.arange(60), choice], np.where(batch.mask, scores, -np.inf).max(axis=1),
+                                   rtol=1e-6)
+        batch, _, done = env.step(choice)
+    assert set(planner_policies(env)) == {"reward + plan value", "2-level look-ahead", "3-level look-ahead"}
+
+
+def test_look_ahead_never_repeats_and_copes_with_missing_candidates():
+    env = make_env(12, 12, 4)  # the last picks of a 12-song playlist over 12 songs have fewer than 4 candidates
+    playlists, _ = build_playlists(env, np.arange(12), lookahead_policy(env, 3))
+    assert all(len(set(p)) == 12 for p in playlists.tolist())
 
 
 def test_split_start_tracks_is_a_seeded_partition():

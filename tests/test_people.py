@@ -90,7 +90,8 @@ def batch_of(latents: np.ndarray) -> PlaylistBatch:
     """One step of one playlist whose 4 candidates have `latents`."""
     return PlaylistBatch(current=latents[:1], candidates=latents[None], mask=np.ones((1, len(latents)), bool),
                          steps_left=np.ones(1, np.float32), candidate_rewards=np.zeros((1, len(latents), 6)),
-                         current_rows=np.zeros(1, int), candidate_rows=np.arange(len(latents))[None])
+                         current_rows=np.zeros(1, int), candidate_rows=np.arange(len(latents))[None],
+                         playlists=np.array([[0] + [-1] * 9]))
 
 
 @pytest.mark.parametrize("exploration", ["ucb", "thompson"])
