@@ -67,7 +67,7 @@ def greedy_oracle_policy(rewards: np.ndarray) -> Policy:
 
 
 def lookahead_values(env: BatchPlaylistEnv, playlists: np.ndarray, candidate_rows: np.ndarray,
-                     mask: np.ndarray, depth: int) -> np.ndarray:
+                     mask: np.ndarray, *, depth: int) -> np.ndarray:
     """(batch, n_candidates): each candidate's reward plus the best return after it, searched
     exactly over the environment's own candidates (no repeats) for the `depth - 1` picks after it
     and estimated beyond them by the plan value (`BatchPlaylistEnv.plan_value`); -inf for
@@ -82,7 +82,7 @@ def lookahead_values(env: BatchPlaylistEnv, playlists: np.ndarray, candidate_row
     if depth <= 1 or picks_after[0] <= 0:
         future = env.plan_value(rows, next_rows, next_mask, picks_after)
     else:
-        deeper = lookahead_values(env, branches, next_rows, next_mask, depth - 1)
+        deeper = lookahead_values(env, branches, next_rows, next_mask, depth=depth - 1)
         future = np.where(next_mask.any(axis=1), deeper.max(axis=1), 0.0)
     values = (env.pool.rewards[rows] + future).reshape(batch, width)
     return np.where(mask, values, -np.inf)
@@ -96,7 +96,7 @@ def lookahead_policy(env: BatchPlaylistEnv, depth: int) -> Policy:
         raise ValueError(f"depth must be >= 1, got {depth}")
 
     def choose(batch: PlaylistBatch) -> np.ndarray:
-        return np.argmax(lookahead_values(env, batch.playlists, batch.candidate_rows, batch.mask, depth), axis=1)
+        return np.argmax(lookahead_values(env, batch.playlists, batch.candidate_rows, batch.mask, depth=depth), axis=1)
     return choose
 
 
