@@ -10,6 +10,9 @@ held-out starts for every policy:
   architecture trained by our PPO, each with its training time; optionally the default
   policy after `--budgets` seconds, and the ablation of its inputs (`--ablation`);
 - the baselines: uniform random, always nearest, the greedy oracle and the exact optimum;
+- the strongest hand-written planners at a policy's serving cost (`planner_policies`: reward +
+  plan value, and an exact 2- and 3-level look-ahead), each with its time for a playlist
+  beside the default policy's;
 - environment steps per second during training: ours against Stable-Baselines3's PPO on the
   same `PlaylistEnv` (first catalogue; needs the optional `bench` extra);
 - the Recommender's time for a 10-song playlist on each catalogue (optionally also on random
@@ -21,6 +24,7 @@ catalogue's runs/). Timings depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import time
@@ -31,8 +35,9 @@ import pandas as pd
 import torch
 from catalogues import HELDOUT_FRACTION, ChainRun, add_catalogue_arguments, results_folder
 
-from helpers.env import REWARD_FEATURES, PlaylistBatch, PlaylistEnv, TrackPool
-from helpers.evaluation import Policy, baseline_policies, compare_policies, split_start_tracks
+from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, PlaylistBatch, PlaylistEnv, TrackPool
+from helpers.evaluation import (PLANNER_DEPTHS, Policy, baseline_policies, build_playlists, compare_policies,
+                                lookahead_policy, planner_policies, split_start_tracks)
 from helpers.ppo import PPOConfig, TrainingRun, greedy_policy, make_env, train
 from helpers.recommend import Recommender
 from tables import markdown_table
@@ -41,6 +46,15 @@ from tables import markdown_table
 def without(*names: str) -> tuple[str, ...]:
     """The reward inputs of the default policy except `names`."""
     return tuple(name for name in REWARD_FEATURES if name not in names)
+
+
+def greedy_policy_in(env: BatchPlaylistEnv, agent) -> Policy:
+    """The agent's greedy policy reading its reward inputs from `env` (its own look-ahead depth), whatever
+    environment over the same table and index builds the playlists."""
+    def choose(batch: PlaylistBatch) -> np.ndarray:
+        own = env.candidate_rewards(batch.candidate_rows, batch.mask, batch.playlists)
+        return greedy_policy(agent)(dataclasses.replace(batch, candidate_rewards=own))
+    return choose
 
 
 def sb3_policy(model) -> Policy:
@@ -54,12 +68,12 @@ def sb3_policy(model) -> Policy:
 
 
 def train_sb3(pool: TrackPool, neighbours: np.ndarray, train_rows: np.ndarray, timesteps: int,
-              reward_scale: float, seed: int):
+              *, reward_scale: float, seed: int, look_ahead_depth: int):
     """SB3's PPO (default hyperparameters) on the same environment; returns the model and its steps/s."""
     from stable_baselines3 import PPO
 
     env = PlaylistEnv(pool, neighbours, observation="candidates", reward_scale=reward_scale,
-                      start_rows=train_rows)
+                      start_rows=train_rows, look_ahead_depth=look_ahead_depth)
     model = PPO("MultiInputPolicy", env, seed=seed, device="cpu", verbose=0)
     start = time.perf_counter()
     model.learn(total_timesteps=timesteps)
@@ -75,6 +89,15 @@ def playlist_latency(recommender: Recommender, repeats: int = 100) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def planning_latency(env: BatchPlaylistEnv, policy: Policy, start_rows: np.ndarray) -> float:
+    """Mean seconds for one 10-song playlist built by `policy` in `env`, one start at a time (as served)."""
+    build_playlists(env, start_rows[:1], policy)
+    start = time.perf_counter()
+    for row in start_rows:
+        build_playlists(env, np.array([row]), policy)
+    return (time.perf_counter() - start) / len(start_rows)
+
+
 def synthetic_recommender(run: TrainingRun, n_tracks: int, folder: Path, seed: int) -> Recommender:
     """The trained candidate-aware policy over a synthetic catalogue of `n_tracks` random tracks."""
     rng = np.random.default_rng(seed)
@@ -87,13 +110,18 @@ def synthetic_recommender(run: TrainingRun, n_tracks: int, folder: Path, seed: i
 
 ABLATION = {
     "every input": {},
-    "no reward inputs (latents only)": {"reward_inputs": ()},
+    "no reward inputs (latents only)": {"reward_inputs": (), "planner_weight": 0.0},
+    "without the planner prior (the MLP alone scores)": {"planner_weight": 0.0},
+    "plan value one pick deep (look_ahead_depth 1)": {"look_ahead_depth": 1},
     "without the candidate's reward": {"reward_inputs": without("reward")},
     "without its neighbourhood's best and mean": {"reward_inputs": without("neighbour_best", "neighbour_mean")},
     "without the next offer's best and mean": {"reward_inputs": without("next_best", "next_mean")},
     "without the plan value": {"reward_inputs": without("plan_value")},
     "without Fourier features": {"n_fourier_features": 0},
 }
+
+
+PLANNER_KINDS = tuple(PLANNER_DEPTHS)
 
 
 def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple[pd.DataFrame, float, TrainingRun]:
@@ -103,13 +131,15 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
     base = PPOConfig()
     neighbours = source.neighbours(pool, base)
     train_rows, heldout_rows = split_start_tracks(pool.n_tracks, HELDOUT_FRACTION, args.seed)
-    env = make_env(base, pool, neighbours)
+    envs = {base.look_ahead_depth: make_env(base, pool, neighbours)}
+    env = envs[base.look_ahead_depth]
     rows: list[dict] = []
-    policies = baseline_policies(pool)
+    policies = baseline_policies(pool) | planner_policies(env)
 
     def trained(kind: str, name: str, config: PPOConfig) -> TrainingRun:
-        run = train(TrainingRun.start(config, pool), env, train_rows, progress=False)
-        policies[name] = lambda eval_seed, agent=run.agent: greedy_policy(agent)
+        own = envs.setdefault(config.look_ahead_depth, make_env(config, pool, neighbours))
+        run = train(TrainingRun.start(config, pool), own, train_rows, progress=False)
+        policies[name] = lambda eval_seed, agent=run.agent: greedy_policy_in(own, agent)
         rows.append({"kind": kind, "policy": name, "training_seed": config.seed, "train_seconds": run.elapsed_seconds,
                      "env_steps": run.global_step, "steps_per_second": run.global_step / run.elapsed_seconds})
         print(f"{source.name}: {name}: {run.elapsed_seconds:.0f} s", flush=True)
@@ -129,7 +159,8 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
     if with_sb3 and args.sb3_timesteps:
         torch.set_num_threads(base.torch_threads)
         model, sb3_steps_per_second = train_sb3(pool, neighbours, train_rows, args.sb3_timesteps,
-                                                default_run.reward_scale, args.training_seeds[0])
+                                                reward_scale=default_run.reward_scale, seed=args.training_seeds[0],
+                                                look_ahead_depth=base.look_ahead_depth)
         rows.append({"kind": "sb3", "policy": f"SB3 PPO {args.sb3_timesteps // 1000}k steps",
                      "training_seed": args.training_seeds[0],
                      "train_seconds": args.sb3_timesteps / sb3_steps_per_second,
@@ -139,7 +170,16 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
 
     quality = compare_policies(env, policies, heldout_rows, args.n_eval_starts, eval_seeds=tuple(args.eval_seeds),
                                progress=False)
-    table = quality.reset_index().merge(pd.DataFrame(rows), on="policy", how="left")
+    latency_starts = heldout_rows[:: max(1, len(heldout_rows) // args.latency_starts)][: args.latency_starts]
+    # A planner is timed in the cheapest environment (its observation searches one pick deep), the policy in its own.
+    cheapest = envs.setdefault(1, make_env(PPOConfig(look_ahead_depth=1), pool, neighbours))
+    rows += [{"policy": name, "playlist_ms": 1000 * planning_latency(cheapest, lookahead_policy(cheapest, depth),
+                                                                     latency_starts)}
+             for name, depth in PLANNER_DEPTHS.items()]
+    rows += [{"policy": name, "playlist_ms": 1000 * planning_latency(env, policies[name](0), latency_starts)}
+             for name in policies if name.startswith("PPO default (seed")]
+    table = quality.reset_index().merge(pd.DataFrame(rows).groupby("policy", sort=False).first().reset_index(),
+                                        on="policy", how="left")
     table["kind"] = table["kind"].fillna(table["policy"])
     table = table.astype({"env_steps": "Int64", "training_seed": "Int64"})
     table["steps_per_second"] = table["steps_per_second"].round().astype("Int64")
@@ -157,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sb3-timesteps", type=int, default=100_000, help="on the first catalogue (0: skip)")
     parser.add_argument("--n-eval-starts", type=int, default=150)
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--latency-starts", type=int, default=50,
+                        help="held-out starts each policy and planner builds a playlist from, one at a time")
     parser.add_argument("--latency-tracks", type=int, default=0,
                         help="also time playlists on a synthetic catalogue this large (0: skip)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/held-out split")
@@ -185,10 +227,12 @@ def main(argv: list[str] | None = None) -> None:
 def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     """Share of the optimum (and training seconds) of each kind of policy, one column per catalogue."""
     def cell(group: pd.DataFrame) -> str:
-        share, seconds = group["share_of_optimum"].mean(), group["train_seconds"].mean()
-        spread = f" ({group['share_of_optimum'].min():.3f}–{group['share_of_optimum'].max():.3f})" if len(group) > 1 else ""
-        return f"{share:.3f}{spread}" + ("" if np.isnan(seconds) else f", {seconds:.0f} s")
-    kinds = ["uniform random", "always nearest", "greedy oracle", "original", "default", "exact optimum"]
+        share, seconds, latency = (group[c].mean() for c in ("share_of_optimum", "train_seconds", "playlist_ms"))
+        spread = f" ({group['share_of_optimum'].min():.4f}–{group['share_of_optimum'].max():.4f})" if len(group) > 1 else ""
+        return (f"{share:.4f}{spread}" + ("" if np.isnan(seconds) else f", {seconds:.0f} s")
+                + ("" if np.isnan(latency) else f", {latency:.1f} ms"))
+    kinds = ["uniform random", "always nearest", "greedy oracle", *PLANNER_KINDS, "original", "default",
+             "exact optimum"]
     grouped = table[table["kind"].isin(kinds)].groupby(["kind", "catalogue"], sort=False).apply(cell, include_groups=False)
     columns = [f"{name} ({n:,})" for name, n in table.groupby("catalogue", sort=False)["n_tracks"].first().items()]
     frame = grouped.unstack("catalogue").reindex(kinds)
@@ -203,7 +247,7 @@ def write_report(path: Path, table: pd.DataFrame, sb3_steps_per_second: float, l
     ablation = table[table["kind"].isin(["ablation", "default"])].pivot_table(
         index="policy", columns="catalogue", values="share_of_optimum", sort=False)
     columns = ["catalogue", "policy", "mean_return", "ci95", "share_of_optimum", "repeats_per_episode", "diversity",
-               "distinct_tracks", "train_seconds", "env_steps", "steps_per_second"]
+               "distinct_tracks", "train_seconds", "env_steps", "steps_per_second", "playlist_ms"]
     lines = [
         "# PPO benchmark",
         "",
@@ -211,7 +255,8 @@ def write_report(path: Path, table: pd.DataFrame, sb3_steps_per_second: float, l
         f"torch {torch.__version__}. {args.n_eval_starts} held-out starts × seeds {args.eval_seeds}; "
         f"training seeds {args.training_seeds}.",
         "",
-        "## Share of the exact optimum, training seconds (greedy playlists on held-out starts)",
+        "## Share of the exact optimum, training seconds, milliseconds per playlist (greedy playlists on held-out "
+        "starts; PPO: mean and range over the training seeds; a playlist's time is one start at a time)",
         "",
         markdown_table(side_by_side(table)),
         "",

@@ -94,7 +94,8 @@ class ServedChain:
         rows = local_rows(self.neighbours, playlists, config.playlist_length, config.n_candidates)
         served = rewards(rows) if callable(rewards) else np.asarray(rewards)[rows]
         env, batch = local_env(self.pool, self.neighbours, playlists, rows, rewards=served,
-                               playlist_length=config.playlist_length, n_candidates=config.n_candidates)
+                               playlist_length=config.playlist_length, n_candidates=config.n_candidates,
+                               look_ahead_depth=config.look_ahead_depth)
         return env, batch, rows
 
     def policy_playlists(self, rewards: Rewards, start_rows: np.ndarray, policy: Policy | None = None) -> np.ndarray:

@@ -17,8 +17,9 @@ Besides the latents, the agent observes what its reward table says about each ca
 reward among the candidate's `n_candidates` nearest tracks, and the best and mean reward of
 the candidates that choosing it would offer at the next pick (its first `n_candidates`
 neighbours not yet in the playlist), and a plan value: the best return of the picks left
-after it, exact at the next pick and, beyond it, for paths that never go straight back to the
-track they just left (`plan_values`, a dynamic programme over the neighbour index).
+after it, searched exactly over the real offers (no repeats) for `look_ahead_depth` picks and,
+beyond them, for paths that never go straight back to the track they just left
+(`plan_values`, a dynamic programme over the neighbour index).
 They are always computed from the environment's own
 `TrackPool`, so a policy serving an updated reward table sees the updated values at once.
 """
@@ -237,11 +238,21 @@ def free_neighbours(neighbour_rows: np.ndarray, playlists: np.ndarray,
     empty entries. Returns the candidate rows (batch, n_candidates), -1 where fewer remain, and
     the mask of real candidates.
     """
-    taken = (neighbour_rows[:, :, None] == playlists[:, None, :]).any(axis=2) | (neighbour_rows < 0)
-    order = np.argsort(taken, axis=1, kind="stable")[:, :n_candidates]
-    mask = ~np.take_along_axis(taken, order, axis=1)
-    candidates = np.where(mask, np.take_along_axis(neighbour_rows, order, axis=1), -1)
-    return candidates, mask
+    taken = neighbour_rows < 0
+    for played in playlists.T[(playlists >= 0).any(axis=0)]:  # a loop over the playlist's length, not the batch
+        taken |= neighbour_rows == played[:, None]
+    return first_free(neighbour_rows, taken, n_candidates)
+
+
+def first_free(neighbour_rows: np.ndarray, taken: np.ndarray, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n_candidates` entries of each neighbour row (last axis) that are not `taken`, -1
+    where fewer remain, and the mask of real ones."""
+    width = neighbour_rows.shape[-1]
+    # Unique keys, free entries first and nearest first: a plain sort is exact and 5x faster than a stable one.
+    keys = (taken * width + np.arange(width)).astype(np.min_scalar_type(2 * width))
+    order = np.argsort(keys, axis=-1)[..., :n_candidates]
+    mask = ~np.take_along_axis(taken, order, axis=-1)
+    return np.where(mask, np.take_along_axis(neighbour_rows, order, axis=-1), -1), mask
 
 
 def best_and_mean(rows: np.ndarray, mask: np.ndarray, rewards: np.ndarray) -> np.ndarray:
@@ -265,11 +276,13 @@ def neighbourhood_rewards(neighbours: np.ndarray, rewards: np.ndarray, n_candida
     return best_and_mean(rows, rows >= 0, rewards)
 
 
-def came_from(neighbours: np.ndarray, rows: np.ndarray, previous: np.ndarray, n_candidates: int) -> np.ndarray:
-    """Where `previous` stands among the `n_candidates` nearest tracks of each of `rows` (0 nearest),
-    `n_candidates` when it is not among them; `rows` and `previous` broadcast together."""
-    hit = neighbours[rows, :n_candidates] == np.asarray(previous)[..., None]
-    return np.where(hit.any(axis=-1), hit.argmax(axis=-1), n_candidates)
+def came_from(nearest: np.ndarray, rows: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Where `previous` stands in `nearest[row]` (0 nearest) for each of `rows`, `nearest.shape[1]`
+    when it is not there; `rows` and `previous` broadcast together. `nearest` is the first
+    `n_candidates` columns of the neighbour index, contiguous: gathering whole rows of it is
+    nearly twice as fast as gathering a slice of the wide index."""
+    hit = nearest[rows] == np.asarray(previous)[..., None]
+    return np.where(hit.any(axis=-1), hit.argmax(axis=-1), nearest.shape[1])
 
 
 def plan_values(neighbours: np.ndarray, rewards: np.ndarray, n_candidates: int, n_picks: int) -> np.ndarray:
@@ -287,7 +300,8 @@ def plan_values(neighbours: np.ndarray, rewards: np.ndarray, n_candidates: int, 
     """
     rows = neighbours[:, : n_candidates + 1]
     real = rows >= 0
-    back = came_from(neighbours, np.where(real, rows, 0), np.arange(len(rewards))[:, None], n_candidates)
+    back = came_from(np.ascontiguousarray(neighbours[:, :n_candidates]), np.where(real, rows, 0),
+                     np.arange(len(rewards))[:, None])
     values = np.zeros((n_picks, len(rewards), n_candidates + 1), dtype=np.float32)
     for h in range(1, n_picks):
         gains = np.where(real, rewards[rows] + values[h - 1][rows, back], -np.inf)
@@ -327,11 +341,14 @@ class BatchPlaylistEnv:
     Not a gymnasium `VectorEnv`: there is no auto-reset and `step` returns (observation,
     rewards, done) for the whole batch. Every episode has exactly `playlist_length - 1` picks,
     so the batch moves in lock step and no Python loop runs over episodes. Rewards are returned
-    in the table's units.
+    in the table's units. `look_ahead_depth` is how many picks after a candidate its plan value
+    searches exactly (`look_ahead`) before it reads `plan_values`.
     """
 
     def __init__(self, pool: TrackPool, neighbours: np.ndarray, playlist_length: int = 10,
-                 n_candidates: int = 4):
+                 n_candidates: int = 4, *, look_ahead_depth: int = 1):
+        if look_ahead_depth < 1:
+            raise ValueError(f"look_ahead_depth must be >= 1, got {look_ahead_depth}")
         width = neighbours_needed(playlist_length, n_candidates)
         if pool.n_tracks < playlist_length:
             raise ValueError(
@@ -348,7 +365,9 @@ class BatchPlaylistEnv:
         self.playlist_length = playlist_length
         self.n_candidates = n_candidates
         self.n_picks = playlist_length - 1
+        self.look_ahead_depth = look_ahead_depth
         self._padded_latents = np.vstack([pool.latents, np.zeros((1, pool.latent_dim), np.float32)])
+        self._nearest = np.ascontiguousarray(self.neighbours[:, :n_candidates])  # for `came_from`
         self._neighbourhood = neighbourhood_rewards(self.neighbours, pool.rewards, n_candidates)
         self._plan_values = plan_values(self.neighbours, pool.rewards, n_candidates, self.n_picks)
         self.playlists = np.empty((0, playlist_length), dtype=np.int64)
@@ -418,23 +437,69 @@ class BatchPlaylistEnv:
     def candidate_rewards(self, candidate_rows: np.ndarray, mask: np.ndarray, playlists: np.ndarray) -> np.ndarray:
         """`REWARD_FEATURES` of every candidate, from this environment's reward table (zeros where missing).
 
-        `playlists` (batch, length, -1 where empty) are the tracks played so far. The next
-        pick's offer after candidate c is the first `n_candidates` tracks of c's neighbour row
-        outside the playlist and c; it is exact (the index is wide enough for every pick of the
-        playlist), and costs one `free_neighbours` call for all candidates.
+        `playlists` (batch, length, -1 where empty) are the tracks played so far, all at the
+        same step. The next pick's offer after candidate c is the first `n_candidates` tracks of
+        c's neighbour row outside the playlist and c; it is exact (the index is wide enough for
+        every pick of the playlist), and costs one pass over the candidates' neighbour rows.
         """
         batch, n_candidates = candidate_rows.shape
-        rows = np.where(mask, candidate_rows, 0).reshape(-1)
-        after = np.concatenate([np.repeat(playlists, n_candidates, axis=0), rows[:, None]], axis=1)
-        next_rows, next_mask = free_neighbours(self.neighbours[rows], after, n_candidates)
-        picks_left_after = np.repeat(self.n_picks - (playlists >= 0).sum(axis=1), n_candidates)
+        played = playlists[:, (playlists >= 0).any(axis=0)]
+        rows = np.where(mask, candidate_rows, 0)
+        next_rows, next_mask = self._offers(played, rows[:, :, None])
+        values = self._searched(played, rows[:, :, None], next_rows, next_mask, depth=self.look_ahead_depth)
         features = np.concatenate([
-            self.pool.rewards[rows, None],
+            self.pool.rewards[rows][..., None],
             self._neighbourhood[rows],
             best_and_mean(next_rows, next_mask, self.pool.rewards),
-            self.plan_value(rows, next_rows, next_mask, picks_left_after)[:, None],
-        ], axis=1).reshape(batch, n_candidates, len(REWARD_FEATURES))
+            values[..., None],
+        ], axis=-1)
         return np.where(mask[..., None], features, 0.0).astype(np.float32)
+
+    def look_ahead(self, playlists: np.ndarray, candidate_rows: np.ndarray, mask: np.ndarray, *,
+                   depth: int) -> np.ndarray:
+        """(batch, n_candidates): each candidate's reward plus the best return of the picks after
+        it, exact over the real offers (no repeats) for the `depth` picks after it and read from
+        `plan_values` beyond them; -inf for missing candidates. `playlists` (batch, any length,
+        -1 where empty) are the rows played so far, all at the same step."""
+        played = playlists[:, (playlists >= 0).any(axis=0)]
+        rows = np.where(mask, candidate_rows, candidate_rows[:, :1])  # a missing one is searched, then dropped
+        next_rows, next_mask = self._offers(played, rows[:, :, None])
+        values = self.pool.rewards[rows] + self._searched(played, rows[:, :, None], next_rows, next_mask, depth=depth)
+        return np.where(mask, values, -np.inf)
+
+    def _offers(self, played: np.ndarray, paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exact next offer (batch, branches, n_candidates) after each of `paths` (batch,
+        branches, steps): rows picked after the playlist `played` (batch, length), the last one
+        current. The playlist is shared by its branches, never copied for each."""
+        neighbour_rows = self.neighbours[paths[..., -1]]
+        taken = neighbour_rows < 0
+        for column in played.T:  # loops over the playlist's and the path's length, not the batch
+            taken |= neighbour_rows == column[:, None, None]
+        for step in range(paths.shape[2]):
+            taken |= neighbour_rows == paths[:, :, step, None]
+        return first_free(neighbour_rows, taken, self.n_candidates)
+
+    def _searched(self, played: np.ndarray, paths: np.ndarray, next_rows: np.ndarray, next_mask: np.ndarray, *,
+                  depth: int) -> np.ndarray:
+        """(batch, branches): the best return of the picks left after each of `paths` (see
+        `_offers`), from its next offer: every branch of the next `depth - 1` picks expanded at
+        once, then `plan_value`. Depth 1 is `plan_value`."""
+        batch, branches, steps = paths.shape
+        picks_left = self.n_picks - played.shape[1] - steps + 1  # the playlists move in lock step
+        if picks_left <= 0:
+            return np.zeros((batch, branches))
+        if depth <= 1 or picks_left == 1:
+            return self.plan_value(paths[..., -1].ravel(), next_rows.reshape(-1, self.n_candidates),
+                                   next_mask.reshape(-1, self.n_candidates),
+                                   np.full(batch * branches, picks_left)).reshape(batch, branches)
+        children = np.where(next_mask, next_rows, next_rows[..., :1])
+        child_paths = np.concatenate([np.repeat(paths, self.n_candidates, axis=1), children.reshape(batch, -1, 1)],
+                                     axis=2)
+        offers = self._offers(played, child_paths)
+        deeper = self.pool.rewards[children] + self._searched(played, child_paths, *offers,
+                                                              depth=depth - 1).reshape(children.shape)
+        best = np.where(next_mask, deeper, -np.inf).max(axis=2, initial=-np.inf)
+        return np.where(next_mask.any(axis=2), best, 0.0)
 
     def plan_value(self, rows: np.ndarray, next_rows: np.ndarray, next_mask: np.ndarray,
                    picks_left: np.ndarray) -> np.ndarray:
@@ -443,7 +508,7 @@ class BatchPlaylistEnv:
         offered = np.where(next_mask, next_rows, 0)
         later = np.maximum(picks_left - 1, 0)[:, None]
         gains = self.pool.rewards[offered] + self._plan_values[
-            later, offered, came_from(self.neighbours, offered, rows[:, None], self.n_candidates)]
+            later, offered, came_from(self._nearest, offered, rows[:, None])]
         best = np.where(next_mask, gains, -np.inf).max(axis=1, initial=-np.inf)
         return np.where((picks_left > 0) & np.isfinite(best), best, 0.0)
 
@@ -457,21 +522,23 @@ class PlaylistEnv(gym.Env):
     ids and latents. The action is the index of a candidate, nearest first. Rewards are
     multiplied by `reward_scale` (`info["table_reward"]` keeps the table's units).
     Starts are drawn from `start_rows` (default: every track) unless
-    `reset(options={"start_id": ...})` names one.
+    `reset(options={"start_id": ...})` names one. `look_ahead_depth` is the plan value's
+    (see `BatchPlaylistEnv`).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, pool: TrackPool, neighbours: np.ndarray | None = None, playlist_length: int = 10,
                  n_candidates: int = 4, *, observation: str = "latent", reward_scale: float = 1.0,
-                 start_rows: np.ndarray | None = None):
+                 start_rows: np.ndarray | None = None, look_ahead_depth: int = 1):
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}.")
         if neighbours is None:
             neighbours = build_neighbour_index(
                 pool.latents, neighbours_needed(playlist_length, n_candidates), show_progress=False
             )
-        self.batch_env = BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates)
+        self.batch_env = BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates,
+                                          look_ahead_depth=look_ahead_depth)
         self.pool = pool
         self.observation = observation
         self.reward_scale = float(reward_scale)
@@ -581,8 +648,8 @@ def local_rows(neighbours: np.ndarray, playlists: np.ndarray, playlist_length: i
 
 
 def local_env(pool: TrackPool, neighbours: np.ndarray, playlists: np.ndarray, rows: np.ndarray, *,
-              rewards: np.ndarray | None = None, playlist_length: int = 10,
-              n_candidates: int = 4) -> tuple[BatchPlaylistEnv, PlaylistBatch]:
+              rewards: np.ndarray | None = None, playlist_length: int = 10, n_candidates: int = 4,
+              look_ahead_depth: int = 1) -> tuple[BatchPlaylistEnv, PlaylistBatch]:
     """An environment over the pool's `rows` only (`local_rows` of `playlists`), resumed at `playlists`.
 
     Its observations and rewards are exactly the whole pool's, at the cost of that
@@ -598,6 +665,6 @@ def local_env(pool: TrackPool, neighbours: np.ndarray, playlists: np.ndarray, ro
     local_index = np.where(index >= 0, local[np.maximum(index, 0)], -1).astype(np.int32)
     served = pool.rewards[rows] if rewards is None else np.asarray(rewards, dtype=np.float64)
     sub = TrackPool(pool.ids[rows], pool.latents[rows], served, pool.table.iloc[rows].reset_index(drop=True))
-    env = BatchPlaylistEnv(sub, local_index, playlist_length, n_candidates)
+    env = BatchPlaylistEnv(sub, local_index, playlist_length, n_candidates, look_ahead_depth=look_ahead_depth)
     playlists = np.asarray(playlists, dtype=np.int64)
     return env, env.resume(np.where(playlists >= 0, local[np.maximum(playlists, 0)], -1))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, free_neighbours
+from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool
 
 Policy = Callable[[PlaylistBatch], np.ndarray]
 PolicyFactory = Callable[[int], Policy]
@@ -66,47 +66,37 @@ def greedy_oracle_policy(rewards: np.ndarray) -> Policy:
     return choose
 
 
-def lookahead_values(env: BatchPlaylistEnv, playlists: np.ndarray, candidate_rows: np.ndarray,
-                     mask: np.ndarray, *, depth: int) -> np.ndarray:
-    """(batch, n_candidates): each candidate's reward plus the best return after it, searched
-    exactly over the environment's own candidates (no repeats) for the `depth - 1` picks after it
-    and estimated beyond them by the plan value (`BatchPlaylistEnv.plan_value`); -inf for
-    missing candidates. `playlists` (batch, any length, -1 where empty) are the rows played so
-    far, all at the same step; every playlist and branch is expanded at once.
-    """
-    batch, width = candidate_rows.shape
-    rows = np.where(mask, candidate_rows, candidate_rows[:, :1]).ravel()  # a missing one is searched, then dropped
-    branches = np.concatenate([np.repeat(playlists, width, axis=0), rows[:, None]], axis=1)
-    next_rows, next_mask = free_neighbours(env.neighbours[rows], branches, env.n_candidates)
-    picks_after = env.n_picks - (branches >= 0).sum(axis=1) + 1
-    if depth <= 1 or picks_after[0] <= 0:
-        future = env.plan_value(rows, next_rows, next_mask, picks_after)
-    else:
-        deeper = lookahead_values(env, branches, next_rows, next_mask, depth=depth - 1)
-        future = np.where(next_mask.any(axis=1), deeper.max(axis=1), 0.0)
-    values = (env.pool.rewards[rows] + future).reshape(batch, width)
-    return np.where(mask, values, -np.inf)
-
-
 def lookahead_policy(env: BatchPlaylistEnv, depth: int) -> Policy:
     """A hand-written planner on `env`'s reward table: the candidate with the best
-    `lookahead_values`. Depth 1 is "reward + plan value" (the policy's own inputs, read by a
-    rule); depth `n_picks` is the exact optimum."""
+    `BatchPlaylistEnv.look_ahead` at `depth` (exact for `depth` picks after it). Depth 1 is
+    "reward + plan value" (a policy's reward inputs, read by a rule); depth `n_picks` is the
+    exact optimum."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
 
     def choose(batch: PlaylistBatch) -> np.ndarray:
-        return np.argmax(lookahead_values(env, batch.playlists, batch.candidate_rows, batch.mask, depth=depth), axis=1)
+        return np.argmax(env.look_ahead(batch.playlists, batch.candidate_rows, batch.mask, depth=depth), axis=1)
     return choose
 
 
-PLANNER_DEPTHS = {"reward + plan value": 1, "2-level look-ahead": 2, "3-level look-ahead": 3}
+PLANNER_DEPTHS = {"reward + plan value": 1, "2-level look-ahead": 2, "3-level look-ahead": 3,
+                  "4-level look-ahead": 4}
 
 
 def planner_policies(env: BatchPlaylistEnv) -> dict[str, PolicyFactory]:
     """The strongest hand-written planners at a policy's serving cost, by name: they read the
     table `env` serves and nothing more."""
     return {name: (lambda seed, depth=depth: lookahead_policy(env, depth)) for name, depth in PLANNER_DEPTHS.items()}
+
+
+def largest_gain(env: BatchPlaylistEnv, policy: Policy, reference: Policy,
+                 start_rows: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """The start among `start_rows` where `policy`'s playlist returns the most more than
+    `reference`'s: (its row, `policy`'s playlist, `reference`'s playlist), as catalogue rows."""
+    playlists, rewards = build_playlists(env, start_rows, policy)
+    reference_playlists, reference_rewards = build_playlists(env, start_rows, reference)
+    best = int(np.argmax(rewards.sum(axis=1) - reference_rewards.sum(axis=1)))
+    return int(start_rows[best]), playlists[best], reference_playlists[best]
 
 
 def reward_to_go_bounds(neighbours: np.ndarray, rewards: np.ndarray, playlist_length: int,

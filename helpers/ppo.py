@@ -46,15 +46,21 @@ from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, PlaylistBatch, TrackP
 from helpers.paths import load_checkpoint, missing_artefact, produced_by, write_bytes_atomic
 
 ARCHITECTURES = ("original", "candidate")
-CHECKPOINT_FORMAT = 3  # 3: plan value without immediate return; 2: num_minibatches, reward inputs; 1: latents only
+# The networks are drawn and served on one thread. Orthogonal initialisation's QR decomposition rounds
+# differently on 1 and 2 threads, so a seed gave another policy in a process that had set its own (the
+# benchmark's SB3 run set 1); and a playlist took 3 times as long on 2 threads while another job used a core.
+NETWORK_THREADS = 1
+CHECKPOINT_FORMAT = 4  # 4: searched plan value, planner prior; 3: plan value without immediate return; 2: num_minibatches, reward inputs; 1: latents only
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     """Every hyperparameter of a training run. The defaults are the tuned candidate-aware ones.
 
-    They keep the original design's gamma 0.95 and clip 0.1; the original learning rate 1e-4
-    is far too slow for a one-minute budget, 2e-3 annealed to 0 is not. `PPOConfig.original()`
+    They keep the original design's clip 0.1; the original learning rate 1e-4 is far too slow
+    for a one-minute budget, 2e-3 annealed to 0 is not. Gamma is 1: the planner's score the
+    actor starts from is the undiscounted return the playlist is judged by (with the original
+    0.95 PPO traded later reward for sooner and ended below the planner it started from). `PPOConfig.original()`
     is the original network with the values that let it learn (see its docstring).
     Training stops at `total_timesteps` environment steps or after `train_seconds`, whichever
     comes first; at least one must be set. `torch_threads` is 1 because these small networks
@@ -62,6 +68,11 @@ class PPOConfig:
     As in CleanRL, each rollout of `batch_size` steps is split into `num_minibatches`
     minibatches of `minibatch_size` steps. `reward_inputs` names the `REWARD_FEATURES` the
     candidate-aware networks see (the ablation of notebook 06 removes them one by one).
+    The plan value among them is searched exactly `look_ahead_depth` picks deep; the actor's
+    logits start from `planner_weight` times that search's score (reward + plan value, in
+    reward standard deviations; the weight is learned), so PPO learns what the search gets
+    wrong (residual policy learning) instead of relearning the search; a weight of 10 makes
+    the start nearly the greedy planner (3 explored more and ended below it). 0 turns it off.
     """
 
     architecture: str = "candidate"
@@ -69,11 +80,13 @@ class PPOConfig:
     n_fourier_features: int = 32
     fourier_scale: float = 2.0
     reward_inputs: tuple[str, ...] = REWARD_FEATURES
+    look_ahead_depth: int = 4
+    planner_weight: float = 10.0
     playlist_length: int = 10
     n_candidates: int = 4
     learning_rate: float = 2e-3
     anneal_lr: bool = True
-    gamma: float = 0.95
+    gamma: float = 1.0
     gae_lambda: float = 0.95
     clip_epsilon: float = 0.1
     update_epochs: int = 4
@@ -84,7 +97,7 @@ class PPOConfig:
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     reward_scale: float | None = None
-    total_timesteps: int | None = 300_000
+    total_timesteps: int | None = 200_000
     train_seconds: float | None = None
     torch_threads: int = 1
     seed: int = 42
@@ -95,10 +108,13 @@ class PPOConfig:
         if self.total_timesteps is None and self.train_seconds is None:
             raise ValueError("set total_timesteps or train_seconds (or both): training needs a budget.")
         positive = ("hidden_size", "playlist_length", "n_candidates", "learning_rate", "clip_epsilon",
-                    "update_epochs", "num_envs", "num_minibatches", "max_grad_norm", "torch_threads")
+                    "update_epochs", "num_envs", "num_minibatches", "max_grad_norm", "torch_threads",
+                    "look_ahead_depth")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}.")
+        if not self.planner_weight >= 0:
+            raise ValueError(f"PPOConfig.planner_weight must be >= 0, got {self.planner_weight}.")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"PPOConfig.{name} must lie in [0, 1], got {getattr(self, name)}.")
@@ -121,7 +137,7 @@ class PPOConfig:
         cannot plan far, and nearer rewards are a less noisy signal) make it learn.
         """
         values = dict(architecture="original", hidden_size=128, n_fourier_features=0, reward_inputs=(),
-                      learning_rate=1e-2, gamma=0.5, clip_epsilon=0.1, total_timesteps=1_000_000)
+                      look_ahead_depth=1, planner_weight=0.0, learning_rate=1e-2, gamma=0.5, clip_epsilon=0.1, total_timesteps=1_000_000)
         return cls(**(values | overrides))
 
     @property
@@ -176,9 +192,13 @@ class ActorCritic(nn.Module):
         """Candidate logits (batch, n_candidates) and state values (batch,)."""
         raise NotImplementedError
 
+    def logits(self, obs: Observations) -> torch.Tensor:
+        """Candidate logits (batch, n_candidates) without the critic: what serving a playlist needs."""
+        return self(obs)[0]
+
     def policy(self, obs: Observations) -> Categorical:
         """π(· | s) for a batch of observations."""
-        return masked_policy(self(obs)[0], obs.mask)
+        return masked_policy(self.logits(obs), obs.mask)
 
     def logits_layer(self) -> nn.Linear:
         """The actor's output layer, whose outputs are the candidates' logits."""
@@ -192,16 +212,16 @@ class ActorCritic(nn.Module):
         also unlearn slowly (the primacy bias, Nikishin et al., 2022). A fresh head samples every
         candidate again while the hidden layers keep what they learned about the catalogue.
         """
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), torch_threads(NETWORK_THREADS):
             torch.manual_seed(seed)
             layer_init(self.logits_layer(), std=0.01)
 
-    def act(self, obs: Observations, generator: torch.Generator | None = None,
-            greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Actions (sampled, or the most probable if `greedy`), their log-probabilities and V(s)."""
+    def act(self, obs: Observations,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actions sampled from π(· | s), their log-probabilities and V(s)."""
         logits, value = self(obs)
         pi = masked_policy(logits, obs.mask)
-        action = pi.probs.argmax(-1) if greedy else torch.multinomial(pi.probs, 1, generator=generator).squeeze(-1)
+        action = torch.multinomial(pi.probs, 1, generator=generator).squeeze(-1)
         return action, pi.log_prob(action), value
 
     def evaluate(self, obs: Observations, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -246,6 +266,9 @@ class OriginalActorCritic(ActorCritic):
         state = (obs.current - self.latent_mean) / self.latent_std
         return self.policy_net(state), self.value_net(state).squeeze(-1)
 
+    def logits(self, obs: Observations) -> torch.Tensor:
+        return self.policy_net((obs.current - self.latent_mean) / self.latent_std)
+
 
 class CandidateActorCritic(ActorCritic):
     """Scores each candidate with shared weights, so it serves any K and any catalogue.
@@ -258,13 +281,19 @@ class CandidateActorCritic(ActorCritic):
     the mean and std of the table the policy was first trained on (`reward_mean`,
     `reward_std`, buffers saved with the weights), so later tables keep the same units. The
     random Fourier encoding (fixed Gaussian frequencies B with scale `fourier_scale`) lets the
-    MLP fit bumpy functions of the latent.
+    MLP fit bumpy functions of the latent. With `planner_weight` > 0 a candidate's logit is the
+    MLP's score plus a learned weight (starting at `planner_weight`) times the search's score
+    (reward + plan value) in reward standard deviations: the greedy policy starts as the
+    look-ahead planner and the MLP, whose output starts near 0, learns corrections to it.
     """
 
     def __init__(self, latent_dim: int = 5, hidden_size: int = 64, n_fourier_features: int = 32,
                  fourier_scale: float = 2.0, *, reward_inputs: tuple[str, ...] = REWARD_FEATURES,
-                 reward_mean: float = 0.0, reward_std: float = 1.0):
+                 reward_mean: float = 0.0, reward_std: float = 1.0, planner_weight: float = 0.0):
         super().__init__()
+        self.log_planner_weight = nn.Parameter(torch.tensor(float(np.log(planner_weight)))) if planner_weight > 0 else None
+        self.register_buffer("score_columns", torch.tensor([REWARD_FEATURES.index("reward"),
+                                                            REWARD_FEATURES.index("plan_value")], dtype=torch.int64))
         self.register_buffer("fourier_frequencies", torch.randn(latent_dim, n_fourier_features) * fourier_scale)
         self.register_buffer("reward_columns", torch.tensor([REWARD_FEATURES.index(n) for n in reward_inputs],
                                                             dtype=torch.int64))
@@ -295,9 +324,20 @@ class CandidateActorCritic(ActorCritic):
         return torch.cat([current, obs.candidates, obs.candidates - current, steps_left, rewards,
                           torch.sin(phase), torch.cos(phase)], dim=-1)
 
+    def actor_logits(self, obs: Observations, features: torch.Tensor) -> torch.Tensor:
+        """The actor's scores of the candidates described by `features`, plus the planner prior."""
+        logits = self.actor(features).squeeze(-1)
+        if self.log_planner_weight is None:
+            return logits
+        score = obs.candidate_rewards[..., self.score_columns].sum(dim=-1) / self.reward_std
+        return logits + self.log_planner_weight.exp() * (score - score.amax(dim=1, keepdim=True))
+
+    def logits(self, obs: Observations) -> torch.Tensor:
+        return self.actor_logits(obs, self.candidate_features(obs))
+
     def forward(self, obs: Observations) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.candidate_features(obs)
-        logits = self.actor(features).squeeze(-1)
+        logits = self.actor_logits(obs, features)
         encoded = self.critic_encoder(features)
         mask = obs.mask[..., None]
         pooled_max = encoded.masked_fill(~mask, 0.0).amax(dim=1)
@@ -311,20 +351,23 @@ def make_agent(config: PPOConfig, latent_dim: int, pool: TrackPool | None = None
 
     `pool` gives the networks their input statistics (the original architecture's latent
     mean and std, the candidate-aware one's reward mean and std); a checkpoint restores them instead.
+    The weights are drawn on `NETWORK_THREADS` threads, whatever the process set.
     """
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), torch_threads(NETWORK_THREADS):
         torch.manual_seed(config.seed)
         if config.architecture == "original":
             mean, std = (None, None) if pool is None else (pool.latents.mean(0), pool.latents.std(0))
             return OriginalActorCritic(latent_dim, config.n_candidates, config.hidden_size, mean, latent_std=std)
         mean, std = (0.0, 1.0) if pool is None else (pool.rewards.mean(), pool.rewards.std())
         return CandidateActorCritic(latent_dim, config.hidden_size, config.n_fourier_features, config.fourier_scale,
-                                    reward_inputs=config.reward_inputs, reward_mean=mean, reward_std=std)
+                                    reward_inputs=config.reward_inputs, reward_mean=mean, reward_std=std,
+                                    planner_weight=config.planner_weight)
 
 
 def make_env(config: PPOConfig, pool: TrackPool, neighbours: np.ndarray) -> BatchPlaylistEnv:
     """The batched playlist environment of a run with `config` over `pool`'s rewards."""
-    return BatchPlaylistEnv(pool, neighbours, config.playlist_length, config.n_candidates)
+    return BatchPlaylistEnv(pool, neighbours, config.playlist_length, config.n_candidates,
+                            look_ahead_depth=config.look_ahead_depth)
 
 
 def make_optimizer(agent: ActorCritic, learning_rate: float) -> torch.optim.Adam:
@@ -446,7 +489,8 @@ class TrainingRun:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{path} is a checkpoint of format {checkpoint.get('format', 1)}, this code reads format "
-                f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value no longer lets a playlist go straight back): "
+                f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value is searched `look_ahead_depth` picks deep and "
+                "the actor starts from the search's score): "
                 "re-run notebook 06_ppo to train a policy in the current format."
             )
         if pool is not None and pool.fingerprint != checkpoint["catalogue_fingerprint"]:
@@ -570,10 +614,12 @@ def train(run: TrainingRun, env: BatchPlaylistEnv, start_rows: np.ndarray, *, ma
     Returns the same `run`, updated in place; `run.history` gains one row of metrics per update.
     """
     config = run.config
-    if (env.playlist_length, env.n_candidates) != (config.playlist_length, config.n_candidates):
+    built, configured = ((env.playlist_length, env.n_candidates, env.look_ahead_depth),
+                         (config.playlist_length, config.n_candidates, config.look_ahead_depth))
+    if built != configured:
         raise ValueError(
-            f"the environment builds playlists of {env.playlist_length} with {env.n_candidates} candidates; "
-            f"the config says {config.playlist_length} and {config.n_candidates}."
+            "the environment builds playlists of {} with {} candidates and plan values searched {} picks deep; "
+            "the config says {}, {} and {} (build it with make_env).".format(*built, *configured)
         )
     start_rows = torch.as_tensor(np.asarray(start_rows), dtype=torch.int64)
     if len(start_rows) == 0:
@@ -630,11 +676,30 @@ def train(run: TrainingRun, env: BatchPlaylistEnv, start_rows: np.ndarray, *, ma
     return run
 
 
+def pick_table(agent: ActorCritic, env: BatchPlaylistEnv, playlist: np.ndarray) -> pd.DataFrame:
+    """What the policy weighs at the pick after `playlist` (catalogue rows so far): for each real
+    candidate, its reward, its plan value (searched `env.look_ahead_depth` picks deep), the
+    look-ahead planner's score (their sum) and the policy's probability, best score first."""
+    partial = np.full((1, env.playlist_length), -1, dtype=np.int64)
+    partial[0, : len(playlist)] = playlist
+    batch = env.resume(partial)
+    with torch.no_grad():
+        probability = agent.policy(Observations.from_batch(batch)).probs[0].numpy()
+    real = batch.mask[0]
+    features = batch.candidate_rewards[0][real]
+    reward, plan_value = (features[:, REWARD_FEATURES.index(name)] for name in ("reward", "plan_value"))
+    table = pd.DataFrame({"id": env.pool.ids[batch.candidate_rows[0][real]], "reward": reward,
+                          "plan_value": plan_value, "planner_score": reward + plan_value,
+                          "probability": probability[real]})
+    return table.sort_values("planner_score", ascending=False, ignore_index=True)
+
+
 def greedy_policy(agent: ActorCritic) -> Callable[[PlaylistBatch], np.ndarray]:
     """The agent's most probable candidate at every step, as a batch policy for evaluation."""
     def choose(batch: PlaylistBatch) -> np.ndarray:
-        with torch.no_grad():
-            return agent.act(Observations.from_batch(batch), greedy=True)[0].numpy()
+        with torch.inference_mode(), torch_threads(NETWORK_THREADS):
+            obs = Observations.from_batch(batch)
+            return agent.logits(obs).masked_fill(~obs.mask, -torch.inf).argmax(dim=1).numpy()
     return choose
 
 
@@ -643,6 +708,6 @@ def sampling_policy(agent: ActorCritic, seed: int) -> Callable[[PlaylistBatch], 
     generator = torch.Generator().manual_seed(seed)
 
     def choose(batch: PlaylistBatch) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(NETWORK_THREADS):
             return agent.act(Observations.from_batch(batch), generator)[0].numpy()
     return choose

@@ -30,7 +30,7 @@ from helpers.env import (BatchPlaylistEnv, PlaylistBatch, TrackPool, load_neighb
                          neighbours_needed)
 from helpers.listeners import ListenerModel
 from helpers.paths import ARTEFACTS, ProjectPaths, missing_artefact, read_parquet, save_parquet, write_text_atomic
-from helpers.ppo import ARCHITECTURES, Observations, TrainingRun
+from helpers.ppo import ARCHITECTURES, NETWORK_THREADS, Observations, TrainingRun, torch_threads
 from helpers.rewards import RewardWeights
 from helpers.songs import resolve_song_ids
 
@@ -234,7 +234,7 @@ class Recommender:
         ids, (names, artists) = (self.pool.ids, self._labels) if rows is None else (
             self.pool.ids[rows], (labels[rows] for labels in self._labels))
         steps: list[PlaylistStep] = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(NETWORK_THREADS):
             while batch is not None:
                 probs = self.run.agent.policy(Observations.from_batch(batch)).probs[0]
                 action = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
@@ -262,7 +262,8 @@ class Recommender:
         neighbours = self._index(length)
         rows = local_rows(neighbours, playlists, length, self.n_candidates)
         env, batch = local_env(self.pool, neighbours, playlists, rows, rewards=self._served(rows),
-                               playlist_length=length, n_candidates=self.n_candidates)
+                               playlist_length=length, n_candidates=self.n_candidates,
+                               look_ahead_depth=self.run.config.look_ahead_depth)
         return env, batch, rows
 
     def _index(self, length: int) -> np.ndarray:
@@ -275,7 +276,8 @@ class Recommender:
     def _env(self, length: int) -> BatchPlaylistEnv:
         """A one-playlist environment for playlists of `length` over the whole catalogue."""
         if length not in self._envs:
-            self._envs[length] = BatchPlaylistEnv(self.pool, self._index(length), length, self.n_candidates)
+            self._envs[length] = BatchPlaylistEnv(self.pool, self._index(length), length, self.n_candidates,
+                                                  look_ahead_depth=self.run.config.look_ahead_depth)
         return self._envs[length]
 
 

@@ -47,7 +47,8 @@ def test_a_local_environment_plans_exactly_as_the_whole_pool(served_chain):
         playlist[0, 0] = start
         for step in range(1, 4):  # resumed mid-playlist too, as after a change of table
             rows = local_rows(served_chain.neighbours, playlist)
-            env, batch = local_env(served_chain.serving(rewards), served_chain.neighbours, playlist, rows)
+            env, batch = local_env(served_chain.serving(rewards), served_chain.neighbours, playlist, rows,
+                                   look_ahead_depth=served_chain.run.config.look_ahead_depth)
             local = finish_playlists(env, batch, policy)[0]
             assert np.array_equal(rows[local[0]], expected)
             assert len(rows) < served_chain.pool.n_tracks

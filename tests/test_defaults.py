@@ -60,6 +60,8 @@ MIRRORS: dict[str, dict[str, object]] = {
         **{f"{name}_original": getattr(ORIGINAL, name) for name in
            ("total_timesteps", "train_seconds", "learning_rate", "gamma", "clip_epsilon")},
         "reward_inputs": list(PPO.reward_inputs),
+        "look_ahead_depth": PPO.look_ahead_depth,
+        "planner_weight": PPO.planner_weight,
         "heldout_fraction": default(split_start_tracks, "heldout_fraction"),
         "n_eval_starts": default(compare_policies, "n_eval_starts"),
         "eval_seeds": list(default(compare_policies, "eval_seeds")),

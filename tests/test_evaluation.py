@@ -7,14 +7,16 @@ from conftest import make_rewards_table
 
 from helpers.env import REWARD_FEATURES, BatchPlaylistEnv, TrackPool, build_neighbour_index, neighbours_needed
 from helpers.evaluation import (baseline_policies, build_playlists, compare_policies, exact_optimum,
-                                greedy_oracle_policy, lookahead_policy, mean_pairwise_distance, planner_policies,
-                                playlist_metrics, random_policy, reward_to_go_bounds, split_start_tracks)
+                                greedy_oracle_policy, largest_gain, lookahead_policy, mean_pairwise_distance,
+                                nearest_policy, planner_policies, playlist_metrics, random_policy, reward_to_go_bounds,
+                                split_start_tracks)
 
 
-def make_env(n_tracks: int, playlist_length: int, n_candidates: int, seed: int = 0) -> BatchPlaylistEnv:
+def make_env(n_tracks: int, playlist_length: int, n_candidates: int, seed: int = 0,
+             look_ahead_depth: int = 1) -> BatchPlaylistEnv:
     pool = TrackPool.from_table(make_rewards_table(n_tracks=n_tracks, seed=seed))
     neighbours = build_neighbour_index(pool.latents, neighbours_needed(playlist_length, n_candidates))
-    return BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates)
+    return BatchPlaylistEnv(pool, neighbours, playlist_length, n_candidates, look_ahead_depth=look_ahead_depth)
 
 
 def all_playlist_returns(env: BatchPlaylistEnv, starts: np.ndarray) -> np.ndarray:
@@ -83,7 +85,32 @@ def test_one_level_look_ahead_reads_the_reward_and_plan_value_inputs():
         np.testing.assert_allclose(scores[np.arange(60), choice], np.where(batch.mask, scores, -np.inf).max(axis=1),
                                    rtol=1e-6)
         batch, _, done = env.step(choice)
-    assert set(planner_policies(env)) == {"reward + plan value", "2-level look-ahead", "3-level look-ahead"}
+    assert set(planner_policies(env)) == {"reward + plan value", "2-level look-ahead", "3-level look-ahead",
+                                          "4-level look-ahead"}
+
+
+def test_the_plan_value_input_is_searched_as_deep_as_the_environment_says():
+    shallow, deep = make_env(60, 8, 4, seed=6), make_env(60, 8, 4, seed=6, look_ahead_depth=3)
+    batch, done = deep.reset(np.arange(60)), False
+    while not done:
+        features = batch.candidate_rewards
+        scores = features[..., REWARD_FEATURES.index("reward")] + features[..., REWARD_FEATURES.index("plan_value")]
+        expected = deep.look_ahead(batch.playlists, batch.candidate_rows, batch.mask, depth=3)
+        np.testing.assert_allclose(np.where(batch.mask, scores, -np.inf), expected, rtol=1e-6)
+        batch, _, done = deep.step(lookahead_policy(shallow, 1)(batch))
+    with pytest.raises(ValueError, match="look_ahead_depth"):
+        make_env(60, 8, 4, look_ahead_depth=0)
+
+
+def test_largest_gain_finds_the_start_where_one_policy_beats_the_other_most():
+    env = make_env(80, 6, 3, seed=5)
+    starts = np.arange(0, 80, 4)
+    start, planned, nearest = largest_gain(env, lookahead_policy(env, 2), nearest_policy(), starts)
+    gains = (build_playlists(env, starts, lookahead_policy(env, 2))[1].sum(axis=1)
+             - build_playlists(env, starts, nearest_policy())[1].sum(axis=1))
+    assert start == starts[np.argmax(gains)] and gains.max() > 0
+    assert planned[0] == nearest[0] == start
+    np.testing.assert_array_equal(nearest, build_playlists(env, np.array([start]), nearest_policy())[0][0])
 
 
 def test_look_ahead_never_repeats_and_copes_with_missing_candidates():

@@ -14,7 +14,7 @@ from helpers.finetune import aggregate_feedback, fine_tune, log_provenance, save
 from helpers.off_policy import observed_rewards, off_policy_estimates
 from helpers.paths import ProjectPaths
 from helpers.listeners import ListenerModel
-from helpers.ppo import PPOConfig, TrainingRun, sampling_policy, train
+from helpers.ppo import PPOConfig, TrainingRun, make_env, sampling_policy, train
 from helpers.recommend import Recommender, checkpoint_path, version_path, versions
 from helpers.rewards import RewardWeights
 from tests.conftest import make_rewards_table
@@ -214,7 +214,7 @@ def test_drift_demo_improves_the_return(tmp_path):
     starts = np.setdiff1d(np.arange(pool.n_tracks), pool.rows_of(heldout))
     run = TrainingRun.start(tiny_config(num_envs=128, num_minibatches=3, total_timesteps=30_000, seed=0),
                             pool, heldout)
-    train(run, BatchPlaylistEnv(pool, neighbours), starts, progress=False)
+    train(run, make_env(run.config, pool, neighbours), starts, progress=False)
     run.save(checkpoint_path(tmp_path / "models"))
     taste, loved = drifted_taste(table, model, seed=0)
     assert loved.tolist() == [2, 3]
@@ -290,10 +290,10 @@ def test_off_policy_estimates_recover_the_value_of_a_different_policy(chain):
     listened = rng.uniform(0, 1, len(table))
     table = table.assign(reward=0.8 * (100 * listened + 50 * (listened > 0.6)) + 0.2 * table["proximity_score"])
     pool = TrackPool.from_table(table)
-    env = BatchPlaylistEnv(pool, neighbours)
+    target = TrainingRun.start(tiny_config(seed=4, planner_weight=0.0), pool, heldout)  # untrained, no planner
+    env = make_env(target.config, pool, neighbours)
     starts = np.resize(np.arange(pool.n_tracks), 4_000)
     log = logged_sessions(env, starts, listened, temperature=60.0, seed=1)
-    target = TrainingRun.start(tiny_config(seed=4), pool, heldout)
     true_value = build_playlists(env, starts, sampling_policy(target.agent, 0))[1].sum(axis=1).mean()
     logged_value = log.groupby("session_id")["track_id"].size().mean()  # sanity: 10 records per session
     estimates = off_policy_estimates(target, log, pool, neighbours, weights=WEIGHTS)

@@ -1,4 +1,6 @@
 """PPO: the original networks, the candidate-aware actor, GAE, learning, determinism, checkpoints."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,11 +17,14 @@ from helpers.ppo import (
     compute_gae,
     explained_variance,
     greedy_policy,
+    make_agent,
+    make_env,
+    pick_table,
     train,
 )
 
 SMALL = dict(hidden_size=32, n_fourier_features=8, playlist_length=6, num_envs=64, num_minibatches=2,
-             total_timesteps=64 * 5 * 4)
+             total_timesteps=64 * 5 * 4, look_ahead_depth=1)  # the `env` fixture's plan value
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +165,21 @@ def test_same_seed_same_weights_other_seed_other_weights(pool, env, split, make_
     assert first_history.drop(columns=drop).equals(again_history.drop(columns=drop))
 
 
+@pytest.mark.parametrize("make_config", [PPOConfig, PPOConfig.original])
+def test_the_same_seed_gives_the_same_weights_whatever_threads_the_process_set(make_config):
+    """Orthogonal initialisation rounds differently with 1 and 2 threads; the config's count is used."""
+    before = torch.get_num_threads()
+    try:
+        weights = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            weights.append(make_agent(make_config(seed=5), 5).state_dict())
+    finally:
+        torch.set_num_threads(before)
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
 def test_checkpoint_round_trip_and_resume_equal_an_uninterrupted_run(pool, env, split, tmp_path):
     config = PPOConfig(**SMALL, seed=3)
     straight = train(TrainingRun.start(config, pool), env, split[0], progress=False)
@@ -212,11 +232,10 @@ def test_original_config_keeps_the_original_network_and_clip():
 
 def test_a_seeded_short_training_on_a_mid_size_catalogue_beats_the_greedy_oracle():
     pool = TrackPool.from_table(make_rewards_table(n_tracks=5_000, n_clusters=20, seed=1))
-    env = BatchPlaylistEnv(pool, build_neighbour_index(pool.latents, neighbours_needed(10, 4),
-                                                             show_progress=False))
+    config = PPOConfig(total_timesteps=120_000, seed=0)
+    env = make_env(config, pool, build_neighbour_index(pool.latents, neighbours_needed(10, 4), show_progress=False))
     train_rows, heldout_rows = split_start_tracks(pool.n_tracks, 0.1, seed=0)
-    run = train(TrainingRun.start(PPOConfig(total_timesteps=120_000, seed=0), pool), env, train_rows,
-                progress=False)
+    run = train(TrainingRun.start(config, pool), env, train_rows, progress=False)
     results = compare_policies(env, {"greedy oracle": lambda seed: greedy_oracle_policy(pool.rewards),
                                      "PPO": lambda seed: greedy_policy(run.agent)},
                                heldout_rows, n_eval_starts=100, eval_seeds=(0,), progress=False)
@@ -242,3 +261,44 @@ def test_a_checkpoint_of_the_first_format_is_refused_clearly(pool, tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match="format 1.*re-run notebook 06_ppo"):
         TrainingRun.load(path, pool)
+
+
+def test_an_untrained_policy_with_a_planner_prior_picks_as_the_look_ahead_planner(pool):
+    """The actor's logits start from the search's score, so before any training the greedy policy picks
+    a best candidate of the planner of its depth at every step; a policy without the prior does not."""
+    neighbours = build_neighbour_index(pool.latents, neighbours_needed(10, 4), show_progress=False)
+    config = PPOConfig(look_ahead_depth=2, planner_weight=1_000.0, seed=0)
+    env = make_env(config, pool, neighbours)
+
+    def shortfalls(agent) -> np.ndarray:
+        """How far below the planner's best score each greedy pick of `agent` is, at every step."""
+        batch, done, gaps = env.reset(np.arange(0, pool.n_tracks, 2)), False, []
+        while not done:
+            scores = env.look_ahead(batch.playlists, batch.candidate_rows, batch.mask, depth=2)
+            choice = greedy_policy(agent)(batch)
+            gaps.append(scores.max(axis=1) - scores[np.arange(len(choice)), choice])
+            batch, _, done = env.step(choice)
+        return np.concatenate(gaps)
+
+    assert shortfalls(make_agent(config, 5, pool)).max() < 1e-3  # ties (A then B, B then A) go either way
+    assert shortfalls(make_agent(replace(config, planner_weight=0.0), 5, pool)).max() > 1.0
+
+
+def test_training_refuses_an_environment_with_another_look_ahead(pool, env, split):
+    with pytest.raises(ValueError, match="searched 1 picks deep.*3 \\(build it with make_env\\)"):
+        train(TrainingRun.start(PPOConfig(**(SMALL | dict(look_ahead_depth=3))), pool), env, split[0], progress=False)
+
+
+def test_the_pick_table_shows_what_the_policy_weighs_at_one_pick(pool):
+    config = PPOConfig(look_ahead_depth=2, seed=0)
+    env = make_env(config, pool, build_neighbour_index(pool.latents, neighbours_needed(10, 4), show_progress=False))
+    agent = make_agent(config, 5, pool)
+    playlist = build_playlists(env, np.array([7]), greedy_policy(agent))[0][0]
+    table = pick_table(agent, env, playlist[:3])
+    batch = env.resume(np.concatenate([playlist[:3], np.full(7, -1)])[None])
+    assert set(table["id"]) == set(pool.ids[batch.candidate_rows[0]])
+    np.testing.assert_allclose(table["planner_score"], table["reward"] + table["plan_value"])
+    expected = env.look_ahead(batch.playlists, batch.candidate_rows, batch.mask, depth=2)[0]
+    np.testing.assert_allclose(table["planner_score"], np.sort(expected)[::-1], rtol=1e-5)
+    assert table["probability"].sum() == pytest.approx(1.0)
+    assert pool.ids[playlist[3]] == table["id"][table["probability"].idxmax()]  # the greedy pick is the likeliest
