@@ -47,7 +47,9 @@ def measure(path: Path) -> tuple[float, float, str]:
             "except CatalogueError as error:\n    message = str(error)\n"
             "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
             "print(message)")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"reading {path.name} exited with {result.returncode}: {result.stdout}{result.stderr}")
     seconds, peak, message = result.stdout.split(maxsplit=2)
     return float(seconds), float(peak), message.strip()
 
