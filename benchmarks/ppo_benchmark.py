@@ -11,7 +11,7 @@ held-out starts for every policy:
   policy after `--budgets` seconds, and the ablation of its inputs (`--ablation`);
 - the baselines: uniform random, always nearest, the greedy oracle and the exact optimum;
 - the strongest hand-written planners at a policy's serving cost (`planner_policies`: reward +
-  plan value, and an exact 2- and 3-level look-ahead), each with its time for a playlist
+  plan value, and an exact 2-, 3- and 4-level look-ahead), each with its time for a playlist
   beside the default policy's;
 - environment steps per second during training: ours against Stable-Baselines3's PPO on the
   same `PlaylistEnv` (first catalogue; needs the optional `bench` extra);
@@ -121,9 +121,6 @@ ABLATION = {
 }
 
 
-PLANNER_KINDS = tuple(PLANNER_DEPTHS)
-
-
 def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple[pd.DataFrame, float, TrainingRun]:
     """Every policy on one catalogue: one row per policy (share of the optimum, training time, ...),
     SB3's steps per second (NaN unless `with_sb3`) and the default PPO run."""
@@ -131,13 +128,20 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
     base = PPOConfig()
     neighbours = source.neighbours(pool, base)
     train_rows, heldout_rows = split_start_tracks(pool.n_tracks, HELDOUT_FRACTION, args.seed)
-    envs = {base.look_ahead_depth: make_env(base, pool, neighbours)}
-    env = envs[base.look_ahead_depth]
+    envs: dict[int, BatchPlaylistEnv] = {}
+
+    def env_searching(depth: int) -> BatchPlaylistEnv:
+        """The environment whose plan value is searched `depth` picks deep, built once (a pass over the catalogue)."""
+        if depth not in envs:
+            envs[depth] = make_env(dataclasses.replace(base, look_ahead_depth=depth), pool, neighbours)
+        return envs[depth]
+
+    env = env_searching(base.look_ahead_depth)
     rows: list[dict] = []
     policies = baseline_policies(pool) | planner_policies(env)
 
     def trained(kind: str, name: str, config: PPOConfig) -> TrainingRun:
-        own = envs.setdefault(config.look_ahead_depth, make_env(config, pool, neighbours))
+        own = env_searching(config.look_ahead_depth)
         run = train(TrainingRun.start(config, pool), own, train_rows, progress=False)
         policies[name] = lambda eval_seed, agent=run.agent: greedy_policy_in(own, agent)
         rows.append({"kind": kind, "policy": name, "training_seed": config.seed, "train_seconds": run.elapsed_seconds,
@@ -172,7 +176,7 @@ def measure(source: ChainRun, args: argparse.Namespace, with_sb3: bool) -> tuple
                                progress=False)
     latency_starts = heldout_rows[:: max(1, len(heldout_rows) // args.latency_starts)][: args.latency_starts]
     # A planner is timed in the cheapest environment (its observation searches one pick deep), the policy in its own.
-    cheapest = envs.setdefault(1, make_env(PPOConfig(look_ahead_depth=1), pool, neighbours))
+    cheapest = env_searching(1)
     rows += [{"policy": name, "playlist_ms": 1000 * planning_latency(cheapest, lookahead_policy(cheapest, depth),
                                                                      latency_starts)}
              for name, depth in PLANNER_DEPTHS.items()]
@@ -228,10 +232,11 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     """Share of the optimum (and training seconds) of each kind of policy, one column per catalogue."""
     def cell(group: pd.DataFrame) -> str:
         share, seconds, latency = (group[c].mean() for c in ("share_of_optimum", "train_seconds", "playlist_ms"))
-        spread = f" ({group['share_of_optimum'].min():.4f}–{group['share_of_optimum'].max():.4f})" if len(group) > 1 else ""
+        low, high = group["share_of_optimum"].min(), group["share_of_optimum"].max()
+        spread = f" ({low:.4f}–{high:.4f})" if len(group) > 1 else ""
         return (f"{share:.4f}{spread}" + ("" if np.isnan(seconds) else f", {seconds:.0f} s")
                 + ("" if np.isnan(latency) else f", {latency:.1f} ms"))
-    kinds = ["uniform random", "always nearest", "greedy oracle", *PLANNER_KINDS, "original", "default",
+    kinds = ["uniform random", "always nearest", "greedy oracle", *PLANNER_DEPTHS, "original", "default",
              "exact optimum"]
     grouped = table[table["kind"].isin(kinds)].groupby(["kind", "catalogue"], sort=False).apply(cell, include_groups=False)
     columns = [f"{name} ({n:,})" for name, n in table.groupby("catalogue", sort=False)["n_tracks"].first().items()]

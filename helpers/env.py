@@ -443,11 +443,8 @@ class BatchPlaylistEnv:
         c's neighbour row outside the playlist and c; it is exact (the index is wide enough for
         every pick of the playlist), and costs one pass over the candidates' neighbour rows.
         """
-        batch, n_candidates = candidate_rows.shape
-        played = self._played(playlists)
         rows = np.where(mask, candidate_rows, 0)
-        next_rows, next_mask = self._offers(played, rows[:, :, None])
-        values = self._searched(played, rows[:, :, None], next_rows, next_mask, depth=self.look_ahead_depth)
+        next_rows, next_mask, values = self._search_after(playlists, rows, depth=self.look_ahead_depth)
         features = np.concatenate([
             self.pool.rewards[rows][..., None],
             self._neighbourhood[rows],
@@ -462,15 +459,18 @@ class BatchPlaylistEnv:
         it, exact over the real offers (no repeats) for the `depth` picks after it and read from
         `plan_values` beyond them; -inf for missing candidates. `playlists` (batch, any length,
         -1 where empty) are the rows played so far, all at the same step."""
-        played = self._played(playlists)
         rows = np.where(mask, candidate_rows, candidate_rows[:, :1])  # a missing one is searched, then dropped
-        next_rows, next_mask = self._offers(played, rows[:, :, None])
-        values = self.pool.rewards[rows] + self._searched(played, rows[:, :, None], next_rows, next_mask, depth=depth)
+        values = self.pool.rewards[rows] + self._search_after(playlists, rows, depth=depth)[2]
         return np.where(mask, values, -np.inf)
 
-    def _played(self, playlists: np.ndarray) -> np.ndarray:
-        """The played columns of `playlists` in the index's integer type (comparing mixed types converts)."""
-        return playlists[:, (playlists >= 0).any(axis=0)].astype(self.neighbours.dtype)
+    def _search_after(self, playlists: np.ndarray, rows: np.ndarray, *,
+                      depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact next offer (rows, mask) after each of `rows` (batch, n) played next in
+        `playlists`, and the best return of the picks after it, searched `depth` picks deep."""
+        # The played columns in the index's integer type: comparing mixed types converts every time.
+        played = playlists[:, (playlists >= 0).any(axis=0)].astype(self.neighbours.dtype)
+        next_rows, next_mask = self._offers(played, rows[:, :, None])
+        return next_rows, next_mask, self._searched(played, rows[:, :, None], next_rows, next_mask, depth=depth)
 
     def _offers(self, played: np.ndarray, paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact next offer (batch, branches, n_candidates) after each of `paths` (batch,

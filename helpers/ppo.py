@@ -50,7 +50,9 @@ ARCHITECTURES = ("original", "candidate")
 # differently on 1 and 2 threads, so a seed gave another policy in a process that had set its own (the
 # benchmark's SB3 run set 1); and a playlist took 3 times as long on 2 threads while another job used a core.
 NETWORK_THREADS = 1
-CHECKPOINT_FORMAT = 4  # 4: searched plan value, planner prior; 3: plan value without immediate return; 2: num_minibatches, reward inputs; 1: latents only
+# 4: searched plan value, planner prior; 3: plan value without immediate return; 2: num_minibatches, reward
+# inputs; 1: latents only
+CHECKPOINT_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ class PPOConfig:
     They keep the original design's clip 0.1; the original learning rate 1e-4 is far too slow
     for a one-minute budget, 2e-3 annealed to 0 is not. Gamma is 1: the planner's score the
     actor starts from is the undiscounted return the playlist is judged by (with the original
-    0.95 PPO traded later reward for sooner and ended below the planner it started from). `PPOConfig.original()`
-    is the original network with the values that let it learn (see its docstring).
+    0.95 PPO traded later reward for sooner and ended below the planner it started from).
+    `PPOConfig.original()` is the original network with the values that let it learn (see its docstring).
     Training stops at `total_timesteps` environment steps or after `train_seconds`, whichever
     comes first; at least one must be set. `torch_threads` is 1 because these small networks
     gain nothing from more threads, and on a busy machine extra threads only wait for cores.
@@ -137,7 +139,8 @@ class PPOConfig:
         cannot plan far, and nearer rewards are a less noisy signal) make it learn.
         """
         values = dict(architecture="original", hidden_size=128, n_fourier_features=0, reward_inputs=(),
-                      look_ahead_depth=1, planner_weight=0.0, learning_rate=1e-2, gamma=0.5, clip_epsilon=0.1, total_timesteps=1_000_000)
+                      look_ahead_depth=1, planner_weight=0.0, learning_rate=1e-2, gamma=0.5, clip_epsilon=0.1,
+                      total_timesteps=1_000_000)
         return cls(**(values | overrides))
 
     @property
@@ -291,7 +294,8 @@ class CandidateActorCritic(ActorCritic):
                  fourier_scale: float = 2.0, *, reward_inputs: tuple[str, ...] = REWARD_FEATURES,
                  reward_mean: float = 0.0, reward_std: float = 1.0, planner_weight: float = 0.0):
         super().__init__()
-        self.log_planner_weight = nn.Parameter(torch.tensor(float(np.log(planner_weight)))) if planner_weight > 0 else None
+        self.log_planner_weight = (nn.Parameter(torch.tensor(float(np.log(planner_weight))))
+                                   if planner_weight > 0 else None)
         self.register_buffer("score_columns", torch.tensor([REWARD_FEATURES.index("reward"),
                                                             REWARD_FEATURES.index("plan_value")], dtype=torch.int64))
         self.register_buffer("fourier_frequencies", torch.randn(latent_dim, n_fourier_features) * fourier_scale)
@@ -489,9 +493,9 @@ class TrainingRun:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{path} is a checkpoint of format {checkpoint.get('format', 1)}, this code reads format "
-                f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value is searched `look_ahead_depth` picks deep and "
-                "the actor starts from the search's score): "
-                "re-run notebook 06_ppo to train a policy in the current format."
+                f"{CHECKPOINT_FORMAT} (its inputs changed: the plan value is searched `look_ahead_depth` picks "
+                "deep and the actor starts from the search's score): re-run notebook 06_ppo to train a policy in "
+                "the current format."
             )
         if pool is not None and pool.fingerprint != checkpoint["catalogue_fingerprint"]:
             raise ValueError(
