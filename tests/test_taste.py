@@ -37,7 +37,22 @@ def test_a_skip_lowers_and_a_full_listen_raises_the_unplayed_neighbours(songs, l
     farthest = far[np.argsort(distance)[-10:]]
     moved_far = np.abs(model.predict(farthest)[0] - TastePrior().mean)
     moved_near = np.abs(model.predict(neighbours)[0] - TastePrior().mean)
-    assert moved_near.mean() > 3 * moved_far.mean()  # evidence is local: it reaches neighbours, not the far side
+    # Evidence is mostly local: beyond the person's level (the shared offset) it reaches neighbours, not the far side.
+    assert moved_near.mean() > 2 * moved_far.mean()
+
+
+def test_plays_in_some_clusters_set_the_persons_level_in_the_others(songs):
+    latents, clusters = songs
+    rng = np.random.default_rng(0)
+    heard = np.concatenate([rng.choice(np.flatnonzero(clusters == c), 5, replace=False) for c in range(4)])
+    unheard = np.isin(clusters, [4, 5])
+    level = {}
+    for offset_std in (TastePrior().offset_std, 0.0):
+        model = TasteModel(latents, clusters, TastePrior(offset_std=offset_std), seed=0)
+        model.observe(heard, np.full(len(heard), 0.35))  # someone who skips much of everything heard
+        level[offset_std] = model.predict()[0][unheard].mean()
+    assert level[TastePrior().offset_std] < TastePrior().mean - 0.15
+    assert level[TastePrior().offset_std] < level[0.0] - 0.08, "without the offset, unheard clusters keep their level"
 
 
 def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs):
