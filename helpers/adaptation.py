@@ -21,8 +21,9 @@ what they heard), under the true rewards of the moment.
 Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; playlists
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
-sampling); `HeardClustersKnown`, a reference: the songs the taste model's playlists played known
-exactly, and the person's taste model in the clusters they touched.
+sampling); two references, which hear the taste model's playlists and then know more than a
+learner may: `HeardClustersKnown` (the person's taste model in the clusters those songs fell in)
+and, for "smooth taste", `SmoothFormKnown` (the taste model inferred knowing its form and priors).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, local_env, l
 from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
-from helpers.people import SCENARIOS, Person, make_person
+from helpers.people import (SCENARIOS, SMOOTH_SONG_NOISE, Person, expected_rewards, make_person,
+                            smooth_posterior)
 from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
 from helpers.recommend import checkpoint_path, load_chain, version_path
@@ -202,10 +204,41 @@ class TasteLearner:
         return lambda rows: self._rewards(rows, explore=False)
 
 
-class HeardClustersKnown(TasteLearner):
-    """A reference, not a system: the taste model's own playlists, then every song heard known
-    exactly (its true reward), the person's taste model known exactly in every cluster those
-    songs fell in, and the population prior everywhere else.
+class Reference(TasteLearner):
+    """A reference, not a system: the taste model's own playlists (so the same plays), then a
+    table that knows more of the person than any learner may (`_table`); every song heard is
+    known exactly (its true reward). Before any play it serves the population prior."""
+
+    scenarios: tuple[str, ...] = SCENARIOS  # the people it is defined for
+
+    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None, *,
+                 exploration: float = THOMPSON_SCALE, seed: int = 0) -> None:
+        super().__init__(chain, prior, prior_mean, exploration=exploration, seed=seed)
+        self.seed = seed
+        self._prior_rewards = self.model.expected_rewards(chain.proximity, chain.weights, chain.like_threshold)
+        self._person: Person | None = None
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        if person.scenario not in self.scenarios:
+            raise ValueError(f"{self.name!r} is defined for {self.scenarios}, not for {person.scenario!r}")
+        self._person = person
+        return super().play(start_row, person)
+
+    def table(self) -> np.ndarray:
+        if self._person is None:
+            return self._prior_rewards
+        table = self._table(self._person)
+        heard = self.model.heard_rows
+        table[heard] = self._person.true_rewards(self.chain.proximity, self.chain.weights)[heard]
+        return table
+
+    def _table(self, person: Person) -> np.ndarray:
+        raise NotImplementedError
+
+
+class HeardClustersKnown(Reference):
+    """The person's taste model known exactly in every cluster the heard songs fell in, and the
+    population prior everywhere else.
 
     For "someone else", whose clusters are independent, nothing the person heard says anything
     of another cluster: this is the ceiling of what the taste model's playlists could have
@@ -215,25 +248,32 @@ class HeardClustersKnown(TasteLearner):
 
     name = "heard clusters known"
 
-    def __init__(self, chain: ServedChain, prior: TastePrior = TastePrior(), prior_mean: np.ndarray | None = None, *,
-                 exploration: float = THOMPSON_SCALE, seed: int = 0) -> None:
-        super().__init__(chain, prior, prior_mean, exploration=exploration, seed=seed)
-        self._prior_rewards = self.model.expected_rewards(chain.proximity, chain.weights, chain.like_threshold)
-        self._person: Person | None = None
-
-    def play(self, start_row: int, person: Person) -> np.ndarray:
-        self._person = person
-        return super().play(start_row, person)
-
-    def table(self) -> np.ndarray:
+    def _table(self, person: Person) -> np.ndarray:
         clusters = self.model.clusters
-        if self._person is None:
-            return self._prior_rewards
-        heard = self.model.heard_rows
-        table = np.where(np.isin(clusters, clusters[heard]),
-                         self._person.knowable_rewards(self.chain.proximity, self.chain.weights), self._prior_rewards)
-        table[heard] = self._person.true_rewards(self.chain.proximity, self.chain.weights)[heard]
-        return table
+        touched = np.isin(clusters, clusters[self.model.heard_rows])
+        return np.where(touched, person.knowable_rewards(self.chain.proximity, self.chain.weights),
+                        self._prior_rewards)
+
+
+class SmoothFormKnown(Reference):
+    """For "smooth taste": the person's taste model inferred from the plays by someone who knows
+    its form (an interest point, a lengthscale, a low and a high) and the priors its parameters
+    are drawn from (`helpers.people.smooth_posterior`): no learner can infer it better from the
+    same plays, so this is the ceiling of what the taste model's playlists could have taught it."""
+
+    name = "smooth form known"
+    scenarios = ("smooth taste",)
+
+    def _table(self, person: Person) -> np.ndarray:
+        rows, listened = self.model.plays
+        heard, inverse = np.unique(rows, return_inverse=True)
+        n = np.bincount(inverse)
+        mean = np.bincount(inverse, weights=listened) / n
+        taste, spread = smooth_posterior(self.chain.pool.latents, heard, mean,
+                                         SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n, seed=self.seed)
+        spread = np.sqrt(spread ** 2 + SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2)
+        return expected_rewards(taste, spread, self.chain.proximity, self.chain.weights,
+                                like_threshold=person.like_threshold)
 
 
 class FineTunedTasteLearner(TasteLearner):
@@ -419,7 +459,7 @@ class Study:
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
 LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", "heard clusters known",
-            *FINE_TUNING)
+            "smooth form known", *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -431,6 +471,8 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
         return FixedTable(chain)
     if name == "heard clusters known":
         return HeardClustersKnown(chain, prior_mean=history, seed=seed)
+    if name == "smooth form known":
+        return SmoothFormKnown(chain, prior_mean=history, seed=seed)
     if name in ("LinUCB", "linear Thompson sampling"):
         return BanditLearner(chain, "ucb" if name == "LinUCB" else "thompson", seed=seed)
     if name == "notebook 08 update + fine-tune":
@@ -477,13 +519,16 @@ class StudySettings:
 def measure_person(chain: ServedChain, scenario: str, seed: int, learners: Sequence[str], *,
                    n_eval_starts: int) -> pd.DataFrame:
     """Every learner on one person of `scenario` (seed `seed`): `Study.run`'s rows, each with the
-    learner's seconds and slowest switch (last play of a playlist to the next playlist built)."""
+    learner's seconds and slowest switch (last play of a playlist to the next playlist built).
+    A reference is measured only on the people it is defined for."""
     person = make_person(scenario, chain.pool.table, chain.listener_model, seed=seed)
     study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
     frames = []
     for name in learners:
         began = time.perf_counter()
         learner = make_learner(name, chain, seed=seed, history=person.history)
+        if scenario not in getattr(learner, "scenarios", SCENARIOS):
+            continue
         frame = study.run(learner)
         frame["seconds"] = time.perf_counter() - began
         switch = getattr(learner, "switch_seconds", [])

@@ -38,6 +38,12 @@ from helpers.rewards import RewardWeights, interaction_score, reward
 SCENARIOS = ("someone else", "smooth taste", "drifting", "loves the two lowest clusters")
 PLAY_NOISE = 0.05  # spread of one play around the song's taste
 LIKE_THRESHOLD = 0.6  # notebook 04's
+# The smooth-taste people's priors: a lengthscale of this fraction of the median latent distance
+# from the interest point, a taste from low (far away) to high (at the interest point), a song's own noise.
+SMOOTH_LENGTHSCALE = (0.5, 1.0)
+SMOOTH_LOW = (0.3, 0.5)
+SMOOTH_HIGH = (0.85, 0.95)
+SMOOTH_SONG_NOISE = 0.07
 
 
 def expected_rewards(taste_mean: np.ndarray, taste_std: np.ndarray | float, proximity: np.ndarray,
@@ -133,15 +139,78 @@ def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
 
 
 def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:
-    """An interest point at a random song, a lengthscale of 0.5-1x the median distance to it, a taste range."""
+    """An interest point at a random song, a lengthscale of `SMOOTH_LENGTHSCALE` x the median
+    distance to it, a taste range from `SMOOTH_LOW` to `SMOOTH_HIGH`."""
     interest = latents[rng.integers(len(latents))].astype(np.float64)
     sample = latents[rng.choice(len(latents), min(len(latents), 10_000), replace=False)]
     median = float(np.median(np.linalg.norm(sample - interest, axis=1)))
-    return {"interest": interest, "lengthscale": median * rng.uniform(0.5, 1.0),
-            "low": rng.uniform(0.3, 0.5), "high": rng.uniform(0.85, 0.95)}
+    return {"interest": interest, "lengthscale": median * rng.uniform(*SMOOTH_LENGTHSCALE),
+            "low": rng.uniform(*SMOOTH_LOW), "high": rng.uniform(*SMOOTH_HIGH)}
 
 
-def smooth_taste(latents: np.ndarray, seed: int, song_noise: float = 0.07, drift_rate: float = 0.0) -> Person:
+def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                     heard_variance: np.ndarray, *, n_lengthscales: int = 8, max_interests: int = 30_000,
+                     max_components: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What plays say of a smooth-taste person's taste model, to someone who knows its form and priors.
+
+    The taste model is m(z) = low + (high - low) exp(-|z - u|^2 / (2 l^2)) (`smooth_taste`);
+    its interest point u is one of the songs, l a fraction of `SMOOTH_LENGTHSCALE` of the median
+    distance from u, low and high uniform on `SMOOTH_LOW` and `SMOOTH_HIGH`. Given the mean
+    share `heard_mean` of the songs `heard_rows` (each N(m(z), `heard_variance`)), Bayes' rule
+    on a grid (every song as u, at most `max_interests` of them, seeded; `n_lengthscales`
+    fractions), with (low, high - low) integrated exactly under a Gaussian prior of the uniform
+    priors' moments, gives the posterior mean and standard deviation of m(z) for every song. No
+    learner can infer the taste model better from the same plays; `max_components` grid points
+    of highest posterior weight make the prediction.
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    interests = latents if len(latents) <= max_interests else latents[rng.choice(len(latents), max_interests,
+                                                                                 replace=False)]
+    sample = latents[rng.choice(len(latents), min(len(latents), 2_000), replace=False)]
+    median = np.concatenate([np.median(np.linalg.norm(sample[None] - block[:, None], axis=-1), axis=1)
+                             for block in np.array_split(interests, max(1, len(interests) // 2_000))])
+    edges = np.linspace(*SMOOTH_LENGTHSCALE, n_lengthscales + 1)
+    fractions = (edges[:-1] + edges[1:]) / 2
+    centre = interests.repeat(n_lengthscales, axis=0)  # grid point k: interest k // n, fraction k % n
+    lengthscale = (median[:, None] * fractions[None]).ravel()
+    # Prior of (low, amplitude = high - low): the uniform priors' means and covariance.
+    low_var, high_var = np.ptp(SMOOTH_LOW) ** 2 / 12, np.ptp(SMOOTH_HIGH) ** 2 / 12
+    prior_mean = np.array([np.mean(SMOOTH_LOW), np.mean(SMOOTH_HIGH) - np.mean(SMOOTH_LOW)])
+    prior_precision = np.linalg.inv(np.array([[low_var, -low_var], [-low_var, low_var + high_var]]))
+    heard = latents[np.asarray(heard_rows, dtype=np.int64)]
+    y, inverse_variance = np.asarray(heard_mean, np.float64), 1 / np.asarray(heard_variance, np.float64)
+    bump = np.exp(-_squared_distances(centre, heard) / (2 * lengthscale[:, None] ** 2))  # (grid points, plays)
+    a11 = prior_precision[0, 0] + inverse_variance.sum()
+    a12 = prior_precision[0, 1] + bump @ inverse_variance
+    a22 = prior_precision[1, 1] + bump ** 2 @ inverse_variance
+    q = prior_precision @ prior_mean
+    c1, c2 = q[0] + y @ inverse_variance, q[1] + bump @ (y * inverse_variance)
+    determinant = a11 * a22 - a12 ** 2
+    # Posterior covariance of (low, amplitude) per grid point: the inverse of [[a11, a12], [a12, a22]].
+    v11, v12, v22 = a22 / determinant, -a12 / determinant, a11 / determinant
+    low, amplitude = v11 * c1 + v12 * c2, v12 * c1 + v22 * c2
+    log_evidence = 0.5 * (c1 * low + c2 * amplitude) - 0.5 * np.log(determinant)  # up to a constant
+    top = np.argsort(log_evidence)[::-1][:max_components]
+    weight = np.exp(log_evidence[top] - log_evidence[top].max())
+    weight /= weight.sum()
+    mean, second_moment = np.zeros(len(latents)), np.zeros(len(latents))
+    for k, w in zip(top, weight):
+        shape = np.exp(-_squared_distances(latents, centre[k][None])[:, 0] / (2 * lengthscale[k] ** 2))
+        value = low[k] + amplitude[k] * shape
+        spread = v11[k] + 2 * v12[k] * shape + v22[k] * shape ** 2
+        mean += w * value
+        second_moment += w * (value ** 2 + spread)
+    return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2 for every row of `a` and of `b`, without the (len(a), len(b), d) differences."""
+    return np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T, 0)
+
+
+def smooth_taste(latents: np.ndarray, seed: int, song_noise: float = SMOOTH_SONG_NOISE,
+                 drift_rate: float = 0.0) -> Person:
     """Taste that falls with latent distance from an interest point, plus per-song noise."""
     rng = np.random.default_rng(seed)
     latents = np.asarray(latents, dtype=np.float64)

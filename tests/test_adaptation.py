@@ -1,10 +1,12 @@
 """Learning a listener from playlists: exact local planning, the measure, and the learners."""
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, Study, StudySettings,
-                                TasteLearner, measure_person, summarise, taste_snapshots)
+from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, SmoothFormKnown, Study,
+                                StudySettings, TasteLearner, measure_person, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -157,6 +159,27 @@ def test_measure_person_gives_every_learner_the_same_references(served_chain):
     assert (frame["scenario"] == "someone else").all() and (frame["n_songs"] == 400).all()
     assert frame.loc[frame["learner"] == "taste model", "switch_seconds_max"].notna().all()
     assert frame.loc[frame["learner"] == "no update", "switch_seconds_max"].isna().all()
+
+
+def test_smooth_form_known_hears_the_taste_models_playlists_and_is_measured_on_smooth_taste_only(served_chain):
+    person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=2)
+    reference, learner = SmoothFormKnown(served_chain, seed=0), TasteLearner(served_chain, seed=0)
+    start = int(served_chain.pool.rows_of(served_chain.run.heldout_ids)[0])
+    heard = reference.play(start, copy.deepcopy(person))
+    np.testing.assert_array_equal(heard, learner.play(start, copy.deepcopy(person)))
+    truth = person.true_rewards(served_chain.proximity, served_chain.weights)
+    np.testing.assert_array_equal(reference.table()[heard], truth[heard])
+    knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
+    unheard = np.setdiff1d(np.arange(len(truth)), heard)
+    every = np.arange(len(truth))
+    error = {name: np.abs(table[unheard] - knowable[unheard]).mean()
+             for name, table in (("reference", reference.table()), ("taste model", learner.table()(every)))}
+    assert error["reference"] < error["taste model"], "knowing the form infers the taste model better"
+    with pytest.raises(ValueError, match="smooth taste"):
+        SmoothFormKnown(served_chain, seed=0).play(start, make_person("someone else", served_chain.pool.table,
+                                                                      served_chain.listener_model, seed=2))
+    frame = measure_person(served_chain, "someone else", 1, ["taste model", "smooth form known"], n_eval_starts=5)
+    assert set(frame["learner"]) == {"taste model"}
 
 
 def test_study_settings_name_every_person_and_refuse_unknown_names():

@@ -5,7 +5,7 @@ import pytest
 from helpers.bandits import LinearBandit
 from helpers.env import PlaylistBatch
 from helpers.listeners import draw_listener_model
-from helpers.people import SCENARIOS, make_person
+from helpers.people import PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person, smooth_posterior
 from helpers.rewards import RewardWeights
 
 from conftest import make_rewards_table
@@ -104,3 +104,17 @@ def test_a_linear_bandit_learns_which_direction_pays(exploration):
     assert bandit.policy(explore=False)(batch_of(candidates))[0] == 1
     picks = [bandit.policy(explore=True)(batch_of(candidates))[0] for _ in range(20)]
     assert np.mean(np.array(picks) == 1) > 0.8
+
+
+def test_knowing_the_form_infers_a_smooth_taste_model_from_plays_and_more_plays_infer_it_better(table, listener_model):
+    person = make_person("smooth taste", table, listener_model, seed=5)
+    latents = table.filter(regex=r"^latent_").to_numpy()
+    rng = np.random.default_rng(0)
+    error, spread = {}, {}
+    for n in (5, 60):
+        rows = rng.choice(len(table), n, replace=False)
+        listened, _ = person.listen(rows)
+        mean, std = smooth_posterior(latents, rows, listened, np.full(n, SMOOTH_SONG_NOISE ** 2 + PLAY_NOISE ** 2))
+        error[n], spread[n] = np.sqrt(np.mean((mean - person.model_mean) ** 2)), std.mean()
+        assert np.mean(np.abs(mean - person.model_mean) < 2.5 * std + 1e-3) > 0.8, "its uncertainty covers the truth"
+    assert error[60] < 0.03 and error[60] < error[5] and spread[60] < spread[5]
