@@ -570,3 +570,20 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     half_width = 1.96 * grouped[measures].std(ddof=1) / np.sqrt(grouped.size().to_numpy()[:, None])
     summary = mean.join(half_width.add_suffix("_ci95")).join(grouped.size().rename("seeds"))
     return summary.reset_index()
+
+
+def paired_regret(results: pd.DataFrame, learner: str = "taste model") -> pd.DataFrame:
+    """`learner`'s regret over all its learning playlists minus each other learner's, paired by
+    person (the same person and start songs), per catalogue and scenario: the mean difference
+    and its 95% confidence half-width over listener seeds (negative: `learner` cost the person less)."""
+    keys = [key for key in ("catalogue", "scenario") if key in results]
+    last = results[results["playlists"] == results["playlists"].max()]
+    regret = last.pivot_table(index=[*keys, "seed"], columns="learner", values="regret", sort=False)
+    if learner not in regret:
+        raise ValueError(f"the results hold no {learner!r} learner, only {list(regret.columns)}")
+    difference = regret.drop(columns=learner).rsub(regret[learner], axis=0).dropna(axis=1, how="all")
+    difference = difference.rename_axis(columns="against").stack(future_stack=True).dropna().rename("difference")
+    grouped = difference.groupby(level=[*keys, "against"], sort=False)
+    return pd.DataFrame({"difference": grouped.mean(),
+                         "difference_ci95": 1.96 * grouped.std(ddof=1) / np.sqrt(grouped.size()),
+                         "seeds": grouped.size()}).reset_index()

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, SmoothFormKnown, Study,
-                                StudySettings, TasteLearner, measure_person, summarise, taste_snapshots)
+                                StudySettings, TasteLearner, measure_person, paired_regret, summarise,
+                                taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -135,6 +136,18 @@ def test_summary_has_a_confidence_interval_per_checkpoint():
     assert summary["seeds"].tolist() == [3, 3]
     assert summary["share_knowable"].tolist() == pytest.approx([0.4, 0.4])
     assert summary["share_knowable_ci95"].iloc[0] == pytest.approx(1.96 * 0.2 / np.sqrt(3))
+
+
+def test_paired_regret_differences_are_taken_person_by_person():
+    rows = [{"scenario": "s", "seed": seed, "playlists": playlists, "learner": learner, "regret": regret}
+            for seed, base in enumerate((1000.0, 2000.0, 3000.0)) for playlists in (1, 10)
+            for learner, regret in (("taste model", base), ("LinUCB", base + 100 + seed), ("no update", base - 50))]
+    paired = paired_regret(pd.DataFrame(rows)).set_index("against")
+    assert paired.loc["LinUCB", "difference"] == pytest.approx(-101)  # people differ by 1000s; the pairs by 100-102
+    assert paired.loc["LinUCB", "difference_ci95"] == pytest.approx(1.96 * 1.0 / np.sqrt(3))
+    assert paired.loc["no update", "difference"] == pytest.approx(50) and (paired["seeds"] == 3).all()
+    with pytest.raises(ValueError, match="no 'oracle' learner"):
+        paired_regret(pd.DataFrame(rows), learner="oracle")
 
 
 def test_the_taste_snapshots_move_towards_the_truth_and_count_the_songs_heard(served_chain):
