@@ -159,9 +159,10 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     share `heard_mean` of the songs `heard_rows` (each N(m(z), `heard_variance`)), Bayes' rule
     on a grid (every song as u, at most `max_interests` of them, seeded; `n_lengthscales`
     fractions), with (low, high - low) integrated exactly under a Gaussian prior of the uniform
-    priors' moments, gives the posterior mean and standard deviation of m(z) for every song. No
-    learner can infer the taste model better from the same plays; `max_components` grid points
-    of highest posterior weight make the prediction.
+    priors' moments, gives the posterior mean and standard deviation of m(z) for every song. Up
+    to the grid and to reading a clipped play as Gaussian, no learner can infer the taste model
+    better from the same plays; `max_components` grid points of highest posterior weight make
+    the prediction.
     """
     latents = np.asarray(latents, dtype=np.float64)
     rng = np.random.default_rng(seed)
