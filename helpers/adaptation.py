@@ -458,8 +458,8 @@ class Study:
 
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
-LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", "heard clusters known",
-            "smooth form known", *FINE_TUNING)
+REFERENCES = ("heard clusters known", "smooth form known")  # they hear the taste model's playlists
+LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", *REFERENCES, *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -575,13 +575,15 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 def paired_regret(results: pd.DataFrame, learner: str = "taste model") -> pd.DataFrame:
     """`learner`'s regret over all its learning playlists minus each other learner's, paired by
     person (the same person and start songs), per catalogue and scenario: the mean difference
-    and its 95% confidence half-width over listener seeds (negative: `learner` cost the person less)."""
+    and its 95% confidence half-width over listener seeds (negative: `learner` cost the person less).
+    The references, which hear the taste model's playlists, are left out."""
     keys = [key for key in ("catalogue", "scenario") if key in results]
     last = results[results["playlists"] == results["playlists"].max()]
     regret = last.pivot_table(index=[*keys, "seed"], columns="learner", values="regret", sort=False)
     if learner not in regret:
         raise ValueError(f"the results hold no {learner!r} learner, only {list(regret.columns)}")
-    difference = regret.drop(columns=learner).rsub(regret[learner], axis=0).dropna(axis=1, how="all")
+    others = regret.drop(columns=[learner, *REFERENCES], errors="ignore")
+    difference = others.rsub(regret[learner], axis=0).dropna(axis=1, how="all")
     difference = difference.rename_axis(columns="against").stack(future_stack=True).dropna().rename("difference")
     grouped = difference.groupby(level=[*keys, "against"], sort=False)
     return pd.DataFrame({"difference": grouped.mean(),

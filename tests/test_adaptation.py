@@ -141,8 +141,10 @@ def test_summary_has_a_confidence_interval_per_checkpoint():
 def test_paired_regret_differences_are_taken_person_by_person():
     rows = [{"scenario": "s", "seed": seed, "playlists": playlists, "learner": learner, "regret": regret}
             for seed, base in enumerate((1000.0, 2000.0, 3000.0)) for playlists in (1, 10)
-            for learner, regret in (("taste model", base), ("LinUCB", base + 100 + seed), ("no update", base - 50))]
+            for learner, regret in (("taste model", base), ("LinUCB", base + 100 + seed), ("no update", base - 50),
+                                    ("heard clusters known", base))]
     paired = paired_regret(pd.DataFrame(rows)).set_index("against")
+    assert list(paired.index) == ["LinUCB", "no update"], "a reference hears the taste model's playlists: left out"
     assert paired.loc["LinUCB", "difference"] == pytest.approx(-101)  # people differ by 1000s; the pairs by 100-102
     assert paired.loc["LinUCB", "difference_ci95"] == pytest.approx(1.96 * 1.0 / np.sqrt(3))
     assert paired.loc["no update", "difference"] == pytest.approx(50) and (paired["seeds"] == 3).all()
