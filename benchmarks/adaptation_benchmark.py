@@ -28,7 +28,8 @@ import pandas as pd
 from catalogues import ChainRun, add_catalogue_arguments, results_folder
 from tables import markdown_table
 
-from helpers.adaptation import CHECKPOINTS, LEARNERS, load_served_chain, measure_person, paired_regret, summarise
+from helpers.adaptation import (CHECKPOINTS, LEARNERS, REFERENCES, load_served_chain, measure_person, paired_regret,
+                                summarise)
 from helpers.paths import write_text_atomic
 from helpers.people import SCENARIOS
 from helpers.plots import adaptation_figure, save_figure
@@ -73,7 +74,7 @@ def main() -> None:
     report = [f"# Adaptation benchmark\n\n{len(args.seeds)} listener seeds, {args.eval_starts} held-out starts, "
               f"checkpoints after {', '.join(map(str, CHECKPOINTS))} playlists; {os.cpu_count()} CPUs, "
               f"{time.perf_counter() - began:.0f} s in all.\n", markdown_table(summary)]
-    if "taste model" in args.learners and len(args.learners) > 1:
+    if "taste model" in args.learners and set(args.learners) - {"taste model", *REFERENCES}:
         report += ["\n## Regret of the taste model minus each other learner's, paired by person\n",
                    markdown_table(paired_regret(results))]
     write_text_atomic(folder / "adaptation_benchmark.md", "\n".join(report) + "\n")

@@ -458,7 +458,8 @@ class Study:
 
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
-REFERENCES = ("heard clusters known", "smooth form known")  # they hear the taste model's playlists
+REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, SmoothFormKnown)}
+REFERENCES = tuple(REFERENCE_CLASSES)  # they hear the taste model's playlists
 LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", *REFERENCES, *FINE_TUNING)
 
 
@@ -469,10 +470,8 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
         return TasteLearner(chain, prior_mean=history, seed=seed)
     if name == "no update":
         return FixedTable(chain)
-    if name == "heard clusters known":
-        return HeardClustersKnown(chain, prior_mean=history, seed=seed)
-    if name == "smooth form known":
-        return SmoothFormKnown(chain, prior_mean=history, seed=seed)
+    if name in REFERENCE_CLASSES:
+        return REFERENCE_CLASSES[name](chain, prior_mean=history, seed=seed)
     if name in ("LinUCB", "linear Thompson sampling"):
         return BanditLearner(chain, "ucb" if name == "LinUCB" else "thompson", seed=seed)
     if name == "notebook 08 update + fine-tune":
@@ -525,10 +524,10 @@ def measure_person(chain: ServedChain, scenario: str, seed: int, learners: Seque
     study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
     frames = []
     for name in learners:
+        if name in REFERENCE_CLASSES and scenario not in REFERENCE_CLASSES[name].scenarios:
+            continue
         began = time.perf_counter()
         learner = make_learner(name, chain, seed=seed, history=person.history)
-        if scenario not in getattr(learner, "scenarios", SCENARIOS):
-            continue
         frame = study.run(learner)
         frame["seconds"] = time.perf_counter() - began
         switch = getattr(learner, "switch_seconds", [])

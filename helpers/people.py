@@ -169,7 +169,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     interests = latents if len(latents) <= max_interests else latents[rng.choice(len(latents), max_interests,
                                                                                  replace=False)]
     sample = latents[rng.choice(len(latents), min(len(latents), 2_000), replace=False)]
-    median = np.concatenate([np.median(np.linalg.norm(sample[None] - block[:, None], axis=-1), axis=1)
+    median = np.concatenate([np.median(np.sqrt(_squared_distances(block, sample)), axis=1)
                              for block in np.array_split(interests, max(1, len(interests) // 2_000))])
     edges = np.linspace(*SMOOTH_LENGTHSCALE, n_lengthscales + 1)
     fractions = (edges[:-1] + edges[1:]) / 2

@@ -85,8 +85,8 @@ class TastePrior:
     evidence_offset_std: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("cluster_std", "offset_std", "smooth_std", "song_std", "play_noise", "lengthscale_factor", "history_song_std",
-                     "evidence_offset_std"):
+        for name in ("cluster_std", "offset_std", "smooth_std", "song_std", "play_noise", "lengthscale_factor",
+                     "history_song_std", "evidence_offset_std"):
             if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if self.play_noise == 0 and min(self.song_std, self.history_song_std) == 0:

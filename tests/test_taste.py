@@ -39,6 +39,11 @@ def test_a_skip_lowers_and_a_full_listen_raises_the_unplayed_neighbours(songs, l
     moved_near = np.abs(model.predict(neighbours)[0] - TastePrior().mean)
     # Evidence is mostly local: beyond the person's level (the shared offset) it reaches neighbours, not the far side.
     assert moved_near.mean() > 2 * moved_far.mean()
+    without_level = TasteModel(latents, clusters, TastePrior(offset_std=0.0), seed=0)
+    without_level.observe([7], [listened])
+    moved_far = np.abs(without_level.predict(farthest)[0] - TastePrior().mean)
+    moved_near = np.abs(without_level.predict(neighbours)[0] - TastePrior().mean)
+    assert moved_near.mean() > 3 * moved_far.mean()  # without the level, evidence is local, as it always was
 
 
 def test_plays_in_some_clusters_set_the_persons_level_in_the_others(songs):
