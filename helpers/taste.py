@@ -9,8 +9,8 @@ The taste t_i of song i (the share of it the person listens to on average) is mo
   history where it is known;
 - o, the person's level (scale s_o = `offset_std`): how much more or less of everything they
   listen to than the population, so plays in a few clusters move the taste of the others too;
-- b, one effect per K-Means cluster (scale s_c = `cluster_std`): hearing a song says something
-  of its whole cluster;
+- b, one effect per K-Means cluster (scale s_c = `cluster_std` x one of `cluster_scales`):
+  hearing a song says something of its whole cluster;
 - phi(z_i) . w, a smooth function of the latent state: `n_fourier` random Fourier features of
   an RBF kernel of lengthscale `lengthscale_factor` x the catalogue's median latent distance
   (scale `smooth_std`), so hearing a song says something of its latent neighbours, across
@@ -33,6 +33,13 @@ the population `mean` centres it), with a ~ N(0, evidence_offset_std^2) one free
 by all such plays. They say which songs are heard more than others; the offset, learned with
 them and then marginalised out, keeps their 0/1 scale from setting the taste's level. They
 inform the weights, not a song's own deviation.
+
+How much a person's taste follows the clusters is not known in advance: for some, a cluster is
+a taste; for others taste changes within a cluster as much as across. So the posterior is
+averaged over the cluster scales `cluster_scales` (multiples of `cluster_std`), each weighted by
+its evidence, the marginal likelihood of the plays (Bayesian model averaging, the scales a
+priori equally likely). Predictions use the mixture's exact mean and covariance of the weights;
+a Thompson draw is drawn from the Gaussian with that mean and covariance.
 
 Evidence fades by `forgetting` per session (a play of s sessions ago counts forgetting^s), so
 a taste that moves is followed; 1 keeps every play at full weight.
@@ -72,6 +79,7 @@ class TastePrior:
 
     mean: float = 0.65
     cluster_std: float = 0.144
+    cluster_scales: tuple[float, ...] = (1.0, 1 / 3)
     offset_std: float = 0.15
     smooth_std: float = 0.15
     song_std: float = 0.1
@@ -96,6 +104,9 @@ class TastePrior:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if not 0 < self.forgetting <= 1:
             raise ValueError(f"forgetting must lie in (0, 1], got {self.forgetting}")
+        scales = np.asarray(self.cluster_scales, dtype=float)
+        if scales.ndim != 1 or not len(scales) or not (np.isfinite(scales).all() and (scales > 0).all()):
+            raise ValueError(f"cluster_scales must be one or more finite numbers > 0, got {self.cluster_scales}")
         if self.n_fourier < 0:
             raise ValueError(f"n_fourier must be >= 0, got {self.n_fourier}")
 
@@ -227,11 +238,8 @@ class TasteModel:
             centred = prior.mean + contrast * (evidence_mean - 0.5)
             targets = np.concatenate([targets, centred - self.prior_mean[songs]])
             noise = np.concatenate([noise, evidence_noise])
-        precision = np.eye(features.shape[1]) + features.T @ (features / noise[:, None])
-        covariance = np.linalg.inv(precision)
-        covariance = (covariance + covariance.T) / 2
-        weights = covariance @ (features.T @ (targets / noise))
-        # The taste's weights, with the offset marginalised out.
+        weights, covariance, self.scale_weights = self._average_over_cluster_scales(features, targets, noise)
+        # The taste's weights, with the evidence's offset marginalised out.
         self.covariance = covariance[: self.n_weights, : self.n_weights]
         self.weights = weights[: self.n_weights]
         self.cholesky = np.linalg.cholesky(self.covariance)
@@ -239,6 +247,39 @@ class TasteModel:
         self._pull[heard] = self._song_var[heard] / noise[: len(heard)]
         self._own_mean = np.zeros(self.n_songs)
         self._own_mean[heard] = heard_mean
+
+    def _average_over_cluster_scales(self, features: np.ndarray, targets: np.ndarray,
+                                      noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The weights' posterior mean and covariance averaged over `cluster_scales`, and each
+        scale's posterior probability.
+
+        Under scale a the cluster features are a times larger, so with S = diag(a on the cluster
+        weights, 1 elsewhere) the posterior of theta_a is N(P^-1 b, P^-1), P = I + S G S,
+        b = S F' N^-1 y, G = F' N^-1 F, and its log evidence is b' P^-1 b / 2 - log|P| / 2 up to
+        a constant that every scale shares. The weights on `features` are S theta_a.
+        """
+        gram = features.T @ (features / noise[:, None])
+        projected = features.T @ (targets / noise)
+        means, covariances, log_evidence = [], [], []
+        for cluster_scale in self.prior.cluster_scales:
+            scale = np.ones(features.shape[1])
+            scale[: self.n_clusters] = cluster_scale
+            precision = np.eye(len(scale)) + scale[:, None] * gram * scale[None, :]
+            factor = np.linalg.cholesky(precision)
+            covariance = np.linalg.inv(precision)
+            covariance = (covariance + covariance.T) / 2
+            scaled_projection = scale * projected
+            mean = covariance @ scaled_projection
+            log_evidence.append(scaled_projection @ mean / 2 - np.log(np.diag(factor)).sum())
+            means.append(scale * mean)
+            covariances.append(scale[:, None] * covariance * scale[None, :])
+        log_evidence = np.array(log_evidence)
+        probability = np.exp(log_evidence - log_evidence.max())
+        probability /= probability.sum()
+        mean = probability @ np.array(means)
+        spread = np.array(means) - mean
+        covariance = np.einsum("k,kij->ij", probability, np.array(covariances)) + (spread.T * probability) @ spread
+        return mean, (covariance + covariance.T) / 2, probability
 
     def _predict(self, weights: np.ndarray, rows: np.ndarray, with_variance: bool) -> tuple[np.ndarray, np.ndarray]:
         """m_i + f_i . weights for the songs `rows`, and f_i Sigma f_i (0 unless `with_variance`),
