@@ -91,7 +91,7 @@ def test_the_plays_decide_how_much_the_clusters_matter(songs):
     for name, taste in (("per cluster", per_cluster), ("within clusters", within_clusters)):
         model = TasteModel(latents, clusters, seed=0)
         model.observe(heard, np.clip(taste[heard] + 0.05 * rng.standard_normal(len(heard)), 0, 1))
-        chosen[name] = dict(zip(TastePrior().cluster_scales, model.scale_weights))
+        chosen[name] = dict(zip(TastePrior().cluster_scales, model.cluster_scale_posterior))
     assert chosen["per cluster"][max(TastePrior().cluster_scales)] > 0.95
     assert chosen["within clusters"][min(TastePrior().cluster_scales)] > 0.7
 
