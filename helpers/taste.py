@@ -271,12 +271,11 @@ class TasteModel:
             scale = np.ones(features.shape[1])
             scale[: self.n_clusters] = cluster_scale
             precision = np.eye(len(scale)) + scale[:, None] * gram * scale[None, :]
-            factor = np.linalg.cholesky(precision)
             covariance = np.linalg.inv(precision)
             covariance = (covariance + covariance.T) / 2
             scaled_projection = scale * projected
             mean = covariance @ scaled_projection
-            log_evidence.append(scaled_projection @ mean / 2 - np.log(np.diag(factor)).sum())
+            log_evidence.append(scaled_projection @ mean / 2 - np.linalg.slogdet(precision)[1] / 2)
             means.append(scale * mean)
             covariances.append(scale[:, None] * covariance * scale[None, :])
         log_evidence = np.array(log_evidence)
