@@ -145,6 +145,36 @@ class FixedTable:
         return self.chain.pool.rewards
 
 
+class TasteModelKnown:
+    """Not a learner: the person's taste model known exactly from the first playlist on.
+
+    Each playlist serves `Person.knowable_rewards` as the person is when it starts (unheard and
+    heard songs alike at their expected value), planned by notebook 06's policy, and learns
+    nothing. A learner's regret minus this one's is what learning the taste model cost the
+    person; this one's margin over the bandits is about the most that learning it can win.
+    """
+
+    name = "taste model known"
+
+    def __init__(self, chain: ServedChain) -> None:
+        self.chain = chain
+        self._rewards: np.ndarray | None = None
+
+    def play(self, start_row: int, person: Person) -> np.ndarray:
+        self._rewards = person.knowable_rewards(self.chain.proximity, self.chain.weights)
+        rows = self.chain.policy_playlists(self._rewards, [start_row])[0]
+        person.listen(rows)
+        return rows
+
+    def playlists(self, start_rows: np.ndarray) -> np.ndarray:
+        if self._rewards is None:
+            raise RuntimeError("the taste model known serves the person's table: play a playlist to them first")
+        return self.chain.policy_playlists(self._rewards, start_rows)
+
+    def table(self) -> np.ndarray | None:
+        return self._rewards
+
+
 class TasteLearner:
     """The system: a taste posterior, exploring by Thompson sampling, planning with notebook 06's policy.
 
@@ -460,7 +490,8 @@ class Study:
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
 REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, SmoothFormKnown)}
 REFERENCES = tuple(REFERENCE_CLASSES)  # they hear the taste model's playlists
-LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", *REFERENCES, *FINE_TUNING)
+LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", TasteModelKnown.name, *REFERENCES,
+            *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -470,6 +501,8 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
         return TasteLearner(chain, prior_mean=history, seed=seed)
     if name == "no update":
         return FixedTable(chain)
+    if name == TasteModelKnown.name:
+        return TasteModelKnown(chain)
     if name in REFERENCE_CLASSES:
         return REFERENCE_CLASSES[name](chain, prior_mean=history, seed=seed)
     if name in ("LinUCB", "linear Thompson sampling"):

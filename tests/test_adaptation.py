@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, SmoothFormKnown, Study,
-                                StudySettings, TasteLearner, measure_person, paired_regret, summarise,
+                                StudySettings, TasteLearner, make_learner, measure_person, paired_regret, summarise,
                                 taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
@@ -58,27 +58,15 @@ def test_a_local_environment_plans_exactly_as_the_whole_pool(served_chain):
             playlist[0, step] = expected[step]
 
 
-class KnowsTheTasteModel(FixedTable):
-    """A learner handed the person's taste model: it serves the knowable table and learns nothing."""
-
-    name = "told the taste model"
-
-    def __init__(self, chain: ServedChain, person) -> None:
-        super().__init__(chain)
-        self.rewards = person.knowable_rewards(chain.proximity, chain.weights)
-
-    def playlists(self, start_rows):
-        return self.chain.policy_playlists(self.rewards, start_rows)
-
-    def table(self):
-        return self.rewards
-
-
 def test_the_measure_gives_one_to_the_taste_model_known_and_zero_to_no_update(served_chain):
     person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=4)
     study = Study.build(served_chain, person, seed=0, n_learning=3, n_eval_starts=40)
-    told = study.run(KnowsTheTasteModel(served_chain, person), checkpoints=(1, 3))
+    told = study.run(make_learner("taste model known", served_chain, seed=0), checkpoints=(1, 3))
     assert np.allclose(told["share_knowable"], 1.0)
+    knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
+    first = served_chain.policy_playlists(knowable, study.learning_starts[:1])[0]
+    played = make_learner("taste model known", served_chain, seed=0)
+    assert np.array_equal(played.play(int(study.learning_starts[0]), copy.deepcopy(person)), first)
     none = study.run(FixedTable(served_chain), checkpoints=(1, 3))
     assert np.allclose(none["share_knowable"], 0.0) and np.allclose(none["share_full"], 0.0)
     assert (none["regret"].diff().dropna() >= 0).all() and (none["regret"] >= 0).all()
