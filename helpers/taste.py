@@ -39,7 +39,8 @@ a taste; for others taste changes within a cluster as much as across. So the pos
 averaged over the cluster scales `cluster_scales` (multiples of `cluster_std`), each weighted by
 its evidence, the marginal likelihood of the plays (Bayesian model averaging, the scales a
 priori equally likely). Predictions use the mixture's exact mean and covariance of the weights;
-a Thompson draw is drawn from the Gaussian with that mean and covariance.
+a Thompson draw is a draw of the mixture itself: a scale by its posterior probability, then the
+weights from that scale's posterior.
 
 Evidence fades by `forgetting` per session (a play of s sessions ago counts forgetting^s), so
 a taste that moves is followed; 1 keeps every play at full weight.
@@ -243,21 +244,24 @@ class TasteModel:
             centred = prior.mean + contrast * (evidence_mean - 0.5)
             targets = np.concatenate([targets, centred - self.prior_mean[songs]])
             noise = np.concatenate([noise, evidence_noise])
-        weights, covariance, self.cluster_scale_posterior = self._average_over_cluster_scales(
-            features, targets, noise)
+        weights, covariance, self.cluster_scale_posterior, scale_means, scale_covariances = (
+            self._average_over_cluster_scales(features, targets, noise))
         # The taste's weights, with the evidence's offset marginalised out.
-        self.covariance = covariance[: self.n_weights, : self.n_weights]
-        self.weights = weights[: self.n_weights]
+        taste = slice(0, self.n_weights)
+        self.covariance = covariance[taste, taste]
+        self.weights = weights[taste]
         self.cholesky = np.linalg.cholesky(self.covariance)
+        self._scale_means = scale_means[:, taste]
+        self._scale_choleskies = np.linalg.cholesky(scale_covariances[:, taste, taste])
         self._pull = np.zeros(self.n_songs)  # k_i: how far a song's own plays pull its taste (0: unheard)
         self._pull[heard] = self._song_var[heard] / noise[: len(heard)]
         self._own_mean = np.zeros(self.n_songs)
         self._own_mean[heard] = heard_mean
 
     def _average_over_cluster_scales(self, features: np.ndarray, targets: np.ndarray,
-                                      noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The weights' posterior mean and covariance averaged over `cluster_scales`, and each
-        scale's posterior probability.
+                                      noise: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The weights' posterior mean and covariance averaged over `cluster_scales`, each scale's
+        posterior probability, and each scale's posterior mean and covariance (stacked).
 
         Under scale a the cluster features are a times larger, so with S = diag(a on the cluster
         weights, 1 elsewhere) the posterior of theta_a is N(P^-1 b, P^-1), P = I + S G S,
@@ -278,13 +282,13 @@ class TasteModel:
             log_evidence.append(scaled_projection @ mean / 2 - np.linalg.slogdet(precision)[1] / 2)
             means.append(scale * mean)
             covariances.append(scale[:, None] * covariance * scale[None, :])
-        log_evidence = np.array(log_evidence)
+        log_evidence, means, covariances = np.array(log_evidence), np.array(means), np.array(covariances)
         probability = np.exp(log_evidence - log_evidence.max())
         probability /= probability.sum()
-        mean = probability @ np.array(means)
-        spread = np.array(means) - mean
-        covariance = np.einsum("k,kij->ij", probability, np.array(covariances)) + (spread.T * probability) @ spread
-        return mean, (covariance + covariance.T) / 2, probability
+        mean = probability @ means
+        spread = means - mean
+        covariance = np.einsum("k,kij->ij", probability, covariances) + (spread.T * probability) @ spread
+        return mean, (covariance + covariance.T) / 2, probability, means, covariances
 
     def _predict(self, weights: np.ndarray, rows: np.ndarray, with_variance: bool) -> tuple[np.ndarray, np.ndarray]:
         """m_i + f_i . weights for the songs `rows`, and f_i Sigma f_i (0 unless `with_variance`),
@@ -322,10 +326,13 @@ class TasteModel:
 
     def sample(self, rng: np.random.Generator, rows: np.ndarray | None = None,
                scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """One Thompson draw of the weights (its spread around the posterior mean times `scale`):
+        """One Thompson draw of the weights (a cluster scale by its posterior probability, then the
+        weights from that scale's posterior; its distance from the posterior mean times `scale`):
         the taste of `rows` under it, and the spread left (each song's own deviation)."""
         rows = self._songs(rows)
-        drawn = self.weights + scale * (self.cholesky @ rng.standard_normal(self.n_weights))
+        chosen = rng.choice(len(self.cluster_scale_posterior), p=self.cluster_scale_posterior)
+        draw = self._scale_means[chosen] + self._scale_choleskies[chosen] @ rng.standard_normal(self.n_weights)
+        drawn = self.weights + scale * (draw - self.weights)
         return self._with_heard(rows, *self._predict(drawn, rows, with_variance=False))
 
     def expected_rewards(self, proximity: np.ndarray, weights: RewardWeights, like_threshold: float, *,

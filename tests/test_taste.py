@@ -139,16 +139,19 @@ def test_forgetting_fades_old_sessions_and_one_keeps_them(songs):
         assert (later < after_play - 0.05) == expect_faded
 
 
-def test_thompson_draws_are_seeded_and_centred_on_the_posterior(songs):
+def test_thompson_draws_are_seeded_and_spread_as_the_posterior(songs):
     latents, clusters = songs
     model = TasteModel(latents, clusters, seed=0)
     model.observe([1, 2, 3], [0.2, 0.9, 0.5])
     first = model.sample(np.random.default_rng(5))[0]
     assert np.array_equal(first, model.sample(np.random.default_rng(5))[0])
-    draws = np.stack([model.sample(np.random.default_rng(seed))[0] for seed in range(300)])
-    mean, _ = model.predict()
-    assert np.abs(draws.mean(axis=0) - mean).max() < 0.03
-    assert np.array_equal(model.sample(np.random.default_rng(9), scale=0.0)[0], mean)
+    unheard = np.setdiff1d(np.arange(len(clusters)), [1, 2, 3])
+    draws = np.stack([model.sample(np.random.default_rng(seed), unheard)[0] for seed in range(2_000)])
+    mean, std = model.predict(unheard)
+    weights_std = np.sqrt(std ** 2 - TastePrior().song_std ** 2)  # a draw is of the weights, not of e_i
+    assert np.abs(draws.mean(axis=0) - mean).max() < 4 * weights_std.max() / np.sqrt(len(draws))
+    assert np.allclose(draws.std(axis=0), weights_std, rtol=0.12)
+    assert np.array_equal(model.sample(np.random.default_rng(9), scale=0.0)[0], model.predict()[0])
 
 
 def test_scoring_some_rows_equals_scoring_all(songs):
