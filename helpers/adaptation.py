@@ -594,13 +594,30 @@ def taste_snapshots(chain: ServedChain, person: Person, seed: int,
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% confidence half-width over listener seeds, per catalogue, scenario, learner and
-    checkpoint (the keys present)."""
+    checkpoint (the keys present).
+
+    Where the results hold the returns, `pooled_share_knowable` is the share of the *mean*
+    knowable gap, (mean return - mean R_none) / (mean R_knowable - mean R_none), with its
+    delta-method interval. It is the share to read where a person's own knowable gap can be
+    near 0 (the large catalogues), which makes the mean of the people's shares explode."""
     keys = [key for key in ("catalogue", "scenario", "learner", "playlists") if key in results]
     measures = ["share_full", "share_knowable", "planned_share_knowable", "regret"]
     grouped = results.groupby(keys, sort=False)
     mean = grouped[measures].mean()
-    half_width = 1.96 * grouped[measures].std(ddof=1) / np.sqrt(grouped.size().to_numpy()[:, None])
-    summary = mean.join(half_width.add_suffix("_ci95")).join(grouped.size().rename("seeds"))
+    size = grouped.size()
+    half_width = 1.96 * grouped[measures].std(ddof=1) / np.sqrt(size.to_numpy()[:, None])
+    summary = mean.join(half_width.add_suffix("_ci95")).join(size.rename("seeds"))
+    if {"return", "R_none", "R_knowable"} <= set(results):
+        parts = pd.DataFrame({"gained": results["return"] - results["R_none"],
+                              "gap": results["R_knowable"] - results["R_none"]})
+        groups = [results[key] for key in keys]
+        means = parts.groupby(groups, sort=False).mean()
+        row_means = parts.groupby(groups, sort=False).transform("mean")
+        # Linearised, the ratio's error is that of mean(gained - pooled * gap) / mean(gap).
+        residual = parts["gained"] - row_means["gained"] / row_means["gap"] * parts["gap"]
+        summary["pooled_share_knowable"] = means["gained"] / means["gap"]
+        summary["pooled_share_knowable_ci95"] = (1.96 * residual.groupby(groups, sort=False).std(ddof=1)
+                                                 / (np.sqrt(size) * means["gap"].abs()))
     return summary.reset_index()
 
 

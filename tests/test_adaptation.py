@@ -124,6 +124,22 @@ def test_summary_has_a_confidence_interval_per_checkpoint():
     assert summary["seeds"].tolist() == [3, 3]
     assert summary["share_knowable"].tolist() == pytest.approx([0.4, 0.4])
     assert summary["share_knowable_ci95"].iloc[0] == pytest.approx(1.96 * 0.2 / np.sqrt(3))
+    assert "pooled_share_knowable" not in summary  # without the returns
+
+
+def test_the_pooled_share_divides_mean_gains_by_the_mean_knowable_gap():
+    # Two people with a knowable gap of 10 and one with almost none, who gained a little by chance.
+    gained, gap = np.array([5.0, 7.0, 0.2]), np.array([10.0, 10.0, 0.001])
+    frame = pd.DataFrame({"learner": "l", "playlists": 1, "return": 100 + gained, "R_none": 100.0,
+                          "R_knowable": 100 + gap, "R_optimum": 150.0, "regret": 0.0})
+    for name, value in (("share_full", gained / 50), ("share_knowable", gained / gap), ("planned_share_knowable", 0)):
+        frame[name] = value
+    summary = summarise(frame).iloc[0]
+    assert summary["share_knowable"] > 60  # the near-empty gap makes the mean of shares explode
+    assert summary["pooled_share_knowable"] == pytest.approx(gained.mean() / gap.mean())
+    residual = gained - gained.mean() / gap.mean() * gap
+    assert summary["pooled_share_knowable_ci95"] == pytest.approx(
+        1.96 * residual.std(ddof=1) / (np.sqrt(3) * gap.mean()))
 
 
 def test_paired_regret_differences_are_taken_person_by_person():
