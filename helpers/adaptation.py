@@ -13,6 +13,9 @@ start songs, the learner's playlists after 1, 3 and 10 learning playlists with:
     share of the full gap     = (R - R_none) / (R* - R_none)
     share of the knowable gap = (R - R_none) / (R_knowable - R_none)
 
+Over listener seeds, `summarise` gives the mean of those shares and, where a person's knowable
+gap can be near 0 (the large catalogues), the pooled share: the mean gain over the mean gap.
+
 The planning error is measured apart: an exact planner reading the learner's own table,
 scored under the true rewards, against the learner's playlists. The regret is what the
 learning playlists cost the person: the sum over them of (best playlist from their start -
@@ -21,8 +24,9 @@ what they heard), under the true rewards of the moment.
 Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; playlists
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
-sampling); two references, which hear the taste model's playlists and then know more than a
-learner may: `HeardClustersKnown` (the person's taste model in the clusters those songs fell in)
+sampling). `TasteModelKnown` is no learner: it serves the person's taste model exactly from the
+first playlist, so a learner's regret minus its own is what learning cost. Two references hear
+the taste model's playlists and then know more than a learner may: `HeardClustersKnown` (the person's taste model in the clusters those songs fell in)
 and, for "smooth taste", `SmoothFormKnown` (the taste model inferred knowing its form and priors).
 """
 from __future__ import annotations
