@@ -26,8 +26,9 @@ planned by notebook 06's policy on a Thompson draw of the person's reward table,
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
 sampling). `TasteModelKnown` is no learner: it serves the person's taste model exactly from the
 first playlist, so a learner's regret minus its own is what learning cost. Two references hear
-the taste model's playlists and then know more than a learner may: `HeardClustersKnown` (the person's taste model in the clusters those songs fell in)
-and, for "smooth taste", `SmoothFormKnown` (the taste model inferred knowing its form and priors).
+the taste model's playlists and then know more than a learner may: `HeardClustersKnown` (the
+person's taste model in the clusters those songs fell in) and, for "smooth taste",
+`SmoothFormKnown` (the taste model inferred knowing its form and priors).
 """
 from __future__ import annotations
 
