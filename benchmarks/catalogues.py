@@ -89,7 +89,7 @@ class ChainRun:
 
 def add_catalogue_arguments(parser: argparse.ArgumentParser, report: str, notebooks: str) -> None:
     """The options every benchmark shares: `--catalogues NAME=DIR ...`, `--prepare`, `--results-dir`."""
-    parser.add_argument("--catalogues", nargs="+", default=["embedded"], type=ChainRun.parse,
+    parser.add_argument("--catalogues", nargs="+", default=[ChainRun.parse("embedded")], type=ChainRun.parse,
                         help=f"NAME=DIR of finished chains ({notebooks}), side by side (default: the repository's)")
     parser.add_argument("--prepare", action="store_true", help="run a missing built-in or synthetic chain first")
     parser.add_argument("--results-dir", help=f"where to write {report}.md/.csv (default: the first's runs/)")

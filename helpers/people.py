@@ -169,7 +169,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     interests = latents if len(latents) <= max_interests else latents[rng.choice(len(latents), max_interests,
                                                                                  replace=False)]
     sample = latents[rng.choice(len(latents), min(len(latents), 2_000), replace=False)]
-    median = np.concatenate([np.median(np.sqrt(_squared_distances(block, sample)), axis=1)
+    median = np.concatenate([np.median(np.sqrt(squared_distances(block, sample)), axis=1)
                              for block in np.array_split(interests, max(1, len(interests) // 2_000))])
     edges = np.linspace(*SMOOTH_LENGTHSCALE, n_lengthscales + 1)
     fractions = (edges[:-1] + edges[1:]) / 2
@@ -181,7 +181,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     prior_precision = np.linalg.inv(np.array([[low_var, -low_var], [-low_var, low_var + high_var]]))
     heard = latents[np.asarray(heard_rows, dtype=np.int64)]
     y, inverse_variance = np.asarray(heard_mean, np.float64), 1 / np.asarray(heard_variance, np.float64)
-    bump = np.exp(-_squared_distances(centre, heard) / (2 * lengthscale[:, None] ** 2))  # (grid points, plays)
+    bump = np.exp(-squared_distances(centre, heard) / (2 * lengthscale[:, None] ** 2))  # (grid points, plays)
     a11 = prior_precision[0, 0] + inverse_variance.sum()
     a12 = prior_precision[0, 1] + bump @ inverse_variance
     a22 = prior_precision[1, 1] + bump ** 2 @ inverse_variance
@@ -197,7 +197,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     weight /= weight.sum()
     mean, second_moment = np.zeros(len(latents)), np.zeros(len(latents))
     for k, w in zip(top, weight):
-        shape = np.exp(-_squared_distances(latents, centre[k][None])[:, 0] / (2 * lengthscale[k] ** 2))
+        shape = np.exp(-squared_distances(latents, centre[k][None])[:, 0] / (2 * lengthscale[k] ** 2))
         value = low[k] + amplitude[k] * shape
         spread = v11[k] + 2 * v12[k] * shape + v22[k] * shape ** 2
         mean += w * value
@@ -205,7 +205,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a_i - b_j|^2 for every row of `a` and of `b`, without the (len(a), len(b), d) differences."""
     return np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T, 0)
 

@@ -21,11 +21,13 @@ SHORT_TRAINING: dict[str, object] = {
 }
 
 
-def synthetic_catalogue_module() -> ModuleType:
-    """benchmarks/synthetic_catalogue.py, imported from its path (benchmarks/ is a folder of scripts)."""
+def benchmark_module(name: str) -> ModuleType:
+    """benchmarks/`name`.py, imported from its path (benchmarks/ is a folder of scripts)."""
     from helpers.paths import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("synthetic_catalogue", REPO_ROOT / "benchmarks" / "synthetic_catalogue.py")
+    if str(REPO_ROOT / "benchmarks") not in sys.path:  # a benchmark imports its neighbours by name
+        sys.path.append(str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
     if spec.name not in sys.modules:
         sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[spec.name])

@@ -8,7 +8,7 @@ import pytest
 from helpers import pipeline
 from helpers.paths import ProjectPaths
 from helpers.recommend import Recommender
-from tests.conftest import SHORT_TRAINING, synthetic_catalogue_module
+from tests.conftest import SHORT_TRAINING, benchmark_module
 
 N_ROWS = 100_000
 UMAP_SAMPLE = 3_000
@@ -17,7 +17,7 @@ UMAP_SAMPLE = 3_000
 @pytest.fixture(scope="module")
 def large_chain(tmp_path_factory) -> ProjectPaths:
     root = tmp_path_factory.mktemp("large_chain")
-    catalogue = synthetic_catalogue_module().write_synthetic_catalogue(
+    catalogue = benchmark_module("synthetic_catalogue").write_synthetic_catalogue(
         root / "tracks_features.csv", N_ROWS, seed=3, progress=False)
     pipeline.run_chain({"catalogue_path": str(catalogue), "artists": None, "year_min": None, "year_max": None,
                         "umap_sample_size": UMAP_SAMPLE, **SHORT_TRAINING}, quick=True, output_dir=root, progress=False,

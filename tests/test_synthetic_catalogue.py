@@ -10,9 +10,9 @@ import pytest
 
 from helpers.data import FEATURES, KAGGLE_COLUMNS, ORIGINAL_DESIGN_ARTISTS, filter_catalogue, read_catalogue_files
 from helpers.paths import DEFAULT_CATALOGUE
-from tests.conftest import synthetic_catalogue_module
+from tests.conftest import benchmark_module
 
-synthetic = synthetic_catalogue_module()
+synthetic = benchmark_module("synthetic_catalogue")
 
 N_ROWS = 5_000
 TEXT_COLUMNS = ("id", "name", "album", "album_id", "artists", "artist_ids", "release_date")

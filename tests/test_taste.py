@@ -61,10 +61,11 @@ def test_plays_in_some_clusters_set_the_persons_level_in_the_others(songs):
     assert level[TastePrior().offset_std] < level[0.0] - 0.08, "without the offset, unheard clusters keep their level"
 
 
-@pytest.mark.parametrize("cluster_scales, locality", [(TastePrior().cluster_scales, 2), ((1.0,), 3)])
-def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs, cluster_scales, locality):
+@pytest.mark.parametrize("prior, locality", [(TastePrior(), 1.5), (TastePrior(interest_probability=0), 2),
+                                             (TastePrior(cluster_scales=(1.0,), interest_probability=0), 3)])
+def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs, prior, locality):
     latents, clusters = songs
-    model = TasteModel(latents, clusters, TastePrior(cluster_scales=cluster_scales), seed=0)
+    model = TasteModel(latents, clusters, prior, seed=0)
     _, before = model.predict()
     played = np.flatnonzero(clusters == 2)[:15]
     model.observe(played, np.full(len(played), 0.8))
@@ -74,12 +75,13 @@ def test_uncertainty_shrinks_where_plays_fall_and_stays_elsewhere(songs, cluster
     assert (after[played] < before[played]).all()
     shrink_near = 1 - after[same_cluster].mean() / before[same_cluster].mean()
     shrink_elsewhere = 1 - after[elsewhere].mean() / before[elsewhere].mean()
-    # With clusters that may matter little (the default's smaller scale), the level learnt in
-    # one cluster is surer everywhere, so the uncertainty elsewhere shrinks more than with one scale.
+    # The more of the taste the plays can tell to be shared (the person's level, learnt in one
+    # cluster and true of all: clusters that may matter little, a taste that may be one interest
+    # point and a level), the more the uncertainty elsewhere shrinks too.
     assert shrink_near > 0.1 and shrink_elsewhere < shrink_near / locality
 
 
-def test_the_plays_decide_how_much_the_clusters_matter(songs):
+def test_the_plays_decide_which_form_the_taste_takes(songs):
     latents, clusters = songs
     rng = np.random.default_rng(2)
     heard = rng.choice(len(clusters), 60, replace=False)
@@ -88,12 +90,82 @@ def test_the_plays_decide_how_much_the_clusters_matter(songs):
     curve = smooth_curve(latents, latents[0], lengthscale, low=0.35, high=0.9)
     within_clusters = curve - (np.bincount(clusters, curve) / np.bincount(clusters))[clusters] + 0.65
     chosen = {}
-    for name, taste in (("per cluster", per_cluster), ("within clusters", within_clusters)):
-        model = TasteModel(latents, clusters, seed=0)
+    for name, taste, prior in (("per cluster", per_cluster, TastePrior()),
+                               ("interest point", curve, TastePrior()),
+                               ("within clusters", within_clusters, TastePrior(interest_probability=0))):
+        model = TasteModel(latents, clusters, prior, seed=0)
         model.observe(heard, np.clip(taste[heard] + 0.05 * rng.standard_normal(len(heard)), 0, 1))
-        chosen[name] = dict(zip(TastePrior().cluster_scales, model.cluster_scale_posterior))
-    assert chosen["per cluster"][max(TastePrior().cluster_scales)] > 0.95
-    assert chosen["within clusters"][min(TastePrior().cluster_scales)] > 0.7
+        chosen[name] = model
+    scales = TastePrior().cluster_scales
+    assert dict(zip(scales, chosen["per cluster"].cluster_scale_posterior))[max(scales)] > 0.95
+    assert chosen["per cluster"].interest_posterior < 0.05
+    assert chosen["interest point"].interest_posterior > 0.95
+    assert dict(zip(scales, chosen["within clusters"].cluster_scale_posterior))[min(scales)] > 0.7
+
+
+def test_plays_that_rise_towards_an_unheard_point_expect_more_there(songs):
+    latents, clusters = songs
+    peak = 0
+    distance = np.linalg.norm(latents - latents[peak], axis=1)
+    lengthscale = 0.8 * np.median(distance)
+    taste = smooth_curve(latents, latents[peak], lengthscale, low=0.35, high=0.92)
+    # Plays on the peak's slope only: none within a lengthscale of it.
+    slope = np.flatnonzero((distance > lengthscale) & (distance < 2 * lengthscale))
+    heard = np.random.default_rng(4).choice(slope, 25, replace=False)
+    near_peak = np.argsort(distance)[:5]
+    expected = {}
+    for probability in (TastePrior().interest_probability, 0.0):
+        model = TasteModel(latents, clusters, TastePrior(interest_probability=probability), seed=0)
+        model.observe(heard, taste[heard])
+        expected[probability] = model.predict(near_peak)[0].mean()
+    assert expected[TastePrior().interest_probability] > taste[heard].max()
+    assert expected[TastePrior().interest_probability] > expected[0.0] + 0.05
+
+
+def test_an_interest_point_is_weighed_and_learnt_exactly(songs):
+    """Each interest point's weight and posterior mean equal those of the linear-Gaussian model
+    with its feature added, computed directly from the plays' joint Gaussian."""
+    latents, clusters = songs
+    prior = TastePrior(n_fourier=8, cluster_scales=(1.0, 0.5), n_interest_centres=40, n_interests=5,
+                       interest_lengthscales=(1.0,), interest_probability=0.3)
+    model = TasteModel(latents, clusters, prior, seed=0)
+    rng = np.random.default_rng(5)
+    rows = rng.choice(len(clusters), 30, replace=False)
+    model.observe(rows, np.clip(0.5 + 0.2 * rng.standard_normal(30), 0, 1))
+    noise = prior.song_std ** 2 + prior.play_noise ** 2
+    targets = model.plays[1] - prior.mean
+    base = model._base_features(rows).astype(float)
+    interests = model._interest_features(rows, model._candidate_centres, model._candidate_lengthscales).astype(float)
+
+    def log_evidence(features: np.ndarray, mean: np.ndarray) -> float:
+        covariance = features @ features.T + noise * np.eye(len(rows))
+        residual = targets - mean
+        return -(residual @ np.linalg.solve(covariance, residual) + np.linalg.slogdet(covariance)[1]) / 2
+
+    level_only = np.zeros(model.n_base)
+    level_only[model.n_clusters] = 1
+    prior_amplitude = prior.interest_mean / prior.interest_std
+    log_with = np.array([log_evidence(np.column_stack([base * level_only, g]), prior_amplitude * g)
+                         for g in interests.T]) + np.log(prior.interest_probability / interests.shape[1])
+    log_scales = [log_evidence(base * np.r_[np.full(model.n_clusters, a), np.ones(model.n_base - model.n_clusters)],
+                           np.zeros(len(rows))) + np.log((1 - prior.interest_probability) / 2)
+                  for a in prior.cluster_scales]
+    kept = np.argsort(log_with)[::-1][: prior.n_interests]
+    family = np.logaddexp.reduce(log_with)
+    weights = np.r_[log_scales, log_with[kept] - np.logaddexp.reduce(log_with[kept]) + family]
+    expected = np.exp(weights - np.logaddexp.reduce(weights))
+    assert model.component_posterior == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(model.interest_centres, model._candidate_centres[kept])
+    # The most probable point's taste at the heard songs: the posterior mean of the Gaussian model.
+    g = interests[:, kept[0]]
+    features = np.column_stack([base * level_only, g])
+    prior_mean = prior_amplitude * g
+    covariance = features @ features.T + noise * np.eye(len(rows))
+    direct = prior_mean + features @ features.T @ np.linalg.solve(covariance, targets - prior_mean)
+    component = model._component_means[len(prior.cluster_scales)]
+    shared = model._shared(rows)
+    fitted = prior.cluster_std * component[clusters[rows]] + shared @ component[model.n_clusters:]
+    np.testing.assert_allclose(fitted, direct, atol=1e-6)
 
 
 def test_evidence_without_a_share_orders_the_songs_but_leaves_the_level(songs):
@@ -116,6 +188,19 @@ def test_evidence_without_a_share_orders_the_songs_but_leaves_the_level(songs):
     assert (as_evidence.predict(skipped)[0] > 0.4).all(), "a skip without a share is no share of 0"
     with pytest.raises(ValueError, match="same length"):
         as_evidence.observe([1, 2], [0.0, 1.0], evidence=[True])
+
+
+def test_a_history_of_0_1_evidence_places_no_interest_point(songs):
+    latents, clusters = songs
+    distance = np.linalg.norm(latents - latents[0], axis=1)
+    taste = smooth_curve(latents, latents[0], 0.8 * np.median(distance), low=0.35, high=0.92)
+    heard = np.random.default_rng(6).choice(len(clusters), 60, replace=False)
+    model = TasteModel(latents, clusters, seed=0)
+    model.observe(heard, taste[heard])
+    assert model.interest_posterior > 0.5, "shares of an interest point's taste place it"
+    model.observe(heard[:5], (taste[heard[:5]] > 0.6).astype(float), evidence=np.ones(5, bool))
+    assert model.interest_posterior == 0
+    assert model.cluster_scale_posterior.sum() == pytest.approx(1)
 
 
 def test_a_heard_song_moves_most_towards_its_own_plays(songs):
@@ -176,3 +261,10 @@ def test_bad_plays_are_refused_with_the_reason(songs):
     for cluster_scales in ((), (1.0, 0.0), (np.nan,)):
         with pytest.raises(ValueError, match="cluster_scales"):
             TastePrior(cluster_scales=cluster_scales)
+    for bad, message in ((dict(interest_lengthscales=(0.5, -1.0)), "interest_lengthscales"),
+                         (dict(interest_probability=1.0), "interest_probability"),
+                         (dict(interest_mean=np.inf), "interest_mean"),
+                         (dict(interest_std=-0.1), "interest_std"),
+                         (dict(n_interests=-1), "n_interests")):
+        with pytest.raises(ValueError, match=message):
+            TastePrior(**bad)
