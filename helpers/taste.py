@@ -78,6 +78,7 @@ from helpers.people import expected_rewards, squared_distances
 from helpers.rewards import RewardWeights
 
 CHUNK = 262_144  # songs per block when predicting, so memory stays small at 1.2M songs
+ROWS_PER_BLOCK = 4_096  # heard songs per block when scoring interest points, so a long history stays small
 JITTER = 1e-12  # added to a covariance's diagonal so that a weight the component fixes at 0 can be drawn
 # The exploring draw's spread, times the posterior's. Measured on the adaptation benchmark's
 # people (TidyTuesday, synthetic 100k and 1.2M): 0.25 cost less regret than 0.5 in 8 of 9
@@ -389,8 +390,8 @@ class TasteModel:
         mean, covariance, log_evidence = posterior(scale)
         candidates = len(self._candidate_centres)
         gram_g, projected_g, cross = np.zeros(candidates), np.zeros(candidates), np.zeros((candidates, n_features))
-        for start in range(0, len(rows), 4_096):  # rows x candidates stays small with a long history
-            block = slice(start, start + 4_096)
+        for start in range(0, len(rows), ROWS_PER_BLOCK):
+            block = slice(start, start + ROWS_PER_BLOCK)
             bumps = self._interest_features(rows[block], self._candidate_centres,
                                             self._candidate_lengthscales).astype(np.float64)
             gram_g += (bumps ** 2 / noise[block, None]).sum(0)
