@@ -25,10 +25,11 @@ Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; pl
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
 sampling). `TasteModelKnown` is no learner: it serves the person's taste model exactly from the
-first playlist, so a learner's regret minus its own is what learning cost. Two references hear
-the taste model's playlists and then know more than a learner may: `HeardClustersKnown` (the
-person's taste model in the clusters those songs fell in) and, for "smooth taste",
-`SmoothFormKnown` (the taste model inferred knowing its form and priors).
+first playlist, so a learner's regret minus its own is what learning cost. Three references
+hear the taste model's playlists and then know more than a learner may: `HeardClustersKnown`
+(the person's taste model in the clusters those songs fell in) and, for "someone else" and
+"smooth taste", `ClusterFormKnown` and `SmoothFormKnown` (the taste inferred from those plays
+knowing its form and priors).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
 from helpers.people import (SCENARIOS, SMOOTH_SONG_NOISE, Person, expected_rewards, make_person,
-                            smooth_posterior)
+                            smooth_posterior, someone_else_posterior)
 from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
 from helpers.recommend import checkpoint_path, load_chain, version_path
@@ -270,15 +271,22 @@ class Reference(TasteLearner):
     def _table(self, person: Person) -> np.ndarray:
         raise NotImplementedError
 
+    def _heard(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The songs heard so far, the mean share of each and its number of plays."""
+        rows, listened = self.model.plays
+        heard, inverse = np.unique(rows, return_inverse=True)
+        n = np.bincount(inverse)
+        return heard, np.bincount(inverse, weights=listened) / n, n
+
 
 class HeardClustersKnown(Reference):
     """The person's taste model known exactly in every cluster the heard songs fell in, and the
     population prior everywhere else.
 
     For "someone else", whose clusters are independent, nothing the person heard says anything
-    of another cluster: this is the ceiling of what the taste model's playlists could have
-    taught it. For the smooth scenarios, where a play informs other clusters too, it is only a
-    reference.
+    of another cluster, and a few plays cannot tell a heard cluster exactly: an upper bound of
+    what the taste model's playlists could have taught it (`ClusterFormKnown` is the ceiling).
+    For the smooth scenarios, where a play informs other clusters too, it is only a reference.
     """
 
     name = "heard clusters known"
@@ -300,15 +308,30 @@ class SmoothFormKnown(Reference):
     scenarios = ("smooth taste",)
 
     def _table(self, person: Person) -> np.ndarray:
-        rows, listened = self.model.plays
-        heard, inverse = np.unique(rows, return_inverse=True)
-        n = np.bincount(inverse)
-        mean = np.bincount(inverse, weights=listened) / n
+        heard, mean, n = self._heard()
         taste, spread = smooth_posterior(self.chain.pool.latents, heard, mean,
                                          SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n, seed=self.seed)
         spread = np.sqrt(spread ** 2 + SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2)
         return expected_rewards(taste, spread, self.chain.proximity, self.chain.weights,
                                 like_threshold=person.like_threshold)
+
+
+class ClusterFormKnown(Reference):
+    """For "someone else": the next play of every song predicted from the plays by someone who
+    knows the person's form (independent clusters, a mean and a spread each, a draw per song)
+    and the priors its parameters are drawn from (`helpers.people.someone_else_posterior`). Unlike
+    `HeardClustersKnown`, it learns a heard cluster only as far as its plays tell, so this is the
+    ceiling of what the taste model could have learnt from the same plays."""
+
+    name = "cluster form known"
+    scenarios = ("someone else",)
+
+    def _table(self, person: Person) -> np.ndarray:
+        listened, like_probability = someone_else_posterior(self.model.clusters, *self._heard(),
+                                                            play_noise=person.play_noise,
+                                                            like_threshold=person.like_threshold)
+        return reward(interaction_score(listened, like_probability, self.chain.weights), self.chain.proximity,
+                      self.chain.weights)
 
 
 class FineTunedTasteLearner(TasteLearner):
@@ -493,7 +516,8 @@ class Study:
 
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
-REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, SmoothFormKnown)}
+REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, ClusterFormKnown,
+                                                                  SmoothFormKnown)}
 REFERENCES = tuple(REFERENCE_CLASSES)  # they hear the taste model's playlists
 LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", TasteModelKnown.name, *REFERENCES,
             *FINE_TUNING)

@@ -25,6 +25,9 @@ from helpers.paths import ProjectPaths, write_text_atomic
 if TYPE_CHECKING:
     from helpers.playback import OnFinished, StopReason
 
+MEAN_RANGE = (0.4, 0.9)  # mu_c ~ U(MEAN_RANGE)
+STD_RANGE = (0.05, 0.15)  # sigma_c ~ U(STD_RANGE)
+
 
 @dataclass(frozen=True, eq=False)
 class ListenerModel:
@@ -113,8 +116,8 @@ def _check_range(name: str, value_range: tuple[float, float], low: float, high: 
                          f"got {tuple(value_range)}")
 
 
-def draw_listener_model(n_clusters: int, mean_range: tuple[float, float] = (0.4, 0.9),
-                        std_range: tuple[float, float] = (0.05, 0.15),
+def draw_listener_model(n_clusters: int, mean_range: tuple[float, float] = MEAN_RANGE,
+                        std_range: tuple[float, float] = STD_RANGE,
                         like_threshold: float = 0.6, *, seed: int = 42) -> ListenerModel:
     """Draw each cluster's listening mean ~ U(mean_range) and std ~ U(std_range), seeded."""
     if n_clusters < 1:

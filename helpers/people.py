@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from helpers.listeners import ListenerModel, expected_listening, sample_listening
+from helpers.listeners import MEAN_RANGE, STD_RANGE, ListenerModel, expected_listening, sample_listening
 from helpers.rewards import RewardWeights, interaction_score, reward
 
 SCENARIOS = ("someone else", "smooth taste", "drifting", "loves the two lowest clusters")
@@ -126,8 +126,8 @@ def smooth_curve(latents: np.ndarray, interest: np.ndarray, lengthscale: float, 
 
 
 def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
-                 mean_range: tuple[float, float] = (0.4, 0.9),
-                 std_range: tuple[float, float] = (0.05, 0.15)) -> Person:
+                 mean_range: tuple[float, float] = MEAN_RANGE,
+                 std_range: tuple[float, float] = STD_RANGE) -> Person:
     """A fresh listener of notebook 04's kind: per-cluster mean and spread, a draw per song."""
     rng = np.random.default_rng(seed)
     n_clusters = int(clusters.max()) + 1
@@ -136,6 +136,49 @@ def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
     model_mean, model_std = cluster_mean[clusters], cluster_std[clusters]
     song_noise = model_std * rng.standard_normal(len(clusters))
     return Person("someone else", model_mean + song_noise, model_mean, model_std, latents, song_noise, seed)
+
+
+def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                           heard_plays: np.ndarray, *, play_noise: float = PLAY_NOISE,
+                           like_threshold: float = LIKE_THRESHOLD, n_grid: int = 100
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """What plays say of a "someone else"'s next play of each song, to someone who knows the
+    person's form and priors: E[percentage_listened] and P(liked) per song, under the posterior.
+
+    The form (`someone_else`): cluster c's mean mu_c ~ U(`MEAN_RANGE`) and spread
+    sigma_c ~ U(`STD_RANGE`), independent across clusters; a song's taste t_i ~ N(mu_c, sigma_c).
+    A song heard n_i times with mean share ybar_i is read as ybar_i ~ N(mu_c, sigma_c^2 +
+    play_noise^2 / n_i). Bayes' rule on a grid of `n_grid` x `n_grid` // 5 (mu, sigma) midpoints,
+    one cluster at a time, weighs each grid point; a play of an unheard song of cluster c is then
+    the posterior mixture of clip(N(mu, sigma^2 + play_noise^2), 0, 1). Up to the grid and to
+    reading a clipped play as Gaussian, no learner can predict a song it has not heard better
+    from the same plays.
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    heard_rows = np.asarray(heard_rows, dtype=np.int64)
+    heard_mean = np.asarray(heard_mean, dtype=np.float64)
+    heard_plays = np.asarray(heard_plays, dtype=np.float64)
+    if not heard_rows.shape == heard_mean.shape == heard_plays.shape or (heard_plays <= 0).any():
+        raise ValueError(f"heard_rows, heard_mean and heard_plays (each > 0) must describe the same songs, "
+                         f"got shapes {heard_rows.shape}, {heard_mean.shape} and {heard_plays.shape}")
+    if n_grid < 5:
+        raise ValueError(f"n_grid must be >= 5, got {n_grid}")
+
+    def midpoints(value_range: tuple[float, float], n: int) -> np.ndarray:
+        edges = np.linspace(*value_range, n + 1)
+        return (edges[:-1] + edges[1:]) / 2
+
+    mu, sigma = (grid.ravel() for grid in np.meshgrid(midpoints(MEAN_RANGE, n_grid),
+                                                      midpoints(STD_RANGE, n_grid // 5), indexing="ij"))
+    variance = sigma[None] ** 2 + play_noise ** 2 / heard_plays[:, None]  # (heard songs, grid points)
+    log_likelihood = -0.5 * ((heard_mean[:, None] - mu[None]) ** 2 / variance + np.log(variance))
+    n_clusters = int(clusters.max()) + 1
+    log_posterior = np.zeros((n_clusters, len(mu)))  # the uniform prior: equal weights
+    np.add.at(log_posterior, clusters[heard_rows], log_likelihood)
+    posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    listened, like_probability = expected_listening(mu, np.sqrt(sigma ** 2 + play_noise ** 2), like_threshold)
+    return (posterior @ listened)[clusters], (posterior @ like_probability)[clusters]
 
 
 def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, FixedTable, HeardClustersKnown, ServedChain, SmoothFormKnown, Study,
-                                StudySettings, TasteLearner, make_learner, measure_person, paired_regret, summarise,
-                                taste_snapshots)
+from helpers.adaptation import (BanditLearner, ClusterFormKnown, FixedTable, HeardClustersKnown, ServedChain,
+                                SmoothFormKnown, Study, StudySettings, TasteLearner, make_learner, measure_person,
+                                paired_regret, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -199,6 +199,28 @@ def test_smooth_form_known_hears_the_taste_models_playlists_and_is_measured_on_s
                                                                       served_chain.listener_model, seed=2))
     frame = measure_person(served_chain, "someone else", 1, ["taste model", "smooth form known"], n_eval_starts=5)
     assert set(frame["learner"]) == {"taste model"}
+
+
+def test_cluster_form_known_hears_the_taste_models_playlists_and_predicts_someone_else_better(served_chain):
+    person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=2)
+    reference, learner = ClusterFormKnown(served_chain, seed=0), TasteLearner(served_chain, seed=0)
+    starts = served_chain.pool.rows_of(served_chain.run.heldout_ids)[:3]
+    twin = copy.deepcopy(person)
+    for start in starts:
+        np.testing.assert_array_equal(reference.play(int(start), person), learner.play(int(start), twin))
+    truth = person.true_rewards(served_chain.proximity, served_chain.weights)
+    heard = reference.model.heard_rows
+    np.testing.assert_array_equal(reference.table()[heard], truth[heard])
+    knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
+    clusters = reference.model.clusters
+    unheard = np.flatnonzero(np.isin(clusters, clusters[heard]) & ~np.isin(np.arange(len(truth)), heard))
+    error = {name: np.abs(table[unheard] - knowable[unheard]).mean()
+             for name, table in (("reference", reference.table()),
+                                 ("taste model", learner.table()(np.arange(len(truth)))))}
+    assert error["reference"] < error["taste model"], "knowing the form predicts the heard clusters better"
+    with pytest.raises(ValueError, match="someone else"):
+        ClusterFormKnown(served_chain, seed=0).play(int(starts[0]), make_person(
+            "smooth taste", served_chain.pool.table, served_chain.listener_model, seed=2))
 
 
 def test_study_settings_name_every_person_and_refuse_unknown_names():

@@ -4,8 +4,9 @@ import pytest
 
 from helpers.bandits import LinearBandit
 from helpers.env import PlaylistBatch
-from helpers.listeners import draw_listener_model
-from helpers.people import PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person, smooth_posterior
+from helpers.listeners import draw_listener_model, expected_listening
+from helpers.people import (LIKE_THRESHOLD, PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person, smooth_posterior,
+                            someone_else_posterior)
 from helpers.rewards import RewardWeights
 
 from conftest import make_rewards_table
@@ -118,3 +119,26 @@ def test_knowing_the_form_infers_a_smooth_taste_model_from_plays_and_more_plays_
         error[n], spread[n] = np.sqrt(np.mean((mean - person.model_mean) ** 2)), std.mean()
         assert np.mean(np.abs(mean - person.model_mean) < 2.5 * std + 1e-3) > 0.8, "its uncertainty covers the truth"
     assert error[60] < 0.03 and error[60] < error[5] and spread[60] < spread[5]
+
+
+def test_knowing_the_form_predicts_someone_elses_heard_clusters_from_plays_and_leaves_the_others_at_the_prior(
+        table, listener_model):
+    person = make_person("someone else", table, listener_model, seed=5)
+    clusters = table["cluster"].to_numpy()
+    truth, _ = expected_listening(person.model_mean, np.sqrt(person.model_std ** 2 + PLAY_NOISE ** 2), LIKE_THRESHOLD)
+    rng = np.random.default_rng(0)
+    error = {}
+    for n in (1, 25):  # songs heard in each of clusters 0-2
+        rows = np.concatenate([rng.choice(np.flatnonzero(clusters == cluster), n, replace=False) for cluster in range(3)])
+        listened, _ = person.listen(rows)
+        predicted, like_probability = someone_else_posterior(clusters, rows, listened, np.ones(len(rows)))
+        heard_clusters = clusters < 3
+        error[n] = np.abs(predicted - truth)[heard_clusters].mean()
+        assert ((like_probability >= 0) & (like_probability <= 1)).all()
+        others = predicted[~heard_clusters]
+        assert np.allclose(others, others[0]), "a cluster nobody heard is the prior's, whatever was heard elsewhere"
+    assert error[25] < 0.02 and error[25] < error[1] / 2
+    nothing = someone_else_posterior(clusters, np.empty(0, int), np.empty(0), np.empty(0))[0]
+    assert np.allclose(nothing, nothing[0]) and abs(nothing[0] - 0.65) < 0.01
+    with pytest.raises(ValueError, match="heard_plays"):
+        someone_else_posterior(clusters, np.array([0]), np.array([0.5]), np.array([0]))
