@@ -275,7 +275,7 @@ def test_the_first_playlist_after_an_import_favours_the_historys_songs_and_neigh
     learner.update()
     unheard = np.setdiff1d(np.arange(len(table)), heard)
     taste, _ = learner.model.predict(unheard)
-    assert taste[loved[unheard]].mean() > taste[~loved[unheard]].mean() + 0.1, "neighbours of loved songs rank higher"
+    assert taste[loved[unheard]].mean() > taste[~loved[unheard]].mean() + 0.05, "neighbours of loved songs rank higher"
     served = Recommender.load(chain.root)
     rewards = served.track_table["reward"].reindex(table["id"]).to_numpy()
     assert rewards[unheard][loved[unheard]].mean() > rewards[unheard][~loved[unheard]].mean(), "served at once"

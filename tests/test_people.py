@@ -4,7 +4,7 @@ import pytest
 
 from helpers.bandits import LinearBandit
 from helpers.env import PlaylistBatch
-from helpers.listeners import draw_listener_model, expected_listening
+from helpers.listeners import MEAN_RANGE, STD_RANGE, draw_listener_model, expected_listening
 from helpers.people import (LIKE_THRESHOLD, PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person, smooth_posterior,
                             someone_else_posterior)
 from helpers.rewards import RewardWeights
@@ -138,6 +138,15 @@ def test_knowing_the_form_predicts_someone_elses_heard_clusters_from_plays_and_l
         others = predicted[~heard_clusters]
         assert np.allclose(others, others[0]), "a cluster nobody heard is the prior's, whatever was heard elsewhere"
     assert error[25] < 0.02 and error[25] < error[1] / 2
+    # On clusters drawn from the prior, one song of each heard once: Bayes' rule beats reading the play as the cluster's.
+    n_clusters, prior_rng = 400, np.random.default_rng(1)
+    mu, sigma = prior_rng.uniform(*MEAN_RANGE, n_clusters), prior_rng.uniform(*STD_RANGE, n_clusters)
+    plays = np.clip(prior_rng.normal(prior_rng.normal(mu, sigma), PLAY_NOISE), 0, 1)
+    truth, _ = expected_listening(mu, np.hypot(sigma, PLAY_NOISE), LIKE_THRESHOLD)
+    heard = np.arange(n_clusters)
+    bayes, _ = someone_else_posterior(heard, heard, plays, np.ones(n_clusters))
+    plug_in, _ = expected_listening(plays, np.hypot(np.mean(STD_RANGE), PLAY_NOISE), LIKE_THRESHOLD)
+    assert ((bayes - truth) ** 2).mean() < 0.8 * ((plug_in - truth) ** 2).mean()
     nothing = someone_else_posterior(clusters, np.empty(0, int), np.empty(0), np.empty(0))[0]
     assert np.allclose(nothing, nothing[0]) and abs(nothing[0] - 0.65) < 0.01
     with pytest.raises(ValueError, match="heard_plays"):

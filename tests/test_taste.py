@@ -39,7 +39,7 @@ def test_a_skip_lowers_and_a_full_listen_raises_the_unplayed_neighbours(songs, l
     moved_far = np.abs(model.predict(farthest)[0] - TastePrior().mean)
     moved_near = np.abs(model.predict(neighbours)[0] - TastePrior().mean)
     # Evidence is mostly local: beyond the person's level (the shared offset) it reaches neighbours, not the far side.
-    assert moved_near.mean() > 2 * moved_far.mean()
+    assert moved_near.mean() > 1.5 * moved_far.mean()
     without_level = TasteModel(latents, clusters, TastePrior(offset_std=0.0), seed=0)
     without_level.observe([7], [listened])
     moved_far = np.abs(without_level.predict(farthest)[0] - TastePrior().mean)
