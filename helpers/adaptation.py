@@ -29,7 +29,9 @@ first playlist, so a learner's regret minus its own is what learning cost. Three
 hear the taste model's playlists and then know more than a learner may: `HeardClustersKnown`
 (the person's taste model in the clusters those songs fell in) and, for "someone else" and
 "smooth taste", `ClusterFormKnown` and `SmoothFormKnown` (the taste inferred from those plays
-knowing its form and priors).
+knowing its form and priors). `ClusterFormLearner` knows the "someone else" form too, but
+chooses its own playlists (a Thompson draw of its posterior): how much any exploration with
+this policy could learn of that person.
 """
 from __future__ import annotations
 
@@ -263,7 +265,10 @@ class Reference(TasteLearner):
     def table(self) -> np.ndarray:
         if self._person is None:
             return self._prior_rewards
-        table = self._table(self._person)
+        return self._with_heard_known(self._table(self._person))
+
+    def _with_heard_known(self, table: np.ndarray) -> np.ndarray:
+        """`table` with every song heard so far at its true reward."""
         heard = self.model.heard_rows
         table[heard] = self._person.true_rewards(self.chain.proximity, self.chain.weights)[heard]
         return table
@@ -326,12 +331,25 @@ class ClusterFormKnown(Reference):
     name = "cluster form known"
     scenarios = ("someone else",)
 
-    def _table(self, person: Person) -> np.ndarray:
+    def _table(self, person: Person, rng: np.random.Generator | None = None) -> np.ndarray:
         listened, like_probability = someone_else_posterior(self.model.clusters, *self._heard(),
                                                             play_noise=person.play_noise,
-                                                            like_threshold=person.like_threshold)
+                                                            like_threshold=person.like_threshold, rng=rng)
         return reward(interaction_score(listened, like_probability, self.chain.weights), self.chain.proximity,
                       self.chain.weights)
+
+
+class ClusterFormLearner(ClusterFormKnown):
+    """Not a system: for "someone else", a learner that knows the person's form and priors and
+    chooses its own playlists, planned by notebook 06's policy on a Thompson draw of its Bayes
+    posterior (every heard song at its true reward, as `ClusterFormKnown`); served its posterior
+    predictive. How much of the person's knowable gap exploring with this policy could close."""
+
+    name = "cluster form learner"
+
+    def _rewards(self, rows: np.ndarray, explore: bool) -> np.ndarray:
+        rng = self.rng if explore else None
+        return self._with_heard_known(self._table(self._person, rng))[rows]
 
 
 class FineTunedTasteLearner(TasteLearner):
@@ -519,8 +537,10 @@ FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune") 
 REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, ClusterFormKnown,
                                                                   SmoothFormKnown)}
 REFERENCES = tuple(REFERENCE_CLASSES)  # they hear the taste model's playlists
+# Every learner that knows more than a system may, each defined for the people of its `scenarios` only.
+KNOWING_CLASSES = {learner.name: learner for learner in (*REFERENCE_CLASSES.values(), ClusterFormLearner)}
 LEARNERS = ("taste model", "no update", "LinUCB", "linear Thompson sampling", TasteModelKnown.name, *REFERENCES,
-            *FINE_TUNING)
+            ClusterFormLearner.name, *FINE_TUNING)
 
 
 def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray | None = None) -> Learner:
@@ -532,8 +552,8 @@ def make_learner(name: str, chain: ServedChain, seed: int, history: np.ndarray |
         return FixedTable(chain)
     if name == TasteModelKnown.name:
         return TasteModelKnown(chain)
-    if name in REFERENCE_CLASSES:
-        return REFERENCE_CLASSES[name](chain, prior_mean=history, seed=seed)
+    if name in KNOWING_CLASSES:
+        return KNOWING_CLASSES[name](chain, prior_mean=history, seed=seed)
     if name in ("LinUCB", "linear Thompson sampling"):
         return BanditLearner(chain, "ucb" if name == "LinUCB" else "thompson", seed=seed)
     if name == "notebook 08 update + fine-tune":
@@ -586,7 +606,7 @@ def measure_person(chain: ServedChain, scenario: str, seed: int, learners: Seque
     study = Study.build(chain, person, seed=seed, n_eval_starts=n_eval_starts)
     frames = []
     for name in learners:
-        if name in REFERENCE_CLASSES and scenario not in REFERENCE_CLASSES[name].scenarios:
+        if name in KNOWING_CLASSES and scenario not in KNOWING_CLASSES[name].scenarios:
             continue
         began = time.perf_counter()
         learner = make_learner(name, chain, seed=seed, history=person.history)

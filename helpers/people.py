@@ -140,8 +140,8 @@ def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
 
 def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
                            heard_plays: np.ndarray, *, play_noise: float = PLAY_NOISE,
-                           like_threshold: float = LIKE_THRESHOLD, n_grid: int = 100
-                           ) -> tuple[np.ndarray, np.ndarray]:
+                           like_threshold: float = LIKE_THRESHOLD, n_grid: int = 100,
+                           rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What plays say of a "someone else"'s next play of each song, to someone who knows the
     person's form and priors: E[percentage_listened] and P(liked) per song, under the posterior.
 
@@ -152,7 +152,8 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
     one cluster at a time, weighs each grid point; a play of an unheard song of cluster c is then
     the posterior mixture of clip(N(mu, sigma^2 + play_noise^2), 0, 1). Up to the grid and to
     reading a clipped play as Gaussian, no learner can predict a song it has not heard better
-    from the same plays.
+    from the same plays. With `rng`, each cluster's (mu, sigma) is instead drawn from its
+    posterior (a Thompson draw) and the play predicted under it.
     """
     clusters = np.asarray(clusters, dtype=np.int64)
     heard_rows = np.asarray(heard_rows, dtype=np.int64)
@@ -178,7 +179,10 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
     posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
     posterior /= posterior.sum(axis=1, keepdims=True)
     listened, like_probability = expected_listening(mu, np.sqrt(sigma ** 2 + play_noise ** 2), like_threshold)
-    return (posterior @ listened)[clusters], (posterior @ like_probability)[clusters]
+    if rng is None:
+        return (posterior @ listened)[clusters], (posterior @ like_probability)[clusters]
+    drawn = (posterior.cumsum(axis=1) < rng.random((n_clusters, 1))).sum(axis=1).clip(max=len(mu) - 1)
+    return listened[drawn][clusters], like_probability[drawn][clusters]
 
 
 def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, ClusterFormKnown, FixedTable, HeardClustersKnown, ServedChain,
-                                SmoothFormKnown, Study, StudySettings, TasteLearner, make_learner, measure_person,
-                                paired_regret, summarise, taste_snapshots)
+from helpers.adaptation import (BanditLearner, ClusterFormKnown, ClusterFormLearner, FixedTable, HeardClustersKnown,
+                                ServedChain, SmoothFormKnown, Study, StudySettings, TasteLearner, make_learner,
+                                measure_person, paired_regret, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -222,6 +222,23 @@ def test_cluster_form_known_hears_the_taste_models_playlists_and_ranks_clusters_
     with pytest.raises(ValueError, match="someone else"):
         ClusterFormKnown(served_chain, seed=0).play(int(starts[0]), make_person(
             "smooth taste", served_chain.pool.table, served_chain.listener_model, seed=2))
+
+
+def test_the_cluster_form_learner_plans_on_draws_of_its_posterior_and_serves_its_mean(served_chain):
+    person = make_person("someone else", served_chain.pool.table, served_chain.listener_model, seed=2)
+    learner = ClusterFormLearner(served_chain, seed=0)
+    starts = served_chain.pool.rows_of(served_chain.run.heldout_ids)[:3]
+    for start in starts:
+        learner.play(int(start), person)
+    rows = np.arange(served_chain.pool.n_tracks)
+    served = learner.table()
+    np.testing.assert_array_equal(learner._rewards(rows, explore=False), served)
+    drawn = [learner._rewards(rows, explore=True) for _ in range(5)]
+    assert not all(np.array_equal(draw, drawn[0]) for draw in drawn[1:]), "each learning playlist plans on a new draw"
+    heard = learner.model.heard_rows
+    assert all(np.array_equal(draw[heard], served[heard]) for draw in drawn), "a heard song is known"
+    frame = measure_person(served_chain, "smooth taste", 1, ["taste model", "cluster form learner"], n_eval_starts=5)
+    assert set(frame["learner"]) == {"taste model"}, "defined for someone else only"
 
 
 def test_study_settings_name_every_person_and_refuse_unknown_names():

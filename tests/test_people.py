@@ -147,6 +147,10 @@ def test_knowing_the_form_predicts_someone_elses_heard_clusters_from_plays_and_l
     bayes, _ = someone_else_posterior(heard, heard, plays, np.ones(n_clusters))
     plug_in, _ = expected_listening(plays, np.hypot(np.mean(STD_RANGE), PLAY_NOISE), LIKE_THRESHOLD)
     assert ((bayes - truth) ** 2).mean() < 0.8 * ((plug_in - truth) ** 2).mean()
+    # A Thompson draw: one (mu, sigma) per cluster, so one value per cluster, spread around the mean where plays are few.
+    draws = np.array([someone_else_posterior(heard, heard, plays, np.ones(n_clusters), rng=np.random.default_rng(k))[0]
+                      for k in range(30)])
+    assert draws.std(axis=0).mean() > 0.02 and np.abs(draws.mean(axis=0) - bayes).mean() < 0.02
     nothing = someone_else_posterior(clusters, np.empty(0, int), np.empty(0), np.empty(0))[0]
     assert np.allclose(nothing, nothing[0]) and abs(nothing[0] - 0.65) < 0.01
     with pytest.raises(ValueError, match="heard_plays"):
