@@ -138,6 +138,12 @@ def someone_else(clusters: np.ndarray, latents: np.ndarray, seed: int, *,
     return Person("someone else", model_mean + song_noise, model_mean, model_std, latents, song_noise, seed)
 
 
+def midpoints(value_range: tuple[float, float], n: int) -> np.ndarray:
+    """The midpoints of `n` equal bins of `value_range`: a grid over a uniform prior."""
+    edges = np.linspace(*value_range, n + 1)
+    return (edges[:-1] + edges[1:]) / 2
+
+
 def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
                            heard_plays: np.ndarray, *, play_noise: float = PLAY_NOISE,
                            like_threshold: float = LIKE_THRESHOLD, n_grid: int = 100,
@@ -164,11 +170,6 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
                          f"got shapes {heard_rows.shape}, {heard_mean.shape} and {heard_plays.shape}")
     if n_grid < 5:
         raise ValueError(f"n_grid must be >= 5, got {n_grid}")
-
-    def midpoints(value_range: tuple[float, float], n: int) -> np.ndarray:
-        edges = np.linspace(*value_range, n + 1)
-        return (edges[:-1] + edges[1:]) / 2
-
     mu, sigma = (grid.ravel() for grid in np.meshgrid(midpoints(MEAN_RANGE, n_grid),
                                                       midpoints(STD_RANGE, n_grid // 5), indexing="ij"))
     variance = sigma[None] ** 2 + play_noise ** 2 / heard_plays[:, None]  # (heard songs, grid points)
@@ -218,8 +219,7 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     sample = latents[rng.choice(len(latents), min(len(latents), 2_000), replace=False)]
     median = np.concatenate([np.median(np.sqrt(squared_distances(block, sample)), axis=1)
                              for block in np.array_split(interests, max(1, len(interests) // 2_000))])
-    edges = np.linspace(*SMOOTH_LENGTHSCALE, n_lengthscales + 1)
-    fractions = (edges[:-1] + edges[1:]) / 2
+    fractions = midpoints(SMOOTH_LENGTHSCALE, n_lengthscales)
     centre = interests.repeat(n_lengthscales, axis=0)  # grid point k: interest k // n, fraction k % n
     lengthscale = (median[:, None] * fractions[None]).ravel()
     # Prior of (low, amplitude = high - low): the uniform priors' means and covariance.
