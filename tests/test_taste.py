@@ -118,7 +118,8 @@ def test_plays_that_rise_towards_an_unheard_point_expect_more_there(songs):
         model = TasteModel(latents, clusters, TastePrior(interest_probability=probability), seed=0)
         model.observe(heard, taste[heard])
         expected[probability] = model.predict(near_peak)[0].mean()
-    assert expected[TastePrior().interest_probability] > taste[heard].max()
+    # Beyond what was heard: more than 9 in 10 of the heard songs, where the model without the form stays below.
+    assert expected[TastePrior().interest_probability] > np.quantile(taste[heard], 0.9) > expected[0.0]
     assert expected[TastePrior().interest_probability] > expected[0.0] + 0.05
 
 
