@@ -25,11 +25,12 @@ Learners: `TasteLearner` (the system: a `helpers.taste.TasteModel` posterior; pl
 planned by notebook 06's policy on a Thompson draw of the person's reward table, evaluated on
 the posterior mean table), `FixedTable` (no update), `BanditLearner` (LinUCB, linear Thompson
 sampling). `TasteModelKnown` is no learner: it serves the person's taste model exactly from the
-first playlist, so a learner's regret minus its own is what learning cost. Three references
+first playlist, so a learner's regret minus its own is what learning cost. Four references
 hear the taste model's playlists and then know more than a learner may: `HeardClustersKnown`
 (the person's taste model in the clusters those songs fell in) and, for "someone else" and
 "smooth taste", `ClusterFormKnown` and `SmoothFormKnown` (the taste inferred from those plays
-knowing its form and priors). `ClusterFormLearner` knows the "someone else" form too, but
+knowing its form and priors) and `FormUnknown` (knowing both forms and their priors, not which
+one the person has). `ClusterFormLearner` knows the "someone else" form too, but
 chooses its own playlists (a Thompson draw of its posterior): how much any exploration with
 this policy could learn of that person.
 """
@@ -55,7 +56,8 @@ from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
 from helpers.people import (SCENARIOS, SMOOTH_SONG_NOISE, Person, expected_rewards, make_person,
-                            smooth_posterior, someone_else_posterior)
+                            smooth_log_evidence, smooth_posterior, someone_else_log_evidence,
+                            someone_else_posterior)
 from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
 from helpers.recommend import checkpoint_path, load_chain, version_path
@@ -339,6 +341,26 @@ class ClusterFormKnown(Reference):
                       self.chain.weights)
 
 
+class FormUnknown(SmoothFormKnown, ClusterFormKnown):
+    """For "someone else" and "smooth taste": Bayes' rule from the plays by someone who knows both
+    people's forms and priors but not which of the two the person has (each a priori 1/2). The
+    table is the two forms' tables (`SmoothFormKnown`, `ClusterFormKnown`) weighed by how well
+    each explains the plays (`helpers.people.smooth_log_evidence`, `someone_else_log_evidence`):
+    the ceiling of a learner that must tell a person's form from their plays, as the taste model must."""
+
+    name = "form unknown"
+    scenarios = ("someone else", "smooth taste")
+
+    def _table(self, person: Person) -> np.ndarray:
+        heard, mean, n = self._heard()
+        smooth = smooth_log_evidence(self.chain.pool.latents, heard, mean,
+                                     SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n, seed=self.seed)
+        clustered = someone_else_log_evidence(self.model.clusters, heard, mean, n, play_noise=person.play_noise)
+        self.smooth_probability = float(1 / (1 + np.exp(np.clip(clustered - smooth, -700, 700))))
+        return (self.smooth_probability * SmoothFormKnown._table(self, person)
+                + (1 - self.smooth_probability) * ClusterFormKnown._table(self, person))
+
+
 class ClusterFormLearner(ClusterFormKnown):
     """Not a system: for "someone else", a learner that knows the person's form and priors and
     chooses its own playlists, planned by notebook 06's policy on a Thompson draw of its Bayes
@@ -535,7 +557,7 @@ class Study:
 
 FINE_TUNING = ("notebook 08 update + fine-tune", "taste model + PPO fine-tune")  # the ablation: PPO fine-tunes in the loop
 REFERENCE_CLASSES = {reference.name: reference for reference in (HeardClustersKnown, ClusterFormKnown,
-                                                                  SmoothFormKnown)}
+                                                                  SmoothFormKnown, FormUnknown)}
 REFERENCES = tuple(REFERENCE_CLASSES)  # they hear the taste model's playlists
 # Every learner that knows more than a system may, each defined for the people of its `scenarios` only.
 KNOWING_CLASSES = {learner.name: learner for learner in (*REFERENCE_CLASSES.values(), ClusterFormLearner)}

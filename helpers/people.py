@@ -161,6 +161,30 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
     from the same plays. With `rng`, each cluster's (mu, sigma) is instead drawn from its
     posterior (a Thompson draw) and the play predicted under it.
     """
+    mu, sigma, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays, play_noise, n_grid)
+    posterior = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    listened, like_probability = expected_listening(mu, np.sqrt(sigma ** 2 + play_noise ** 2), like_threshold)
+    clusters = np.asarray(clusters, dtype=np.int64)
+    if rng is None:
+        return (posterior @ listened)[clusters], (posterior @ like_probability)[clusters]
+    drawn = (posterior.cumsum(axis=1) < rng.random((len(posterior), 1))).sum(axis=1).clip(max=len(mu) - 1)
+    return listened[drawn][clusters], like_probability[drawn][clusters]
+
+
+def someone_else_log_evidence(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                              heard_plays: np.ndarray, *, play_noise: float = PLAY_NOISE,
+                              n_grid: int = 100) -> float:
+    """log p(heard means | the "someone else" form and its priors), the density of `heard_mean`
+    as `someone_else_posterior` reads it (each cluster's (mu, sigma) integrated on its grid)."""
+    _, _, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays, play_noise, n_grid)
+    return float((np.logaddexp.reduce(log_joint, axis=1) - np.log(log_joint.shape[1])).sum())
+
+
+def _someone_else_grid(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                       heard_plays: np.ndarray, play_noise: float,
+                       n_grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (mu, sigma) grid and, per cluster and grid point, log p(the cluster's heard means | mu, sigma)."""
     clusters = np.asarray(clusters, dtype=np.int64)
     heard_rows = np.asarray(heard_rows, dtype=np.int64)
     heard_mean = np.asarray(heard_mean, dtype=np.float64)
@@ -173,17 +197,10 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
     mu, sigma = (grid.ravel() for grid in np.meshgrid(midpoints(MEAN_RANGE, n_grid),
                                                       midpoints(STD_RANGE, n_grid // 5), indexing="ij"))
     variance = sigma[None] ** 2 + play_noise ** 2 / heard_plays[:, None]  # (heard songs, grid points)
-    log_likelihood = -0.5 * ((heard_mean[:, None] - mu[None]) ** 2 / variance + np.log(variance))
-    n_clusters = int(clusters.max()) + 1
-    log_posterior = np.zeros((n_clusters, len(mu)))  # the uniform prior: equal weights
-    np.add.at(log_posterior, clusters[heard_rows], log_likelihood)
-    posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
-    posterior /= posterior.sum(axis=1, keepdims=True)
-    listened, like_probability = expected_listening(mu, np.sqrt(sigma ** 2 + play_noise ** 2), like_threshold)
-    if rng is None:
-        return (posterior @ listened)[clusters], (posterior @ like_probability)[clusters]
-    drawn = (posterior.cumsum(axis=1) < rng.random((n_clusters, 1))).sum(axis=1).clip(max=len(mu) - 1)
-    return listened[drawn][clusters], like_probability[drawn][clusters]
+    log_likelihood = -0.5 * ((heard_mean[:, None] - mu[None]) ** 2 / variance + np.log(2 * np.pi * variance))
+    log_joint = np.zeros((int(clusters.max()) + 1, len(mu)))  # the uniform prior: equal weights
+    np.add.at(log_joint, clusters[heard_rows], log_likelihood)
+    return mu, sigma, log_joint
 
 
 def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:
@@ -212,6 +229,36 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     better from the same plays; `max_components` grid points of highest posterior weight make
     the prediction.
     """
+    grid = _smooth_grid(latents, heard_rows, heard_mean, heard_variance, n_lengthscales, max_interests, seed)
+    latents = np.asarray(latents, dtype=np.float64)
+    log_evidence = grid["log_evidence"]
+    top = np.argsort(log_evidence)[::-1][:max_components]
+    weight = np.exp(log_evidence[top] - log_evidence[top].max())
+    weight /= weight.sum()
+    mean, second_moment = np.zeros(len(latents)), np.zeros(len(latents))
+    for k, w in zip(top, weight):
+        shape = np.exp(-squared_distances(latents, grid["centre"][k][None])[:, 0] / (2 * grid["lengthscale"][k] ** 2))
+        value = grid["low"][k] + grid["amplitude"][k] * shape
+        spread = grid["v11"][k] + 2 * grid["v12"][k] * shape + grid["v22"][k] * shape ** 2
+        mean += w * value
+        second_moment += w * (value ** 2 + spread)
+    return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
+
+
+def smooth_log_evidence(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                        heard_variance: np.ndarray, *, n_lengthscales: int = 8, max_interests: int = 30_000,
+                        seed: int = 0) -> float:
+    """log p(heard means | the smooth-taste form and its priors), the density of `heard_mean` as
+    `smooth_posterior` reads it (every grid point a priori equally likely)."""
+    log_evidence = _smooth_grid(latents, heard_rows, heard_mean, heard_variance, n_lengthscales, max_interests,
+                                seed)["log_evidence"]
+    return float(np.logaddexp.reduce(log_evidence) - np.log(len(log_evidence)))
+
+
+def _smooth_grid(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray, heard_variance: np.ndarray,
+                 n_lengthscales: int, max_interests: int, seed: int) -> dict[str, np.ndarray]:
+    """`smooth_posterior`'s grid: each point's interest, lengthscale, posterior of (low, amplitude)
+    (mean and covariance v11, v12, v22) and log p(heard means | the point)."""
     latents = np.asarray(latents, dtype=np.float64)
     rng = np.random.default_rng(seed)
     interests = latents if len(latents) <= max_interests else latents[rng.choice(len(latents), max_interests,
@@ -238,18 +285,12 @@ def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np
     # Posterior covariance of (low, amplitude) per grid point: the inverse of [[a11, a12], [a12, a22]].
     v11, v12, v22 = a22 / determinant, -a12 / determinant, a11 / determinant
     low, amplitude = v11 * c1 + v12 * c2, v12 * c1 + v22 * c2
-    log_evidence = 0.5 * (c1 * low + c2 * amplitude) - 0.5 * np.log(determinant)  # up to a constant
-    top = np.argsort(log_evidence)[::-1][:max_components]
-    weight = np.exp(log_evidence[top] - log_evidence[top].max())
-    weight /= weight.sum()
-    mean, second_moment = np.zeros(len(latents)), np.zeros(len(latents))
-    for k, w in zip(top, weight):
-        shape = np.exp(-squared_distances(latents, centre[k][None])[:, 0] / (2 * lengthscale[k] ** 2))
-        value = low[k] + amplitude[k] * shape
-        spread = v11[k] + 2 * v12[k] * shape + v22[k] * shape ** 2
-        mean += w * value
-        second_moment += w * (value ** 2 + spread)
-    return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
+    # The linear-Gaussian model's log marginal likelihood: N(y; A m, A P^-1 A' + D), A = [1, bump].
+    shared = 0.5 * (np.linalg.slogdet(prior_precision)[1] + np.log(inverse_variance / (2 * np.pi)).sum()
+                    - y ** 2 @ inverse_variance - prior_mean @ q)
+    log_evidence = shared + 0.5 * (c1 * low + c2 * amplitude) - 0.5 * np.log(determinant)
+    return {"centre": centre, "lengthscale": lengthscale, "low": low, "amplitude": amplitude,
+            "v11": v11, "v12": v12, "v22": v22, "log_evidence": log_evidence}
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

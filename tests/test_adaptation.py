@@ -1,13 +1,14 @@
 """Learning a listener from playlists: exact local planning, the measure, and the learners."""
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.adaptation import (BanditLearner, ClusterFormKnown, ClusterFormLearner, FixedTable, HeardClustersKnown,
-                                ServedChain, SmoothFormKnown, Study, StudySettings, TasteLearner, make_learner,
-                                measure_person, paired_regret, summarise, taste_snapshots)
+from helpers.adaptation import (BanditLearner, ClusterFormKnown, ClusterFormLearner, FixedTable, FormUnknown,
+                                HeardClustersKnown, ServedChain, SmoothFormKnown, Study, StudySettings, TasteLearner,
+                                make_learner, measure_person, paired_regret, summarise, taste_snapshots)
 from helpers.env import TrackPool, load_neighbour_index, local_env, local_rows, neighbours_needed
 from helpers.evaluation import build_playlists, finish_playlists
 from helpers.listeners import draw_listener_model
@@ -222,6 +223,27 @@ def test_cluster_form_known_hears_the_taste_models_playlists_and_ranks_clusters_
     with pytest.raises(ValueError, match="someone else"):
         ClusterFormKnown(served_chain, seed=0).play(int(starts[0]), make_person(
             "smooth taste", served_chain.pool.table, served_chain.listener_model, seed=2))
+
+
+def test_form_unknown_weighs_the_two_forms_tables_by_their_evidence_from_the_same_plays(served_chain):
+    starts = served_chain.pool.rows_of(served_chain.run.heldout_ids)[:2]
+    for scenario in ("smooth taste", "someone else"):
+        person = make_person(scenario, served_chain.pool.table, served_chain.listener_model, seed=3)
+        references = [FormUnknown(served_chain, seed=0), SmoothFormKnown(served_chain, seed=0),
+                      ClusterFormKnown(served_chain, seed=0)]
+        # Each form's reference hears the same plays (the person relabelled as its own form's).
+        people = [copy.deepcopy(person), dataclasses.replace(person, scenario="smooth taste"),
+                  dataclasses.replace(person, scenario="someone else")]
+        for start in starts:
+            heard = [reference.play(int(start), listener) for reference, listener in zip(references, people)]
+            assert all((rows == heard[0]).all() for rows in heard), "all hear the taste model's playlists"
+        both, smooth, clustered = (reference.table() for reference in references)
+        weight = references[0].smooth_probability
+        assert 0 <= weight <= 1
+        np.testing.assert_allclose(both, weight * smooth + (1 - weight) * clustered)
+    with pytest.raises(ValueError, match="someone else"):
+        FormUnknown(served_chain, seed=0).play(int(starts[0]), make_person(
+            "drifting", served_chain.pool.table, served_chain.listener_model, seed=2))
 
 
 def test_the_cluster_form_learner_plans_on_draws_of_its_posterior_and_serves_its_mean(served_chain):

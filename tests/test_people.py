@@ -5,8 +5,8 @@ import pytest
 from helpers.bandits import LinearBandit
 from helpers.env import PlaylistBatch
 from helpers.listeners import MEAN_RANGE, STD_RANGE, draw_listener_model, expected_listening
-from helpers.people import (LIKE_THRESHOLD, PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person, smooth_posterior,
-                            someone_else_posterior)
+from helpers.people import (LIKE_THRESHOLD, PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person,
+                            smooth_log_evidence, smooth_posterior, someone_else_log_evidence, someone_else_posterior)
 from helpers.rewards import RewardWeights
 
 from conftest import make_rewards_table
@@ -119,6 +119,29 @@ def test_knowing_the_form_infers_a_smooth_taste_model_from_plays_and_more_plays_
         error[n], spread[n] = np.sqrt(np.mean((mean - person.model_mean) ** 2)), std.mean()
         assert np.mean(np.abs(mean - person.model_mean) < 2.5 * std + 1e-3) > 0.8, "its uncertainty covers the truth"
     assert error[60] < 0.03 and error[60] < error[5] and spread[60] < spread[5]
+
+
+def test_each_forms_evidence_is_a_density_of_the_plays_and_tells_the_person_s_form_from_enough_plays(
+        table, listener_model):
+    latents, clusters = table.filter(regex=r"^latent_").to_numpy(), table["cluster"].to_numpy()
+    smooth_variance = SMOOTH_SONG_NOISE ** 2 + PLAY_NOISE ** 2
+
+    def log_evidence(form: str, rows: np.ndarray, listened: np.ndarray) -> float:
+        if form == "smooth taste":
+            return smooth_log_evidence(latents, rows, listened, np.full(len(rows), smooth_variance))
+        return someone_else_log_evidence(clusters, rows, listened, np.ones(len(rows)))
+
+    shares = np.linspace(-2, 3, 2_001)
+    for form in ("smooth taste", "someone else"):  # one song's mean share: its density integrates to 1
+        density = np.exp([log_evidence(form, np.array([7]), np.array([share])) for share in shares])
+        assert abs(np.trapezoid(density, shares) - 1) < 1e-3
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        for scenario in ("smooth taste", "someone else"):
+            rows = rng.choice(len(table), 60, replace=False)
+            listened, _ = make_person(scenario, table, listener_model, seed=seed).listen(rows)
+            other = "someone else" if scenario == "smooth taste" else "smooth taste"
+            assert log_evidence(scenario, rows, listened) > log_evidence(other, rows, listened) + 3
 
 
 def test_knowing_the_form_predicts_someone_elses_heard_clusters_from_plays_and_leaves_the_others_at_the_prior(
