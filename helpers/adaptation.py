@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import shutil
 import tempfile
 import time
@@ -55,8 +56,8 @@ from helpers.env import BatchPlaylistEnv, PlaylistBatch, TrackPool, local_env, l
 from helpers.evaluation import Policy, evaluation_starts, exact_optimum, finish_playlists
 from helpers.finetune import fine_tune, log_provenance, save_version, update_rewards
 from helpers.listeners import ListenerModel
-from helpers.people import (SCENARIOS, SMOOTH_SONG_NOISE, Person, expected_rewards, make_person,
-                            smooth_log_evidence, smooth_posterior, someone_else_log_evidence,
+from helpers.people import (SCENARIOS, SMOOTH_SONG_NOISE, Person, SmoothGrid, expected_rewards, make_person,
+                            smooth_grid, smooth_log_evidence, smooth_posterior, someone_else_log_evidence,
                             someone_else_posterior)
 from helpers.ppo import TrainingRun, greedy_policy
 from helpers.paths import ProjectPaths
@@ -314,10 +315,14 @@ class SmoothFormKnown(Reference):
     name = "smooth form known"
     scenarios = ("smooth taste",)
 
+    @functools.cached_property
+    def grid(self) -> SmoothGrid:
+        """The (interest point, lengthscale) grid Bayes' rule weighs: the catalogue's, built once."""
+        return smooth_grid(self.chain.pool.latents, seed=self.seed)
+
     def _table(self, person: Person) -> np.ndarray:
         heard, mean, n = self._heard()
-        taste, spread = smooth_posterior(self.chain.pool.latents, heard, mean,
-                                         SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n, seed=self.seed)
+        taste, spread = smooth_posterior(self.grid, heard, mean, SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n)
         spread = np.sqrt(spread ** 2 + SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2)
         return expected_rewards(taste, spread, self.chain.proximity, self.chain.weights,
                                 like_threshold=person.like_threshold)
@@ -353,8 +358,7 @@ class FormUnknown(SmoothFormKnown, ClusterFormKnown):
 
     def _table(self, person: Person) -> np.ndarray:
         heard, mean, n = self._heard()
-        smooth = smooth_log_evidence(self.chain.pool.latents, heard, mean,
-                                     SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n, seed=self.seed)
+        smooth = smooth_log_evidence(self.grid, heard, mean, SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n)
         clustered = someone_else_log_evidence(self.model.clusters, heard, mean, n, play_noise=person.play_noise)
         self.smooth_probability = float(1 / (1 + np.exp(np.clip(clustered - smooth, -700, 700))))
         return (self.smooth_probability * SmoothFormKnown._table(self, person)

@@ -213,52 +213,20 @@ def _smooth_parameters(latents: np.ndarray, rng: np.random.Generator) -> dict:
             "low": rng.uniform(*SMOOTH_LOW), "high": rng.uniform(*SMOOTH_HIGH)}
 
 
-def smooth_posterior(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
-                     heard_variance: np.ndarray, *, n_lengthscales: int = 8, max_interests: int = 30_000,
-                     max_components: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """What plays say of a smooth-taste person's taste model, to someone who knows its form and priors.
+@dataclass(frozen=True)
+class SmoothGrid:
+    """The smooth-taste models Bayes' rule weighs (`smooth_grid`): grid point k is the interest
+    point `centre[k]` at the lengthscale `lengthscale[k]`, over the songs' `latents`."""
 
-    The taste model is m(z) = low + (high - low) exp(-|z - u|^2 / (2 l^2)) (`smooth_taste`);
-    its interest point u is one of the songs, l a fraction of `SMOOTH_LENGTHSCALE` of the median
-    distance from u, low and high uniform on `SMOOTH_LOW` and `SMOOTH_HIGH`. Given the mean
-    share `heard_mean` of the songs `heard_rows` (each N(m(z), `heard_variance`)), Bayes' rule
-    on a grid (every song as u, at most `max_interests` of them, seeded; `n_lengthscales`
-    fractions), with (low, high - low) integrated exactly under a Gaussian prior of the uniform
-    priors' moments, gives the posterior mean and standard deviation of m(z) for every song. Up
-    to the grid and to reading a clipped play as Gaussian, no learner can infer the taste model
-    better from the same plays; `max_components` grid points of highest posterior weight make
-    the prediction.
-    """
-    grid = _smooth_grid(latents, heard_rows, heard_mean, heard_variance, n_lengthscales, max_interests, seed)
-    latents = np.asarray(latents, dtype=np.float64)
-    log_evidence = grid["log_evidence"]
-    top = np.argsort(log_evidence)[::-1][:max_components]
-    weight = np.exp(log_evidence[top] - log_evidence[top].max())
-    weight /= weight.sum()
-    mean, second_moment = np.zeros(len(latents)), np.zeros(len(latents))
-    for k, w in zip(top, weight):
-        shape = np.exp(-squared_distances(latents, grid["centre"][k][None])[:, 0] / (2 * grid["lengthscale"][k] ** 2))
-        value = grid["low"][k] + grid["amplitude"][k] * shape
-        spread = grid["v11"][k] + 2 * grid["v12"][k] * shape + grid["v22"][k] * shape ** 2
-        mean += w * value
-        second_moment += w * (value ** 2 + spread)
-    return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
+    latents: np.ndarray
+    centre: np.ndarray
+    lengthscale: np.ndarray
 
 
-def smooth_log_evidence(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
-                        heard_variance: np.ndarray, *, n_lengthscales: int = 8, max_interests: int = 30_000,
-                        seed: int = 0) -> float:
-    """log p(heard means | the smooth-taste form and its priors), the density of `heard_mean` as
-    `smooth_posterior` reads it (every grid point a priori equally likely)."""
-    log_evidence = _smooth_grid(latents, heard_rows, heard_mean, heard_variance, n_lengthscales, max_interests,
-                                seed)["log_evidence"]
-    return float(np.logaddexp.reduce(log_evidence) - np.log(len(log_evidence)))
-
-
-def _smooth_grid(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray, heard_variance: np.ndarray,
-                 n_lengthscales: int, max_interests: int, seed: int) -> dict[str, np.ndarray]:
-    """`smooth_posterior`'s grid: each point's interest, lengthscale, posterior of (low, amplitude)
-    (mean and covariance v11, v12, v22) and log p(heard means | the point)."""
+def smooth_grid(latents: np.ndarray, *, n_lengthscales: int = 8, max_interests: int = 30_000,
+                seed: int = 0) -> SmoothGrid:
+    """Every song as the interest point u (at most `max_interests` of them, seeded), each at
+    `n_lengthscales` fractions of `SMOOTH_LENGTHSCALE` of the median distance from u (`smooth_taste`)."""
     latents = np.asarray(latents, dtype=np.float64)
     rng = np.random.default_rng(seed)
     interests = latents if len(latents) <= max_interests else latents[rng.choice(len(latents), max_interests,
@@ -267,15 +235,58 @@ def _smooth_grid(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.nda
     median = np.concatenate([np.median(np.sqrt(squared_distances(block, sample)), axis=1)
                              for block in np.array_split(interests, max(1, len(interests) // 2_000))])
     fractions = midpoints(SMOOTH_LENGTHSCALE, n_lengthscales)
-    centre = interests.repeat(n_lengthscales, axis=0)  # grid point k: interest k // n, fraction k % n
-    lengthscale = (median[:, None] * fractions[None]).ravel()
+    return SmoothGrid(latents, interests.repeat(n_lengthscales, axis=0),  # point k: interest k // n, fraction k % n
+                      (median[:, None] * fractions[None]).ravel())
+
+
+def smooth_posterior(grid: SmoothGrid, heard_rows: np.ndarray, heard_mean: np.ndarray, heard_variance: np.ndarray,
+                     *, max_components: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """What plays say of a smooth-taste person's taste model, to someone who knows its form and priors.
+
+    The taste model is m(z) = low + (high - low) exp(-|z - u|^2 / (2 l^2)) (`smooth_taste`);
+    its interest point u is one of the songs, l a fraction of `SMOOTH_LENGTHSCALE` of the median
+    distance from u, low and high uniform on `SMOOTH_LOW` and `SMOOTH_HIGH`. Given the mean
+    share `heard_mean` of the songs `heard_rows` (each N(m(z), `heard_variance`)), Bayes' rule
+    on the `grid` of (u, l) (`smooth_grid`), with (low, high - low) integrated exactly under a
+    Gaussian prior of the uniform priors' moments, gives the posterior mean and standard
+    deviation of m(z) for every song. Up to the grid and to reading a clipped play as Gaussian,
+    no learner can infer the taste model better from the same plays; `max_components` grid
+    points of highest posterior weight make the prediction.
+    """
+    fit = _smooth_fit(grid, heard_rows, heard_mean, heard_variance)
+    log_evidence = fit["log_evidence"]
+    top = np.argsort(log_evidence)[::-1][:max_components]
+    weight = np.exp(log_evidence[top] - log_evidence[top].max())
+    weight /= weight.sum()
+    mean, second_moment = np.zeros(len(grid.latents)), np.zeros(len(grid.latents))
+    for k, w in zip(top, weight):
+        shape = np.exp(-squared_distances(grid.latents, grid.centre[k][None])[:, 0] / (2 * grid.lengthscale[k] ** 2))
+        value = fit["low"][k] + fit["amplitude"][k] * shape
+        spread = fit["v11"][k] + 2 * fit["v12"][k] * shape + fit["v22"][k] * shape ** 2
+        mean += w * value
+        second_moment += w * (value ** 2 + spread)
+    return mean, np.sqrt(np.maximum(second_moment - mean ** 2, 0))
+
+
+def smooth_log_evidence(grid: SmoothGrid, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                        heard_variance: np.ndarray) -> float:
+    """log p(heard means | the smooth-taste form and its priors), the density of `heard_mean` as
+    `smooth_posterior` reads it (every point of the `grid` a priori equally likely)."""
+    log_evidence = _smooth_fit(grid, heard_rows, heard_mean, heard_variance)["log_evidence"]
+    return float(np.logaddexp.reduce(log_evidence) - np.log(len(log_evidence)))
+
+
+def _smooth_fit(grid: SmoothGrid, heard_rows: np.ndarray, heard_mean: np.ndarray,
+                heard_variance: np.ndarray) -> dict[str, np.ndarray]:
+    """Per point of the `grid`: the posterior of (low, amplitude) (mean, covariance v11, v12, v22)
+    and log p(heard means | the point)."""
     # Prior of (low, amplitude = high - low): the uniform priors' means and covariance.
     low_var, high_var = np.ptp(SMOOTH_LOW) ** 2 / 12, np.ptp(SMOOTH_HIGH) ** 2 / 12
     prior_mean = np.array([np.mean(SMOOTH_LOW), np.mean(SMOOTH_HIGH) - np.mean(SMOOTH_LOW)])
     prior_precision = np.linalg.inv(np.array([[low_var, -low_var], [-low_var, low_var + high_var]]))
-    heard = latents[np.asarray(heard_rows, dtype=np.int64)]
+    heard = grid.latents[np.asarray(heard_rows, dtype=np.int64)]
     y, inverse_variance = np.asarray(heard_mean, np.float64), 1 / np.asarray(heard_variance, np.float64)
-    bump = np.exp(-squared_distances(centre, heard) / (2 * lengthscale[:, None] ** 2))  # (grid points, plays)
+    bump = np.exp(-squared_distances(grid.centre, heard) / (2 * grid.lengthscale[:, None] ** 2))  # (points, plays)
     a11 = prior_precision[0, 0] + inverse_variance.sum()
     a12 = prior_precision[0, 1] + bump @ inverse_variance
     a22 = prior_precision[1, 1] + bump ** 2 @ inverse_variance
@@ -289,8 +300,7 @@ def _smooth_grid(latents: np.ndarray, heard_rows: np.ndarray, heard_mean: np.nda
     shared = 0.5 * (np.linalg.slogdet(prior_precision)[1] + np.log(inverse_variance / (2 * np.pi)).sum()
                     - y ** 2 @ inverse_variance - prior_mean @ q)
     log_evidence = shared + 0.5 * (c1 * low + c2 * amplitude) - 0.5 * np.log(determinant)
-    return {"centre": centre, "lengthscale": lengthscale, "low": low, "amplitude": amplitude,
-            "v11": v11, "v12": v12, "v22": v22, "log_evidence": log_evidence}
+    return {"low": low, "amplitude": amplitude, "v11": v11, "v12": v12, "v22": v22, "log_evidence": log_evidence}
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

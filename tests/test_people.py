@@ -6,7 +6,8 @@ from helpers.bandits import LinearBandit
 from helpers.env import PlaylistBatch
 from helpers.listeners import MEAN_RANGE, STD_RANGE, draw_listener_model, expected_listening
 from helpers.people import (LIKE_THRESHOLD, PLAY_NOISE, SCENARIOS, SMOOTH_SONG_NOISE, make_person,
-                            smooth_log_evidence, smooth_posterior, someone_else_log_evidence, someone_else_posterior)
+                            smooth_grid, smooth_log_evidence, smooth_posterior, someone_else_log_evidence,
+                            someone_else_posterior)
 from helpers.rewards import RewardWeights
 
 from conftest import make_rewards_table
@@ -115,7 +116,7 @@ def test_knowing_the_form_infers_a_smooth_taste_model_from_plays_and_more_plays_
     for n in (5, 60):
         rows = rng.choice(len(table), n, replace=False)
         listened, _ = person.listen(rows)
-        mean, std = smooth_posterior(latents, rows, listened, np.full(n, SMOOTH_SONG_NOISE ** 2 + PLAY_NOISE ** 2))
+        mean, std = smooth_posterior(smooth_grid(latents), rows, listened, np.full(n, SMOOTH_SONG_NOISE ** 2 + PLAY_NOISE ** 2))
         error[n], spread[n] = np.sqrt(np.mean((mean - person.model_mean) ** 2)), std.mean()
         assert np.mean(np.abs(mean - person.model_mean) < 2.5 * std + 1e-3) > 0.8, "its uncertainty covers the truth"
     assert error[60] < 0.03 and error[60] < error[5] and spread[60] < spread[5]
@@ -123,12 +124,12 @@ def test_knowing_the_form_infers_a_smooth_taste_model_from_plays_and_more_plays_
 
 def test_each_forms_evidence_is_a_density_of_the_plays_and_tells_the_person_s_form_from_enough_plays(
         table, listener_model):
-    latents, clusters = table.filter(regex=r"^latent_").to_numpy(), table["cluster"].to_numpy()
+    grid, clusters = smooth_grid(table.filter(regex=r"^latent_").to_numpy()), table["cluster"].to_numpy()
     smooth_variance = SMOOTH_SONG_NOISE ** 2 + PLAY_NOISE ** 2
 
     def log_evidence(form: str, rows: np.ndarray, listened: np.ndarray) -> float:
         if form == "smooth taste":
-            return smooth_log_evidence(latents, rows, listened, np.full(len(rows), smooth_variance))
+            return smooth_log_evidence(grid, rows, listened, np.full(len(rows), smooth_variance))
         return someone_else_log_evidence(clusters, rows, listened, np.ones(len(rows)))
 
     shares = np.linspace(-2, 3, 2_001)
