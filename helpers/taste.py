@@ -46,6 +46,7 @@ weighs a second form: the taste of one interest point (RecSim NG's affinity),
 
     t_i = m_i + s_o * o + s_a * a * exp(-|z_i - u|^2 / (2 l^2)) + e_i,   a ~ N(interest_mean / s_a, 1),
 
+the level o ~ N((`interest_level` - `mean`) / s_o, 1) (the taste far from the point, a priori),
 s_a = `interest_std`, u one of `n_interest_centres` songs (a seeded sample) and l one of
 `interest_lengthscales` x the median latent distance, every (u, l) a priori equally likely.
 Each candidate point's evidence and posterior are closed-form (one column added to the level's
@@ -131,6 +132,12 @@ class TastePrior:
     skipped for reasons of their own, and shows no slope to place it by. Weighed on 1,000 such
     plays (the history benchmark, embedded, 5 people) the form lowered the share of the
     knowable gap before the first playlist from 0.85 to 0.61.
+    Narrowing the form's priors to the smooth-taste people's (`interest_level` 0.45, an interest
+    point 0.45 +- 0.1 above it) was measured and not adopted: pooled share of the knowable gap
+    after 1 / 3 / 10 playlists at 100k songs (10 people) smooth taste 36 / 38 / 96 % ->
+    41 / 63 / 104 %, but someone else 49 / 85 / 102 % -> 29 / 50 / 66 %; on TidyTuesday (20
+    people, paired) smooth taste +5 / +7 / +2 points, someone else +4 / -3 / +2. `interest_level`
+    0.45 alone moved TidyTuesday's shares by -1 to +5 points.
     """
 
     mean: float = 0.65
@@ -148,6 +155,7 @@ class TastePrior:
     evidence_contrast: float = 0.3  # taste of a song heard to its end, against one skipped
     evidence_offset_std: float = 0.5
     interest_probability: float = 0.2
+    interest_level: float = 0.65
     interest_mean: float = 0.2
     interest_std: float = 0.2
     interest_lengthscales: tuple[float, ...] = (0.5, 0.8)
@@ -174,6 +182,9 @@ class TastePrior:
             raise ValueError(f"n_fourier must be >= 0, got {self.n_fourier}")
         if not np.isfinite(self.interest_mean):
             raise ValueError(f"interest_mean must be finite, got {self.interest_mean}")
+        if not np.isfinite(self.interest_level) or (self.interest_level != self.mean and self.offset_std == 0):
+            raise ValueError(f"interest_level must be finite, and equal mean while offset_std is 0 (the level's "
+                             f"prior mean is offset_std x a weight), got {self.interest_level}")
         if not 0 <= self.interest_probability < 1:
             raise ValueError(f"interest_probability must lie in [0, 1), got {self.interest_probability}")
         if self.n_interest_centres < 0 or self.n_interests < 0:
@@ -374,8 +385,9 @@ class TasteModel:
         projected = features.T @ (targets / noise)
         n_features, n_interests, n_scales = features.shape[1], self.n_interests, len(prior.cluster_scales)
 
-        def posterior(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-            """Posterior mean, covariance (of the unscaled weights) and log evidence under S = diag(scale)."""
+        def posterior(scale: np.ndarray, projected: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+            """Posterior mean, covariance (of the unscaled weights) and log evidence under S = diag(scale),
+            `projected` = F' N^-1 y."""
             precision = np.eye(n_features) + scale[:, None] * gram * scale[None, :]
             covariance = np.linalg.inv(precision)
             covariance = (covariance + covariance.T) / 2
@@ -389,7 +401,7 @@ class TasteModel:
         for component, cluster_scale in enumerate(prior.cluster_scales):
             scale = np.ones(n_features)
             scale[: self.n_clusters] = cluster_scale
-            mean, covariance, log_evidence = posterior(scale)
+            mean, covariance, log_evidence = posterior(scale, projected)
             log_weight[component] = np.log1p(-prior.interest_probability) - np.log(n_scales) + log_evidence
             means[component, :n_features] = scale * mean
             covariances[component, :n_features, :n_features] = scale[:, None] * covariance * scale[None, :]
@@ -401,10 +413,15 @@ class TasteModel:
             self.interest_lengthscales = self._candidate_lengthscales[:n_interests]
             return log_weight, means, covariances
         # The interest-point form: the person's level and one interest point, no clusters nor Fourier features.
+        # Its level is centred on interest_level: the plays are read relative to it (y - shift), so the
+        # evidence gains the change of the Gaussian's -y' N^-1 y / 2, which the other components share.
+        shift = prior.interest_level - prior.mean
+        targets = targets - shift
         scale = np.ones(n_features)
         scale[: self.n_base] = 0
         scale[self.n_clusters] = 1
-        mean, covariance, log_evidence = posterior(scale)
+        mean, covariance, log_evidence = posterior(scale, features.T @ (targets / noise))
+        log_evidence += (shift * (targets + shift / 2) / noise).sum()
         candidates = len(self._candidate_centres)
         gram_g, projected_g, cross = np.zeros(candidates), np.zeros(candidates), np.zeros((candidates, n_features))
         for start in range(0, len(rows), ROWS_PER_BLOCK):
@@ -436,6 +453,8 @@ class TasteModel:
             covariances[component, :n_features, :n_features] = scale[:, None] * base * scale[None, :]
             covariances[component, :n_features, at] = covariances[component, at, :n_features] = -scale * moved[k] / c[k]
             covariances[component, at, at] = 1 / c[k]
+        if shift:  # the level's weight, centred on interest_level
+            means[n_scales:, self.n_clusters] += shift / prior.offset_std
         return log_weight, means, covariances
 
     def _predict(self, weights: np.ndarray, rows: np.ndarray, with_variance: bool) -> tuple[np.ndarray, np.ndarray]:

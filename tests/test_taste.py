@@ -123,12 +123,14 @@ def test_plays_that_rise_towards_an_unheard_point_expect_more_there(songs):
     assert expected[TastePrior().interest_probability] > expected[0.0] + 0.05
 
 
-def test_an_interest_point_is_weighed_and_learnt_exactly(songs):
+@pytest.mark.parametrize("interest_level", [0.65, 0.45])
+def test_an_interest_point_is_weighed_and_learnt_exactly(songs, interest_level):
     """Each interest point's weight and posterior mean equal those of the linear-Gaussian model
-    with its feature added, computed directly from the plays' joint Gaussian."""
+    with its feature added (its level centred on `interest_level`), computed directly from the
+    plays' joint Gaussian."""
     latents, clusters = songs
     prior = TastePrior(n_fourier=8, cluster_scales=(1.0, 0.5), n_interest_centres=40, n_interests=5,
-                       interest_lengthscales=(1.0,), interest_probability=0.3)
+                       interest_lengthscales=(1.0,), interest_probability=0.3, interest_level=interest_level)
     model = TasteModel(latents, clusters, prior, seed=0)
     rng = np.random.default_rng(5)
     rows = rng.choice(len(clusters), 30, replace=False)
@@ -145,8 +147,8 @@ def test_an_interest_point_is_weighed_and_learnt_exactly(songs):
 
     level_only = np.zeros(model.n_base)
     level_only[model.n_clusters] = 1
-    prior_amplitude = prior.interest_mean / prior.interest_std
-    log_with = np.array([log_evidence(np.column_stack([base * level_only, g]), prior_amplitude * g)
+    prior_amplitude, shift = prior.interest_mean / prior.interest_std, interest_level - prior.mean
+    log_with = np.array([log_evidence(np.column_stack([base * level_only, g]), prior_amplitude * g + shift)
                          for g in interests.T]) + np.log(prior.interest_probability / interests.shape[1])
     log_scales = [log_evidence(base * np.r_[np.full(model.n_clusters, a), np.ones(model.n_base - model.n_clusters)],
                            np.zeros(len(rows))) + np.log((1 - prior.interest_probability) / 2)
@@ -160,7 +162,7 @@ def test_an_interest_point_is_weighed_and_learnt_exactly(songs):
     # The most probable point's taste at the heard songs: the posterior mean of the Gaussian model.
     g = interests[:, kept[0]]
     features = np.column_stack([base * level_only, g])
-    prior_mean = prior_amplitude * g
+    prior_mean = prior_amplitude * g + shift
     covariance = features @ features.T + noise * np.eye(len(rows))
     direct = prior_mean + features @ features.T @ np.linalg.solve(covariance, targets - prior_mean)
     component = model._component_means[len(prior.cluster_scales)]
