@@ -161,7 +161,8 @@ def someone_else_posterior(clusters: np.ndarray, heard_rows: np.ndarray, heard_m
     from the same plays. With `rng`, each cluster's (mu, sigma) is instead drawn from its
     posterior (a Thompson draw) and the play predicted under it.
     """
-    mu, sigma, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays, play_noise, n_grid)
+    mu, sigma, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays,
+                                              play_noise=play_noise, n_grid=n_grid)
     posterior = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     posterior /= posterior.sum(axis=1, keepdims=True)
     listened, like_probability = expected_listening(mu, np.sqrt(sigma ** 2 + play_noise ** 2), like_threshold)
@@ -177,12 +178,13 @@ def someone_else_log_evidence(clusters: np.ndarray, heard_rows: np.ndarray, hear
                               n_grid: int = 100) -> float:
     """log p(heard means | the "someone else" form and its priors), the density of `heard_mean`
     as `someone_else_posterior` reads it (each cluster's (mu, sigma) integrated on its grid)."""
-    _, _, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays, play_noise, n_grid)
+    _, _, log_joint = _someone_else_grid(clusters, heard_rows, heard_mean, heard_plays,
+                                         play_noise=play_noise, n_grid=n_grid)
     return float((np.logaddexp.reduce(log_joint, axis=1) - np.log(log_joint.shape[1])).sum())
 
 
 def _someone_else_grid(clusters: np.ndarray, heard_rows: np.ndarray, heard_mean: np.ndarray,
-                       heard_plays: np.ndarray, play_noise: float,
+                       heard_plays: np.ndarray, *, play_noise: float,
                        n_grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (mu, sigma) grid and, per cluster and grid point, log p(the cluster's heard means | mu, sigma)."""
     clusters = np.asarray(clusters, dtype=np.int64)
