@@ -360,7 +360,7 @@ class FormUnknown(SmoothFormKnown, ClusterFormKnown):
         heard, mean, n = self._heard()
         smooth = smooth_log_evidence(self.grid, heard, mean, SMOOTH_SONG_NOISE ** 2 + person.play_noise ** 2 / n)
         clustered = someone_else_log_evidence(self.model.clusters, heard, mean, n, play_noise=person.play_noise)
-        self.smooth_probability = float(1 / (1 + np.exp(np.clip(clustered - smooth, -700, 700))))
+        self.smooth_probability = float(np.exp(smooth - np.logaddexp(smooth, clustered)))
         return (self.smooth_probability * SmoothFormKnown._table(self, person)
                 + (1 - self.smooth_probability) * ClusterFormKnown._table(self, person))
 
