@@ -200,9 +200,11 @@ class _CountedStream(io.RawIOBase):
     to check the parser's row count, and their size, an error past `MAX_UNCOMPRESSED_BYTES` or
     `MAX_COMPRESSION_RATIO` times `compressed_size` (None: a plain file, not bounded)."""
 
-    def __init__(self, raw: IO[bytes], path: Path, compressed_size: int | None) -> None:
+    def __init__(self, raw: IO[bytes], path: Path, compressed_size: int | None, *, end_at_bound: bool = False) -> None:
         super().__init__()
         self._raw, self.path, self._compressed_size = raw, path, compressed_size
+        self._end_at_bound = end_at_bound
+        self.refused: CatalogueError | None = None
         self.size = self._lf = self._cr = self._crlf = 0
         self._last = b""
 
@@ -210,10 +212,20 @@ class _CountedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        if self.refused is not None:
+            return 0
         data = self._raw.read(len(buffer))
         buffer[:len(data)] = data
         if data:
-            self._count(data)
+            try:
+                self._count(data)
+            except CatalogueError as error:
+                if not self._end_at_bound:
+                    raise
+                # pyarrow reads on its own threads: an error raised there can leave a read running while
+                # the process exits (an abort). The stream ends instead, and its reader raises `refused`.
+                self.refused = error
+                return 0
         return len(data)
 
     def _count(self, data: bytes) -> None:
@@ -241,17 +253,18 @@ class _CountedStream(io.RawIOBase):
         super().close()
 
 
-def _open_binary(path: Path) -> _CountedStream:
-    """The file's bytes, decompressed (.gz, .zip) and counted; compressed ones bounded in size."""
+def _open_binary(path: Path, *, end_at_bound: bool = False) -> _CountedStream:
+    """The file's bytes, decompressed (.gz, .zip) and counted; compressed ones bounded in size (past
+    the bound an error, or with `end_at_bound` the stream's end and the error in its `refused`)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".gz":
-            return _CountedStream(gzip.open(path, "rb"), path, path.stat().st_size)
+            return _CountedStream(gzip.open(path, "rb"), path, path.stat().st_size, end_at_bound=end_at_bound)
         if suffix == ".zip":
             archive = zipfile.ZipFile(path)
             member = _zip_member(archive, path)
-            return _CountedStream(archive.open(member), path, member.compress_size)
-        return _CountedStream(path.open("rb"), path, None)
+            return _CountedStream(archive.open(member), path, member.compress_size, end_at_bound=end_at_bound)
+        return _CountedStream(path.open("rb"), path, None, end_at_bound=end_at_bound)
     except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:  # damaged, encrypted, unknown method
         raise CatalogueError(f"{path} cannot be read as a zip archive: {error}.") from None
 
@@ -329,9 +342,13 @@ class _Parsed:
 
 def _parse(path: Path, convert_options: pa_csv.ConvertOptions, newlines_in_values: bool) -> _Parsed:
     parse_options = pa_csv.ParseOptions(newlines_in_values=newlines_in_values)
-    with _damage_as_catalogue_error(path), _open_binary(path) as stream:
-        table = pa_csv.read_csv(io.BufferedReader(stream, READ_CHUNK), convert_options=convert_options,
-                                parse_options=parse_options)
+    with _damage_as_catalogue_error(path), _open_binary(path, end_at_bound=True) as stream:
+        try:
+            table = pa_csv.read_csv(io.BufferedReader(stream, READ_CHUNK), convert_options=convert_options,
+                                    parse_options=parse_options)
+        finally:
+            if stream.refused is not None:  # the cause of whatever the parser made of the cut stream
+                raise stream.refused
         return _Parsed(table, stream.lines, newlines_in_values)
 
 
