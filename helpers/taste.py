@@ -79,7 +79,8 @@ from helpers.people import expected_rewards, squared_distances
 from helpers.rewards import RewardWeights
 
 CHUNK = 262_144  # songs per block when predicting, so memory stays small at 1.2M songs
-ROWS_PER_BLOCK = 4_096  # heard songs per block when scoring interest points, so a long history stays small
+# Heard songs x candidate interest points per block when scoring the points, so a long history stays small.
+BUMPS_PER_BLOCK = 4_194_304
 JITTER = 1e-12  # added to a covariance's diagonal so that a weight the component fixes at 0 can be drawn
 # The exploring draw's spread, times the posterior's. Measured on the adaptation benchmark's
 # people (TidyTuesday, synthetic 100k and 1.2M): 0.25 cost less regret than 0.5 in 8 of 9
@@ -122,23 +123,31 @@ class TastePrior:
     drifting +3.8 and +4.0 after 10) and every regret by -78 to +23, each inside its interval
     but embedded drifting's (-78 +- 55). Without the smooth part (0) smooth taste on TidyTuesday
     cost +164 +- 110 of regret.
-    The interest-point form's prior (probability 0.2, an interest point 0.2 +- 0.2 above the
-    person's level) was chosen on the adaptation benchmark's people (listener seeds 0-7, embedded
-    and TidyTuesday, share of the knowable gap after one playlist): probability 0.5 lost 34
-    points of the embedded "someone else"'s; an amplitude of 0 +- 0.2 left TidyTuesday's smooth
-    taste at 32 % where 0.2 +- 0.2 reached 59 % (28 % without the form). The form is left out
+    The interest-point form's prior describes a population too: as many people whose taste
+    follows one interest point as people whose taste follows the clusters (`interest_probability`
+    0.5, as in the adaptation benchmark's population), each listening to about 0.45 of what lies
+    far from the point (`interest_level`) and 0.45 +- 0.1 more at it (`interest_mean`,
+    `interest_std`: the smooth-taste people's 0.3-0.5 and 0.85-0.95), the point one of 10,000
+    sampled songs. It replaced a broad one (probability 0.2, 0.65 far from the point, a point
+    0.2 +- 0.2 above it, 2,000 songs), measured paired on the same people (pooled share of the
+    knowable gap after 1 / 3 / 10 playlists, regret over 10; 40 people each): smooth taste at
+    100k songs 0 / 4 / 79 % -> 24 / 53 / 92 % (regret -67 +- 26), someone else there
+    22 / 42 / 60 % -> 17 / 28 / 67 % (+-24 / 30 / 18; regret -6 +- 51), drifting
+    -1 / 9 / 37 % -> 41 / 63 / 56 % (regret -61 +- 32), the hard case 16 / 31 / 62 % ->
+    10 / 24 / 57 % (regret +0 +- 6); TidyTuesday smooth taste
+    34 / 68 / 95 % -> 35 / 71 / 96 % (regret -99 +- 76), drifting 51 / 76 / 86 % -> 62 / 89 / 91 %
+    (-117 +- 69), someone else 25 / 52 / 83 % -> 22 / 52 / 82 % (+22 +- 110); embedded smooth
+    taste 47 / 74 / 99 % -> 44 / 80 / 100 % (-67 +- 89), drifting 72 / 83 / 91 % -> 69 / 87 / 94 %
+    (-92 +- 82), someone else 34 / 62 / 90 % -> 33 / 61 / 92 % (+29 +- 104). Taken apart at 100k (smooth taste / someone else): the
+    narrower height and level alone 13 / 41 / 81 % and 18 / 40 / 54 %; with probability 0.4,
+    33 / 55 / 82 % and 6 / 39 / 60 %; with 10,000 songs, 7 / 39 / 90 % and 28 / 36 / 55 %; both
+    (0.4), 12 / 62 / 88 % and 18 / 41 / 62 %. Lengthscales of 0.5 / 0.75 / 1 x the median, or
+    relative to each point's own median distance, did not help. The form is left out
     while the plays include 0/1 evidence (an imported history without song lengths): people
     play what they like, so such a history is of songs near their interest point, finished or
     skipped for reasons of their own, and shows no slope to place it by. Weighed on 1,000 such
     plays (the history benchmark, embedded, 5 people) the form lowered the share of the
     knowable gap before the first playlist from 0.85 to 0.61.
-    Narrowing the form's priors to the smooth-taste people's (`interest_level` 0.45, an interest
-    point 0.45 +- 0.1 above it) was measured and not adopted: pooled share of the knowable gap
-    after 1 / 3 / 10 playlists at 100k songs (10 people) smooth taste 36 / 38 / 96 % ->
-    41 / 63 / 104 %, but someone else 49 / 85 / 102 % -> 29 / 50 / 66 %; on TidyTuesday (20
-    people, paired) smooth taste +5 / +7 / +2 points, someone else +4 / -3 / +2. `interest_level`
-    0.45 alone moved TidyTuesday's shares by -1 to +5 points. (Those 10 people at 100k were later
-    found far above 40: the default's shares there are 7 / 19 / 83 % and 0 / 38 / 83 %; README.)
     """
 
     mean: float = 0.65
@@ -155,12 +164,12 @@ class TastePrior:
     evidence_noise: float = 0.5  # a 0/1 outcome's spread
     evidence_contrast: float = 0.3  # taste of a song heard to its end, against one skipped
     evidence_offset_std: float = 0.5
-    interest_probability: float = 0.2
-    interest_level: float = 0.65
-    interest_mean: float = 0.2
-    interest_std: float = 0.2
+    interest_probability: float = 0.5
+    interest_level: float = 0.45
+    interest_mean: float = 0.45
+    interest_std: float = 0.1
     interest_lengthscales: tuple[float, ...] = (0.5, 0.8)
-    n_interest_centres: int = 2_000
+    n_interest_centres: int = 10_000
     n_interests: int = 16
 
     def __post_init__(self) -> None:
@@ -425,8 +434,9 @@ class TasteModel:
         log_evidence += (shift * (targets + shift / 2) / noise).sum()
         candidates = len(self._candidate_centres)
         gram_g, projected_g, cross = np.zeros(candidates), np.zeros(candidates), np.zeros((candidates, n_features))
-        for start in range(0, len(rows), ROWS_PER_BLOCK):
-            block = slice(start, start + ROWS_PER_BLOCK)
+        rows_per_block = max(1, BUMPS_PER_BLOCK // candidates)
+        for start in range(0, len(rows), rows_per_block):
+            block = slice(start, start + rows_per_block)
             bumps = self._interest_features(rows[block], self._candidate_centres,
                                             self._candidate_lengthscales).astype(np.float64)
             gram_g += (bumps ** 2 / noise[block, None]).sum(0)

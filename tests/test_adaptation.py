@@ -182,18 +182,20 @@ def test_measure_person_gives_every_learner_the_same_references(served_chain):
 
 
 def test_smooth_form_known_hears_the_taste_models_playlists_and_is_measured_on_smooth_taste_only(served_chain):
-    person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=2)
-    reference, learner = SmoothFormKnown(served_chain, seed=0), TasteLearner(served_chain, seed=0)
     start = int(served_chain.pool.rows_of(served_chain.run.heldout_ids)[0])
-    heard = reference.play(start, copy.deepcopy(person))
-    np.testing.assert_array_equal(heard, learner.play(start, copy.deepcopy(person)))
-    truth = person.true_rewards(served_chain.proximity, served_chain.weights)
-    np.testing.assert_array_equal(reference.table()[heard], truth[heard])
-    knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
-    unheard = np.setdiff1d(np.arange(len(truth)), heard)
-    every = np.arange(len(truth))
-    error = {name: np.abs(table[unheard] - knowable[unheard]).mean()
-             for name, table in (("reference", reference.table()), ("taste model", learner.table()(every)))}
+    error = {"reference": 0.0, "taste model": 0.0}
+    for seed in range(5):  # Bayes' rule knowing the form is the better guess on average, not for every person
+        person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=seed)
+        reference, learner = SmoothFormKnown(served_chain, seed=0), TasteLearner(served_chain, seed=0)
+        heard = reference.play(start, copy.deepcopy(person))
+        np.testing.assert_array_equal(heard, learner.play(start, copy.deepcopy(person)))
+        truth = person.true_rewards(served_chain.proximity, served_chain.weights)
+        np.testing.assert_array_equal(reference.table()[heard], truth[heard])
+        knowable = person.knowable_rewards(served_chain.proximity, served_chain.weights)
+        unheard = np.setdiff1d(np.arange(len(truth)), heard)
+        every = np.arange(len(truth))
+        for name, table in (("reference", reference.table()), ("taste model", learner.table()(every))):
+            error[name] += np.abs(table[unheard] - knowable[unheard]).mean()
     assert error["reference"] < error["taste model"], "knowing the form infers the taste model better"
     with pytest.raises(ValueError, match="smooth taste"):
         SmoothFormKnown(served_chain, seed=0).play(start, make_person("someone else", served_chain.pool.table,

@@ -8,6 +8,9 @@ from helpers.taste import TasteModel, TastePrior
 
 from conftest import make_rewards_table
 
+# No person's level: then the interest-point form's level cannot be centred apart from the mean either.
+NO_LEVEL = TastePrior(offset_std=0.0, interest_level=TastePrior().mean)
+
 
 @pytest.fixture(scope="module")
 def songs():
@@ -40,7 +43,7 @@ def test_a_skip_lowers_and_a_full_listen_raises_the_unplayed_neighbours(songs, l
     moved_near = np.abs(model.predict(neighbours)[0] - TastePrior().mean)
     # Evidence is mostly local: beyond the person's level (the shared offset) it reaches neighbours, not the far side.
     assert moved_near.mean() > 1.5 * moved_far.mean()
-    without_level = TasteModel(latents, clusters, TastePrior(offset_std=0.0), seed=0)
+    without_level = TasteModel(latents, clusters, NO_LEVEL, seed=0)
     without_level.observe([7], [listened])
     moved_far = np.abs(without_level.predict(farthest)[0] - TastePrior().mean)
     moved_near = np.abs(without_level.predict(neighbours)[0] - TastePrior().mean)
@@ -53,12 +56,12 @@ def test_plays_in_some_clusters_set_the_persons_level_in_the_others(songs):
     heard = np.concatenate([rng.choice(np.flatnonzero(clusters == c), 5, replace=False) for c in range(4)])
     unheard = np.isin(clusters, [4, 5])
     level = {}
-    for offset_std in (TastePrior().offset_std, 0.0):
-        model = TasteModel(latents, clusters, TastePrior(offset_std=offset_std), seed=0)
+    for name, prior in (("level", TastePrior()), ("no level", NO_LEVEL)):
+        model = TasteModel(latents, clusters, prior, seed=0)
         model.observe(heard, np.full(len(heard), 0.35))  # someone who skips much of everything heard
-        level[offset_std] = model.predict()[0][unheard].mean()
-    assert level[TastePrior().offset_std] < TastePrior().mean - 0.15
-    assert level[TastePrior().offset_std] < level[0.0] - 0.08, "without the offset, unheard clusters keep their level"
+        level[name] = model.predict()[0][unheard].mean()
+    assert level["level"] < TastePrior().mean - 0.15
+    assert level["level"] < level["no level"] - 0.08, "without the offset, unheard clusters keep their level"
 
 
 @pytest.mark.parametrize("prior, locality", [(TastePrior(), 1.5), (TastePrior(interest_probability=0), 2),
