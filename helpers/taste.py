@@ -134,7 +134,9 @@ class TastePrior:
     100k songs 0 / 4 / 79 % -> 24 / 53 / 92 % (regret -67 +- 26), someone else there
     22 / 42 / 60 % -> 17 / 28 / 67 % (+-24 / 30 / 18; regret -6 +- 51), drifting
     -1 / 9 / 37 % -> 41 / 63 / 56 % (regret -61 +- 32), the hard case 16 / 31 / 62 % ->
-    10 / 24 / 57 % (regret +0 +- 6); TidyTuesday smooth taste
+    10 / 24 / 57 % (regret +0 +- 6); at 1.2M songs (20 people) smooth taste 14 / 36 / 81 % ->
+    27 / 48 / 89 % (-8 +- 49), someone else 18 / 30 / 74 % -> -15 / 44 / 73 % (+-50 / 40 / 28;
+    -3 +- 65); TidyTuesday smooth taste
     34 / 68 / 95 % -> 35 / 71 / 96 % (regret -99 +- 76), drifting 51 / 76 / 86 % -> 62 / 89 / 91 %
     (-117 +- 69), someone else 25 / 52 / 83 % -> 22 / 52 / 82 % (+22 +- 110); embedded smooth
     taste 47 / 74 / 99 % -> 44 / 80 / 100 % (-67 +- 89), drifting 72 / 83 / 91 % -> 69 / 87 / 94 %
