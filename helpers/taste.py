@@ -123,32 +123,31 @@ class TastePrior:
     drifting +3.8 and +4.0 after 10) and every regret by -78 to +23, each inside its interval
     but embedded drifting's (-78 +- 55). Without the smooth part (0) smooth taste on TidyTuesday
     cost +164 +- 110 of regret.
-    The interest-point form's prior describes a population too: as many people whose taste
-    follows one interest point as people whose taste follows the clusters (`interest_probability`
-    0.5, as in the adaptation benchmark's population), each listening to about 0.45 of what lies
-    far from the point (`interest_level`) and 0.45 +- 0.1 more at it (`interest_mean`,
-    `interest_std`: the smooth-taste people's 0.3-0.5 and 0.85-0.95), the point one of 10,000
-    sampled songs. It replaced a broad one (probability 0.2, 0.65 far from the point, a point
-    0.2 +- 0.2 above it, 2,000 songs), measured paired on the same people (pooled share of the
-    knowable gap after 1 / 3 / 10 playlists, regret over 10; 40 people each): smooth taste at
-    100k songs 0 / 4 / 79 % -> 24 / 53 / 92 % (regret -67 +- 26), someone else there
-    22 / 42 / 60 % -> 17 / 28 / 67 % (+-24 / 30 / 18; regret -6 +- 51), drifting
-    -1 / 9 / 37 % -> 41 / 63 / 56 % (regret -61 +- 32), the hard case 16 / 31 / 62 % ->
-    10 / 24 / 57 % (regret +0 +- 6); at 1.2M songs (20 people) smooth taste 14 / 36 / 81 % ->
-    27 / 48 / 89 % (-8 +- 49), someone else 18 / 30 / 74 % -> -15 / 44 / 73 % (+-50 / 40 / 28;
-    -3 +- 65); TidyTuesday smooth taste
-    34 / 68 / 95 % -> 35 / 71 / 96 % (regret -99 +- 76), drifting 51 / 76 / 86 % -> 62 / 89 / 91 %
-    (-117 +- 69), someone else 25 / 52 / 83 % -> 22 / 52 / 82 % (+22 +- 110); embedded smooth
-    taste 47 / 74 / 99 % -> 44 / 80 / 100 % (-67 +- 89), drifting 72 / 83 / 91 % -> 69 / 87 / 94 %
-    (-92 +- 82), someone else 34 / 62 / 90 % -> 33 / 61 / 92 % (+29 +- 104). Taken apart at 100k (smooth taste / someone else): the
-    narrower height and level alone 13 / 41 / 81 % and 18 / 40 / 54 %; with probability 0.4,
-    33 / 55 / 82 % and 6 / 39 / 60 %; with 10,000 songs, 7 / 39 / 90 % and 28 / 36 / 55 %; both
-    (0.4), 12 / 62 / 88 % and 18 / 41 / 62 %. Lengthscales of 0.5 / 0.75 / 1 x the median, or
-    relative to each point's own median distance, did not help. The form is left out
-    while the plays include 0/1 evidence (an imported history without song lengths): people
-    play what they like, so such a history is of songs near their interest point, finished or
-    skipped for reasons of their own, and shows no slope to place it by. Weighed on 1,000 such
-    plays (the history benchmark, embedded, 5 people) the form lowered the share of the
+    The interest-point form's prior describes a population too: as many people whose taste follows
+    one interest point as people whose taste follows the clusters (`interest_probability` 0.5, as in
+    the adaptation benchmark's population), each listening to about 0.45 of what lies far from the
+    point (`interest_level`) and 0.45 +- 0.1 more at it (`interest_mean`, `interest_std`: the
+    smooth-taste people's 0.3-0.5 and 0.85-0.95), the point one of 10,000 sampled songs. It replaced
+    a broad one (probability 0.2, 0.65 far from the point, a point 0.2 +- 0.2 above it, 2,000
+    songs), measured paired on the same people (pooled share of the knowable gap after 1 / 3 / 10
+    playlists, regret over 10; 40 people each): smooth taste at 100k songs 0 / 4 / 79 % -> 24 / 53 /
+    92 % (regret -67 +- 26), someone else there 22 / 42 / 60 % -> 17 / 28 / 67 % (+-24 / 30 / 18;
+    regret -6 +- 51), drifting -1 / 9 / 37 % -> 41 / 63 / 56 % (regret -61 +- 32), the hard case 16
+    / 31 / 62 % -> 10 / 24 / 57 % (regret +0 +- 6); at 1.2M songs (20 people) smooth taste 14 / 36 /
+    81 % -> 27 / 48 / 89 % (-8 +- 49), someone else 18 / 30 / 74 % -> -15 / 44 / 73 % (+-50 / 40 /
+    28; -3 +- 65); TidyTuesday smooth taste 34 / 68 / 95 % -> 35 / 71 / 96 % (regret -99 +- 76),
+    drifting 51 / 76 / 86 % -> 62 / 89 / 91 % (-117 +- 69), someone else 25 / 52 / 83 % -> 22 / 52 /
+    82 % (+22 +- 110); embedded smooth taste 47 / 74 / 99 % -> 44 / 80 / 100 % (-67 +- 89), drifting
+    72 / 83 / 91 % -> 69 / 87 / 94 % (-92 +- 82), someone else 34 / 62 / 90 % -> 33 / 61 / 92 % (+29
+    +- 104). Taken apart at 100k (smooth taste / someone else): the narrower height and level alone
+    13 / 41 / 81 % and 18 / 40 / 54 %; with probability 0.4, 33 / 55 / 82 % and 6 / 39 / 60 %; with
+    10,000 songs instead, 7 / 39 / 90 % and 28 / 36 / 55 %; with both (0.4), 12 / 62 / 88 % and 18 /
+    41 / 62 %; 10,000 songs with the broad prior, 1 / 8 / 84 % and 22 / 43 / 58 %. Lengthscales of
+    0.5 / 0.75 / 1 x the median, or relative to each point's own median distance, did not help. The
+    form is left out while the plays include 0/1 evidence (an imported history without song
+    lengths): people play what they like, so such a history is of songs near their interest point,
+    finished or skipped for reasons of their own, and shows no slope to place it by. Weighed on
+    1,000 such plays (the history benchmark, embedded, 5 people) the form lowered the share of the
     knowable gap before the first playlist from 0.85 to 0.61.
     """
 
