@@ -209,6 +209,18 @@ def test_a_history_of_0_1_evidence_places_no_interest_point(songs):
     assert model.cluster_scale_posterior.sum() == pytest.approx(1)
 
 
+def test_a_known_history_is_the_taste_before_any_play_and_places_no_interest_point(songs):
+    latents, clusters = songs
+    history = np.random.default_rng(7).uniform(0.2, 0.9, len(clusters))
+    model = TasteModel(latents, clusters, prior_mean=history, seed=0)
+    np.testing.assert_allclose(model.predict()[0], history, atol=1e-6)
+    distance = np.linalg.norm(latents - latents[0], axis=1)
+    taste = smooth_curve(latents, latents[0], 0.8 * np.median(distance), low=0.35, high=0.92)
+    heard = np.random.default_rng(6).choice(len(clusters), 60, replace=False)
+    model.observe(heard, taste[heard])
+    assert model.interest_posterior == 0, "the population's interest form does not describe a known person"
+
+
 def test_a_heard_song_moves_most_towards_its_own_plays(songs):
     latents, clusters = songs
     model = TasteModel(latents, clusters, seed=0)
