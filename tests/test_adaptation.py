@@ -184,7 +184,7 @@ def test_measure_person_gives_every_learner_the_same_references(served_chain):
 def test_smooth_form_known_hears_the_taste_models_playlists_and_is_measured_on_smooth_taste_only(served_chain):
     start = int(served_chain.pool.rows_of(served_chain.run.heldout_ids)[0])
     error = {"reference": 0.0, "taste model": 0.0}
-    for seed in range(5):  # Bayes' rule knowing the form is the better guess on average, not for every person
+    for seed in range(10):  # Bayes' rule knowing the form is the better guess on average over people, not for each
         person = make_person("smooth taste", served_chain.pool.table, served_chain.listener_model, seed=seed)
         reference, learner = SmoothFormKnown(served_chain, seed=0), TasteLearner(served_chain, seed=0)
         heard = reference.play(start, copy.deepcopy(person))
