@@ -41,7 +41,7 @@ def measure(catalogue: ChainRun, scenario: str, seed: int, learners: list[str], 
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)  # the jobs run side by side
-    # numpy's BLAS too: two jobs of two BLAS threads each on 2 cores made a switch at 1.2M songs 10 s, not 0.2 s.
+    # numpy's BLAS too: two jobs of two BLAS threads each on 2 cores made a switch at 1.2M songs 5.4-5.9 s, not 0.21 s.
     with threadpool_limits(limits=1):
         return measure_person(load_served_chain(catalogue.paths), scenario, seed, learners,
                               n_eval_starts=n_eval_starts).assign(catalogue=catalogue.name)

@@ -52,9 +52,9 @@ s_a = `interest_std`, u one of `n_interest_centres` songs (a seeded sample) and 
 Each candidate point's evidence and posterior are closed-form (one column added to the level's
 model); the `n_interests` most probable are kept, and share their form's whole evidence (while
 the plays include 0/1 evidence, or the prior mean is the person's own history, the form is left
-out: see `TastePrior`). A smooth kernel only spreads what was heard; an interest point extrapolates it: plays that rise
-towards a place the person has not heard yet predict more there, and a Thompson draw of such a
-point goes and looks.
+out: see `TastePrior`). A smooth kernel only spreads what was heard; an interest point
+extrapolates it: plays that rise towards a place the person has not heard yet predict more
+there, and a Thompson draw of such a point goes and looks.
 
 Predictions use the mixture's exact mean and covariance of the weights (an interest point's
 weight is 0 in every other component); a Thompson draw is a draw of the mixture itself: a
