@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -7,9 +8,28 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from embed_browser import browser, page, standin_origin  # noqa: F401 - the embed player's browser fixtures, one of each
 from helpers.paths import ProjectPaths
+
+
+def share_the_cores_between_workers() -> None:
+    """Give each pytest-xdist worker its share of the cores for BLAS, OpenMP and numba threads.
+
+    Each pool defaults to every core, so two workers on two cores ran four busy threads: the suite
+    took twice as long and a live loop's update between two sessions outlasted its test's wait.
+    The environment reaches the notebook kernels and commands the tests start; threadpoolctl
+    limits the pools this process has already loaded.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    for pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(pool, str(threads))
+    threadpool_limits(limits=threads)
+
+
+share_the_cores_between_workers()
 
 # PPO, evaluation and fine-tune settings for the tests that run notebooks 06-08: they assert the
 # files, shapes and lengths a chain leaves, never what its policy learned, so a few thousand
