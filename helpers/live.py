@@ -117,9 +117,7 @@ class LiveLearner:
         sessions += [live & (records["session_id"] == session).to_numpy() for session in order]
         listened = records["percentage_listened"].to_numpy(np.float64)
         evidence = records["share_from_evidence"].to_numpy(bool)
-        for mask in sessions:
-            model.observe(rows[mask], listened[mask], evidence[mask])
-            model.end_session()
+        model.observe_sessions([(rows[mask], listened[mask], evidence[mask]) for mask in sessions])
         self.model = model
         left_out = f"; {int((~known).sum())} record(s) of songs not in the catalogue left out" if (~known).any() else ""
         self.message = sentence + left_out

@@ -242,6 +242,37 @@ def test_forgetting_fades_old_sessions_and_one_keeps_them(songs):
         assert (later < after_play - 0.05) == expect_faded
 
 
+def test_sessions_observed_at_once_give_the_posterior_of_observing_and_ending_them_one_by_one(songs):
+    latents, clusters = songs
+    rng = np.random.default_rng(3)
+    sessions = []
+    for _ in range(4):
+        evidence = rng.random(10) < 0.3
+        sessions.append((rng.integers(0, len(latents), 10),
+                         np.where(evidence, rng.integers(0, 2, 10), rng.uniform(0, 1, 10)), evidence))
+    prior = TastePrior(forgetting=0.6)  # fading makes each play's session matter
+    one_by_one, at_once = TasteModel(latents, clusters, prior, seed=0), TasteModel(latents, clusters, prior, seed=0)
+    for plays in sessions:
+        one_by_one.observe(*plays)
+        one_by_one.end_session()
+    at_once.observe_sessions(sessions)
+    assert at_once.session == one_by_one.session == 4
+    np.testing.assert_allclose(at_once.component_posterior, one_by_one.component_posterior)
+    for expected, got in zip(one_by_one.predict(), at_once.predict()):
+        np.testing.assert_allclose(got, expected)
+
+
+def test_a_bad_session_among_several_adds_none_of_them(songs):
+    latents, clusters = songs
+    model = TasteModel(latents, clusters, seed=0)
+    before = model.predict()
+    with pytest.raises(ValueError, match="percentage_listened"):
+        model.observe_sessions([([1, 2], [0.5, 0.9], None), ([3], [1.5], None)])
+    assert model.session == 0
+    for expected, got in zip(before, model.predict()):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_thompson_draws_are_seeded_and_spread_as_the_posterior(songs):
     latents, clusters = songs
     model = TasteModel(latents, clusters, seed=0)
