@@ -336,8 +336,8 @@ class TasteModel:
 
     def observe_sessions(self, sessions: Sequence[Plays]) -> None:
         """Add several sessions' plays in order, ending each, and fit once: the posterior of
-        `observe` then `end_session` for one session after another, without a fit per session (a
-        long log replayed that way cost one fit per session, about 0.07 s each at any size)."""
+        `observe` then `end_session` for one session after another, without their two fits per
+        session (about 0.07 s each at any catalogue size, so a long log's replay grew with it)."""
         if not sessions:
             return
         self._append([self._checked_plays(*plays) for plays in sessions])
